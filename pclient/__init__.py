@@ -1,0 +1,1 @@
+"""kadshare pclient package."""

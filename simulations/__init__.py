@@ -1,0 +1,1 @@
+"""kadshare simulations package."""
