@@ -1,8 +1,9 @@
 """Generate the Python gRPC stubs from ``kadshare.proto`` with grpcio-tools.
 
 ``make protos`` runs it; importing ``protos`` runs it when the stubs are stale.
-The output lands beside the ``.proto``; imports in the generated code are package-relative (``from protos import``)
-because the include root is the folder above ``protos/``.
+The output lands beside the ``.proto``; imports in the generated code are
+package-relative (``from protos import``) because the include root is the folder
+above ``protos/``.
 """
 
 from __future__ import annotations
