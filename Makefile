@@ -35,7 +35,7 @@ test: install lint
 	$(BIN)/python -m pytest -q
 
 fuzz: install
-	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests -m fuzz
+	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/security
 
 clean:
 	rm -rf $(VENV) $(STUBS) protos/kadshare_pb2.pyi build *.egg-info
