@@ -1,0 +1,244 @@
+"""kadshare — find, fetch and share files on a kadshare network.
+
+Usage:
+  kadshare search WORDS... [--node URL] [--json] [-v]
+  kadshare providers FILE_ID [--node URL] [--json] [-v]
+  kadshare get FILE [-o DIR] [--sources N] [--from ADDR]... [--force] [--timeout S]
+               [--node URL] [--json] [-v]
+  kadshare put PATH --to ADDR [--name NAME] [--json] [-v]
+  kadshare ls [--node URL] [--json] [-v]
+  kadshare peers [--node URL] [--json] [-v]
+  kadshare status [--node URL] [--json] [-v]
+  kadshare (-h | --help)
+  kadshare --version
+
+Commands:
+  search     Find files on the network by words of their names.
+  providers  List the peers that provide a file (by its 64-hex id).
+  get        Download a file by id or by name: several sources at once, every chunk
+             verified, resumable (run the same command again after an interruption).
+  put        Upload a file to a peer that accepts uploads (ADDR is HOST:GRPC_PORT).
+  ls         Files shared by the node.
+  peers      The node's routing table.
+  status     The node's id, ports and counts.
+
+Options:
+  --node URL         REST address of a kadshare node; default: $KADSHARE_NODE,
+                     else http://127.0.0.1:8000.
+  --json             Print one JSON document (for scripts) instead of tables.
+  -o DIR, --output DIR  Directory to save into [default: .].
+  --sources N        Download from up to N providers at once [default: 4].
+  --from ADDR        Fetch from this provider (HOST:GRPC_PORT) instead of asking the
+                     node who provides the file; repeatable. FILE must be an id.
+  --force            Replace an existing different file with the same name.
+  --timeout S        Seconds without data before a source is dropped [default: 15].
+  --to ADDR          gRPC address (HOST:PORT) of the peer receiving the upload.
+  --name NAME        Name to give the uploaded file (default: its own name).
+  -v, --verbose      Log what happens to stderr.
+  -h, --help         Show this help.
+
+Exit codes: 0 ok, 1 not found or failed, 2 bad usage, 130 interrupted (resume state kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from docopt import DocoptExit, docopt
+
+from pclient.client import DEFAULT_NODE_URL, BadFileId, Client, upload_file
+from pclient.download import DownloadConfig, download_file, is_file_id
+from pclient.errors import AmbiguousName, ClientError, NotFound
+from pclient.render import (
+    ProgressBar,
+    files_table,
+    human_size,
+    peers_table,
+    print_json,
+    providers_table,
+    search_table,
+    short_id,
+    status_table,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+VERSION = "kadshare 0.1.0"
+
+
+class UsageError(Exception):
+    """A well-formed command line with a value that makes no sense."""
+
+
+def _positive_int(value: str, flag: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(f"{flag} needs a whole number of at least 1, not {value!r}")
+    return number
+
+
+def _positive_float(value: str, flag: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not number > 0:
+        raise UsageError(f"{flag} needs a positive number of seconds, not {value!r}")
+    return number
+
+
+def _address(value: str, flag: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{flag} needs HOST:PORT, not {value!r}")
+    return value
+
+
+async def _run(args: dict[str, Any]) -> int:
+    node = args["--node"] or os.environ.get("KADSHARE_NODE") or DEFAULT_NODE_URL
+    as_json = bool(args["--json"])
+    if args["put"]:
+        return await _put(args, as_json)
+    async with Client(node) as client:
+        if args["search"]:
+            query = " ".join(args["WORDS"])
+            results = await client.search(query)
+            if as_json:
+                print_json({"query": query, "results": results})
+            else:
+                search_table(results)
+            return EXIT_OK if results else EXIT_FAILED
+        if args["providers"]:
+            file_id = args["FILE_ID"]
+            provs = await client.providers(file_id)
+            if as_json:
+                print_json({"file_id": file_id.lower(), "providers": provs})
+            else:
+                providers_table(file_id, provs)
+            return EXIT_OK if provs else EXIT_FAILED
+        if args["ls"]:
+            files = await client.files()
+            print_json({"files": files}) if as_json else files_table(files)
+            return EXIT_OK
+        if args["peers"]:
+            peers = await client.peers()
+            print_json({"peers": peers}) if as_json else peers_table(peers)
+            return EXIT_OK
+        if args["status"]:
+            status = await client.status()
+            print_json(status) if as_json else status_table(status, client.node_url)
+            return EXIT_OK
+        if args["get"]:
+            return await _get(client, args, as_json)
+    raise UsageError("unknown command")
+
+
+async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
+    sources = _positive_int(args["--sources"], "--sources")
+    timeout = _positive_float(args["--timeout"], "--timeout")
+    direct = [_address(a, "--from") for a in args["--from"]]
+    target = args["FILE"]
+    config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]))
+    if direct:
+        if not is_file_id(target):
+            raise UsageError("with --from, FILE must be a 64-hex file id")
+        hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}
+    else:
+        hit = await client.resolve(target)
+    bar = ProgressBar(hit.get("name") or short_id(hit["file_id"]), enabled=None if not as_json
+                      else False)
+    with bar:
+        if direct:
+            result = await download_file(hit["file_id"], args["--output"], direct,
+                                         config=config, progress=bar.download)
+        else:
+            result = await client.download(hit["file_id"], args["--output"], config=config,
+                                           progress=bar.download)
+    if as_json:
+        print_json(result.to_json())
+        return EXIT_OK
+    if result.already_present:
+        print(f"{result.path} is already here and verified ({human_size(result.size)})")
+        return EXIT_OK
+    rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    resumed = f", {human_size(result.resumed_bytes)} resumed" if result.resumed_bytes else ""
+    print(
+        f"saved {result.path} ({human_size(result.size)}, sha256 verified{resumed}) from "
+        f"{len(result.sources)} source(s) in {result.seconds:.1f} s, {rate:.1f} MB/s"
+    )
+    for source, reason in result.dropped.items():
+        print(f"  dropped {source}: {reason}")
+    return EXIT_OK
+
+
+async def _put(args: dict[str, Any], as_json: bool) -> int:
+    peer = _address(args["--to"], "--to")
+    name = args["--name"] or None
+    bar = ProgressBar(os.path.basename(args["PATH"]), enabled=None if not as_json else False)
+    with bar:
+        reply = await upload_file(args["PATH"], peer, bar.upload, name=name)
+    if as_json:
+        print_json(reply)
+    else:
+        print(f"uploaded {reply['name']} ({human_size(reply['size'])}) to {peer}; "
+              f"id {reply['file_id']}")
+    return EXIT_OK
+
+
+def _fail(message: str, as_json: bool, code: int, extra: dict[str, Any] | None = None) -> int:
+    print(f"kadshare: {message}", file=sys.stderr)
+    if as_json:
+        print_json({"error": message, "exit_code": code, **(extra or {})})
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kadshare`` console script; returns the exit code."""
+    try:
+        args = docopt(__doc__, argv=argv, version=VERSION)
+    except DocoptExit as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    as_json = bool(args["--json"])
+    logging.basicConfig(
+        level=logging.INFO if args["--verbose"] else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        msg = "interrupted"
+        if args["get"]:
+            msg += "; progress is saved, run the same command again to resume"
+        return _fail(msg, as_json, EXIT_INTERRUPTED)
+    except (UsageError, BadFileId) as exc:
+        return _fail(str(exc), as_json, EXIT_USAGE)
+    except AmbiguousName as exc:
+        if not as_json:
+            print(f"kadshare: {exc}", file=sys.stderr)
+            search_table(exc.candidates, out=sys.stderr)
+            return EXIT_FAILED
+        return _fail(str(exc), as_json, EXIT_FAILED, {"candidates": exc.candidates})
+    except NotFound as exc:
+        return _fail(str(exc), as_json, EXIT_FAILED)
+    except ClientError as exc:
+        log.debug("failure", exc_info=True)
+        return _fail(str(exc), as_json, EXIT_FAILED)
+
+
+def run() -> None:
+    """``python -m pclient`` / console script wrapper that exits with main()'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

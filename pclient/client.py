@@ -1,0 +1,276 @@
+"""``Client``: the kadshare library API over a node's REST API and providers' gRPC.
+
+A client never touches peer internals: listing, search and provider lookup go to one
+node over REST (DESIGN.md's table), bytes come from providers over ``TransferService``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+
+from pclient.download import (
+    MAX_MESSAGE_BYTES,
+    DownloadConfig,
+    DownloadResult,
+    ProgressCallback,
+    describe_rpc_error,
+    download_file,
+    is_file_id,
+)
+from pclient.errors import (
+    AmbiguousName,
+    ClientError,
+    NodeError,
+    NodeUnreachable,
+    NoProviders,
+    NotFound,
+    UploadFailed,
+)
+from protos import kadshare_pb2, kadshare_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NODE_URL = "http://127.0.0.1:8000"
+DEFAULT_REST_TIMEOUT = 30.0
+DEFAULT_UPLOAD_TIMEOUT = 3600.0
+UPLOAD_MESSAGE_BYTES = 1024 * 1024
+
+UploadProgress = Callable[[int, int], None]
+"""Called with (bytes sent, total bytes) while an upload streams."""
+
+
+def _require(doc: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), kind):
+        raise NodeError(f"the node's answer lacks a valid {key!r} field")
+    return doc[key]
+
+
+class Client:
+    """Async client of one kadshare node.
+
+    ``async with Client(url) as c: await c.search("words")``. Every call has a timeout;
+    failures raise ``ClientError`` subclasses whose text is meant for a person.
+    """
+
+    def __init__(self, node_url: str = DEFAULT_NODE_URL, *, timeout: float = DEFAULT_REST_TIMEOUT):
+        self.node_url = node_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.node_url, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Client({self.node_url!r})"
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- REST ------------------------------------------------------------------------
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            resp = await self._http.get(path, params=params)
+        except httpx.InvalidURL as exc:
+            raise NodeUnreachable(self.node_url, "not a valid URL") from exc
+        except httpx.TimeoutException as exc:
+            raise NodeUnreachable(self.node_url, "timed out") from exc
+        except (httpx.TransportError, ValueError) as exc:
+            raise NodeUnreachable(self.node_url, type(exc).__name__) from exc
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = None
+        if resp.status_code >= 400:
+            error = doc.get("error") if isinstance(doc, dict) else None
+            message = str(error or resp.reason_phrase or "error")
+            if resp.status_code == 404:
+                raise NotFound(message)
+            raise NodeError(
+                f"node {self.node_url} refused {path}: {message} (HTTP {resp.status_code})",
+                resp.status_code,
+            )
+        if not isinstance(doc, dict):
+            raise NodeError(f"{self.node_url}{path} did not answer with a JSON object")
+        return doc
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /status``: this node's id, ports and counts."""
+        doc = await self._get("/status")
+        _require(doc, "node_id", str)
+        return doc
+
+    async def files(self) -> list[dict[str, Any]]:
+        """``GET /files``: files this node shares."""
+        return list(_require(await self._get("/files"), "files", list))
+
+    async def search(self, query: str) -> list[dict[str, Any]]:
+        """``GET /search?q=``: network-wide keyword search (``providers`` is a count)."""
+        if not query.strip():
+            raise ClientError("give at least one word to search for")
+        return list(_require(await self._get("/search", {"q": query}), "results", list))
+
+    async def providers(self, file_id: str) -> list[dict[str, Any]]:
+        """``GET /providers/{id}``: who provides a file (``grpc`` is ``host:port``)."""
+        file_id = check_file_id(file_id)
+        try:
+            doc = await self._get(f"/providers/{file_id}")
+        except NotFound:
+            return []
+        return list(_require(doc, "providers", list))
+
+    async def peers(self) -> list[dict[str, Any]]:
+        """``GET /peers``: the node's routing table."""
+        return list(_require(await self._get("/peers"), "peers", list))
+
+    async def resolve(self, file: str) -> dict[str, Any]:
+        """Turn a file id or a name into a search hit ``{file_id, name, size, ...}``.
+
+        A 64-hex argument is an id. A name is searched: an exact name match wins (if
+        all exact matches are one file), else a single hit is taken; none raises
+        NotFound, several raise AmbiguousName listing them.
+        """
+        if is_file_id(file):
+            return {"file_id": file.lower(), "name": "", "size": None}
+        hits = [h for h in await self.search(file) if isinstance(h, dict) and "file_id" in h]
+        exact = [h for h in hits if h.get("name") == file]
+        if not exact:
+            exact = [h for h in hits if str(h.get("name", "")).rsplit("/", 1)[-1] == file]
+        candidates = exact or hits
+        ids = {h["file_id"] for h in candidates}
+        if len(ids) == 1:
+            return candidates[0]
+        if not ids:
+            hint = ""
+            if len(file) >= 8 and all(c in "0123456789abcdefABCDEF" for c in file):
+                hint = " (it looks like an id prefix: give all 64 hex characters)"
+            raise NotFound(f"no file named {file!r} found on the network{hint}")
+        raise AmbiguousName(file, candidates)
+
+    # -- transfers -------------------------------------------------------------------
+    async def download(
+        self,
+        file_id: str,
+        dest: str | os.PathLike[str],
+        sources: int = 4,
+        progress: ProgressCallback | None = None,
+        *,
+        providers: list[str] | None = None,
+        config: DownloadConfig | None = None,
+        name: str | None = None,
+    ) -> DownloadResult:
+        """Download ``file_id`` into the directory ``dest`` from up to ``sources`` peers.
+
+        ``providers`` (gRPC ``host:port`` list) skips the node's provider lookup.
+        """
+        file_id = check_file_id(file_id)
+        if config is None:
+            config = DownloadConfig(sources=sources)
+        if providers is None:
+            found = await self.providers(file_id)
+            providers = [str(p["grpc"]) for p in found if isinstance(p, dict) and p.get("grpc")]
+            if not providers:
+                raise NoProviders(
+                    f"nobody provides {file_id[:16]}… right now "
+                    f"(asked the node at {self.node_url})"
+                )
+        return await download_file(
+            file_id, dest, providers, config=config, progress=progress, name=name
+        )
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        peer_grpc: str,
+        progress: UploadProgress | None = None,
+        *,
+        name: str | None = None,
+        timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Send a local file to the peer at ``peer_grpc``; returns ``{file_id, name, size}``."""
+        return await upload_file(path, peer_grpc, progress, name=name, timeout=timeout)
+
+
+def check_file_id(file_id: str) -> str:
+    """The lowercase id, or a ClientError saying what a file id looks like."""
+    if not is_file_id(file_id):
+        raise BadFileId(
+            f"{file_id!r} is not a file id: expected 64 hex characters (the SHA-256 of "
+            "the content, shown by `kadshare search --json`)"
+        )
+    return file_id.lower()
+
+
+class BadFileId(ClientError):
+    """The argument is not a 64-hex file id (a usage error: exit code 2)."""
+
+
+async def upload_file(
+    path: str | os.PathLike[str],
+    peer_grpc: str,
+    progress: UploadProgress | None = None,
+    *,
+    name: str | None = None,
+    timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+) -> dict[str, Any]:
+    """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, sha256), then data."""
+    src = Path(path)
+    try:
+        size, digest = await asyncio.to_thread(_size_and_sha256, src)
+    except OSError as exc:
+        raise UploadFailed(f"cannot read {src}: {exc.strerror or exc}") from exc
+    header = kadshare_pb2.UploadHeader(name=name or src.name, size=size, file_id=digest)
+
+    async def messages() -> AsyncIterator[kadshare_pb2.UploadMessage]:
+        yield kadshare_pb2.UploadMessage(header=header)
+        sent = 0
+        if progress:
+            progress(0, size)
+        with open(src, "rb") as fh:  # noqa: ASYNC230 - 1 MiB reads between sends
+            while data := fh.read(UPLOAD_MESSAGE_BYTES):
+                yield kadshare_pb2.UploadMessage(data=data)
+                sent += len(data)
+                if progress:
+                    progress(sent, size)
+
+    channel = grpc.aio.insecure_channel(
+        peer_grpc, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    )
+    try:
+        stub = kadshare_pb2_grpc.TransferServiceStub(channel)
+        reply = await stub.Upload(messages(), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            why = "it does not accept uploads"
+            if exc.details():
+                why += f" ({exc.details()})"
+        elif code == grpc.StatusCode.UNAVAILABLE:
+            why = "cannot reach it"
+        else:
+            why = describe_rpc_error(exc)
+        raise UploadFailed(f"upload of {src.name} to {peer_grpc} failed: {why}") from exc
+    finally:
+        await channel.close()
+    return {"file_id": reply.file_id, "name": reply.name, "size": reply.size, "peer": peer_grpc}
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    if not path.is_file():
+        raise UploadFailed(f"{path} is not a regular file")
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while data := fh.read(4 * 1024 * 1024):
+            digest.update(data)
+    return size, digest.hexdigest()

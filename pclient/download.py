@@ -1,0 +1,674 @@
+"""Multi-source, resumable, verified downloads over gRPC.
+
+How a download runs (``download_file``):
+
+1. ``GetInfo`` from the first provider that answers: size, chunk size, one SHA-256 per
+   chunk. Every chunk is checked against its hash the moment it arrives, so a source
+   that sends bad bytes is caught after one chunk, not after the whole file.
+2. Bytes go to ``NAME.part`` beside a small JSON resume state ``NAME.part.state``
+   (which chunks are written and verified). A rerun after Ctrl-C, kill -9 or the loss
+   of every source re-verifies the recorded chunks and fetches only the rest.
+3. One worker per source (up to ``sources`` at once). Workers take *runs* of
+   consecutive chunks (one ``Download`` RPC each) from a shared queue; a worker with
+   nothing left to take steals the back half of the largest run still in flight, so
+   fast sources end up doing more of the file. A source that errors, stalls longer than
+   ``stall_timeout`` or sends a chunk with the wrong hash is dropped for this download;
+   its unfinished chunks go back to the queue and a spare provider takes its place.
+4. When every chunk is in, the whole file is hashed once more against the file id and
+   renamed over the final name atomically. An existing different file is never
+   replaced unless ``force``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from pclient.errors import (
+    ChecksumMismatch,
+    ClientError,
+    DestinationError,
+    NoProviders,
+    TransferFailed,
+)
+from protos import kadshare_pb2, kadshare_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SOURCES = 4
+DEFAULT_RUN_BYTES = 8 * 1024 * 1024
+DEFAULT_STALL_TIMEOUT = 15.0
+DEFAULT_INFO_TIMEOUT = 10.0
+DEFAULT_STATE_INTERVAL = 0.5
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+STATE_VERSION = 1
+PART_SUFFIX = ".part"
+STATE_SUFFIX = ".part.state"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DownloadConfig:
+    """Tunables of one download; defaults suit a LAN or loopback.
+
+    sources: providers fetched from in parallel.
+    run_bytes: bytes asked for in one ``Download`` RPC (rounded to whole chunks).
+    stall_timeout: seconds without a message before a source is dropped.
+    info_timeout: seconds for ``GetInfo`` per provider.
+    state_interval: seconds between resume-state saves while downloading.
+    force: replace an existing different file at the destination.
+    """
+
+    sources: int = DEFAULT_SOURCES
+    run_bytes: int = DEFAULT_RUN_BYTES
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    info_timeout: float = DEFAULT_INFO_TIMEOUT
+    state_interval: float = DEFAULT_STATE_INTERVAL
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sources < 1:
+            raise ValueError("sources must be at least 1")
+        if self.run_bytes < 1 or self.stall_timeout <= 0 or self.info_timeout <= 0:
+            raise ValueError("run_bytes, stall_timeout and info_timeout must be positive")
+
+
+@dataclass
+class DownloadProgress:
+    """Snapshot handed to the progress callback after every verified chunk."""
+
+    name: str
+    total: int
+    done: int
+    fetched: int
+    resumed: int
+    active_sources: int
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+@dataclass
+class DownloadResult:
+    """What a finished download did; ``to_json()`` is the ``get --json`` document."""
+
+    file_id: str
+    name: str
+    path: Path
+    size: int
+    fetched_bytes: int = 0
+    resumed_bytes: int = 0
+    already_present: bool = False
+    sources: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file_id": self.file_id,
+            "name": self.name,
+            "path": str(self.path),
+            "size": self.size,
+            "fetched_bytes": self.fetched_bytes,
+            "resumed_bytes": self.resumed_bytes,
+            "already_present": self.already_present,
+            "sources": dict(self.sources),
+            "dropped": dict(self.dropped),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _SourceFailed(Exception):
+    """A source is unusable for this download; the message is the reason shown."""
+
+
+def is_file_id(text: str) -> bool:
+    """True for 64 hex characters (either case)."""
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def safe_name(name: str, fallback: str) -> str:
+    """The last path component of a provider-given name, or ``fallback`` if unusable."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not base or base in (".", "..") or base.startswith(".") or "\x00" in base:
+        return fallback
+    return base[:255]
+
+
+def sha256_file(path: Path, block: int = 4 * 1024 * 1024) -> str:
+    """Hex SHA-256 of a whole file (run in a thread: hashlib releases the GIL)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while data := fh.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
+    """A short reason a person understands for a failed gRPC call."""
+    code = exc.code()
+    details = (exc.details() or "").strip()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"unreachable ({details or 'connection refused'})"
+    if code == grpc.StatusCode.NOT_FOUND:
+        return "does not share this file"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "timed out"
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return f"overloaded or message too large ({details})"
+    return f"{code.name.lower()}: {details}" if details else code.name.lower()
+
+
+def destination_error(exc: OSError, path: Path) -> DestinationError:
+    """Map a filesystem error to a sentence about the destination."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg = f"disk full while writing {path}; free some space and rerun to resume"
+    elif exc.errno in (errno.EROFS,):
+        msg = f"cannot write {path}: the file system is read-only"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        msg = f"cannot write {path}: permission denied"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        msg = f"cannot use {path.parent} as a download directory: not a directory"
+    else:
+        msg = f"cannot write {path}: {exc.strerror or exc}"
+    return DestinationError(msg)
+
+
+class _Run:
+    """Consecutive chunks [next, end) assigned to one worker; ``end`` may shrink."""
+
+    __slots__ = ("next", "end", "source")
+
+    def __init__(self, start: int, end: int, source: str) -> None:
+        self.next = start
+        self.end = end
+        self.source = source
+
+
+class _Scheduler:
+    """Shared queue of missing chunks, in-flight runs and work stealing."""
+
+    def __init__(self, total_chunks: int, done: bytearray, run_chunks: int) -> None:
+        self.total = total_chunks
+        self.done = done
+        self.run_chunks = max(1, run_chunks)
+        self.pending: list[int] = [i for i in range(total_chunks) if not done[i]]
+        self.pending.reverse()  # pop() from the end gives the lowest index
+        self.inflight: list[_Run] = []
+        self.remaining = len(self.pending)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+    def take(self, source: str) -> _Run | None:
+        """Next run for ``source``: from the queue, else stolen; None if nothing now."""
+        if self.pending:
+            start = self.pending.pop()
+            end = start + 1
+            while self.pending and self.pending[-1] == end and end - start < self.run_chunks:
+                self.pending.pop()
+                end += 1
+            run = _Run(start, end, source)
+            self.inflight.append(run)
+            return run
+        victim = max(self.inflight, key=lambda r: r.end - r.next, default=None)
+        if victim is None or victim.end - victim.next < 2:
+            return None
+        mid = victim.next + (victim.end - victim.next) // 2
+        run = _Run(mid, victim.end, source)
+        victim.end = mid
+        self.inflight.append(run)
+        log.debug("%s steals chunks %d-%d from %s", source, mid, run.end - 1, victim.source)
+        return run
+
+    def finish(self, run: _Run) -> None:
+        """The worker stops working on ``run``; give unfinished chunks back."""
+        with contextlib.suppress(ValueError):
+            self.inflight.remove(run)
+        back = [i for i in range(run.next, run.end) if not self.done[i]]
+        if back:
+            self.pending.extend(reversed(back))
+            self.pending.sort(reverse=True)
+            self.notify()
+
+    def chunk_done(self, index: int) -> None:
+        if not self.done[index]:
+            self.done[index] = 1
+            self.remaining -= 1
+            if self.remaining == 0:
+                self.notify()
+
+    async def wait_change(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
+
+    def notify(self) -> None:
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._waiters.clear()
+
+
+def _validate_info(info: kadshare_pb2.FileInfo, file_id: str) -> str | None:
+    """Why this FileInfo cannot be used, or None if it is consistent."""
+    if info.file_id.lower() != file_id:
+        return "answered GetInfo for a different file"
+    if info.size > 0 and info.chunk_size == 0:
+        return "sent a chunk size of 0"
+    expected = -(-info.size // info.chunk_size) if info.size else 0
+    if len(info.chunk_hashes) != expected:
+        return f"sent {len(info.chunk_hashes)} chunk hashes for {expected} chunks"
+    if any(len(h) != 32 for h in info.chunk_hashes):
+        return "sent a chunk hash that is not 32 bytes"
+    return None
+
+
+def _channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 0),
+        ],
+    )
+
+
+async def fetch_info(
+    file_id: str, providers: list[str], timeout: float
+) -> tuple[kadshare_pb2.FileInfo, str, dict[str, str]]:
+    """GetInfo from the first provider that gives a consistent answer.
+
+    Returns the info, the provider that gave it and the reasons others failed.
+    """
+    reasons: dict[str, str] = {}
+    for address in providers:
+        channel = _channel(address)
+        try:
+            stub = kadshare_pb2_grpc.TransferServiceStub(channel)
+            info = await stub.GetInfo(
+                kadshare_pb2.InfoRequest(file_id=file_id), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            reasons[address] = describe_rpc_error(exc)
+            log.info("provider %s: GetInfo failed: %s", address, reasons[address])
+            continue
+        finally:
+            await channel.close()
+        problem = _validate_info(info, file_id)
+        if problem:
+            reasons[address] = problem
+            continue
+        return info, address, reasons
+    raise TransferFailed("no provider could describe the file", reasons)
+
+
+class _Download:
+    """State of one download in progress (see the module docstring)."""
+
+    def __init__(
+        self,
+        file_id: str,
+        info: kadshare_pb2.FileInfo,
+        final: Path,
+        providers: list[str],
+        config: DownloadConfig,
+        progress: ProgressCallback | None,
+        dropped: dict[str, str],
+    ) -> None:
+        self.file_id = file_id
+        self.info = info
+        self.size = info.size
+        self.chunk_size = info.chunk_size or 1
+        self.hashes = list(info.chunk_hashes)
+        self.total_chunks = len(self.hashes)
+        self.final = final
+        self.part = final.with_name(final.name + PART_SUFFIX)
+        self.state = final.with_name(final.name + STATE_SUFFIX)
+        self.providers = providers
+        self.config = config
+        self.progress = progress
+        self.dropped = dropped
+        self.done = bytearray(self.total_chunks)
+        self.fd = -1
+        self.opened = False
+        self.fetched = 0
+        self.resumed = 0
+        self.done_bytes = 0
+        self.per_source: dict[str, int] = {}
+        self.active = 0
+        self._last_save = 0.0
+        self.sched: _Scheduler | None = None
+
+    def chunk_len(self, index: int) -> int:
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+    # -- resume state ----------------------------------------------------------------
+    def _load_state(self) -> list[int]:
+        """Chunk indexes the saved state claims done, if it belongs to this file."""
+        try:
+            raw = json.loads(self.state.read_text())
+            if not (
+                raw.get("version") == STATE_VERSION
+                and raw.get("file_id") == self.file_id
+                and raw.get("size") == self.size
+                and raw.get("chunk_size") == self.chunk_size
+            ):
+                return []
+            bitmap = bytes.fromhex(raw.get("done", ""))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return []
+        return [i for i in range(self.total_chunks) if i < len(bitmap) and bitmap[i]]
+
+    def _verify_claimed(self, claimed: list[int]) -> list[int]:
+        """Re-hash the chunks a state file claims, so a stale state costs nothing."""
+        good = []
+        with open(self.part, "rb") as fh:
+            for i in claimed:
+                fh.seek(i * self.chunk_size)
+                data = fh.read(self.chunk_len(i))
+                if hashlib.sha256(data).digest() == self.hashes[i]:
+                    good.append(i)
+        return good
+
+    def save_state(self) -> None:
+        if not self.opened:
+            return
+        doc = {
+            "version": STATE_VERSION,
+            "file_id": self.file_id,
+            "name": self.final.name,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "done": bytes(self.done).hex(),
+        }
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.state)
+        except OSError as exc:
+            log.warning("could not save resume state %s: %s", self.state, exc)
+        self._last_save = time.monotonic()
+
+    # -- preparation -----------------------------------------------------------------
+    async def open_part(self) -> None:
+        """Open (or create) the .part file and take over verified chunks from a state."""
+        claimed = self._load_state() if self.part.exists() else []
+        try:
+            if claimed:
+                good = await asyncio.to_thread(self._verify_claimed, claimed)
+                for i in good:
+                    self.done[i] = 1
+                    self.resumed += self.chunk_len(i)
+                self.fd = os.open(self.part, os.O_RDWR)
+                if good:
+                    log.info("resuming %s: %d of %d chunks already verified",
+                             self.final.name, len(good), self.total_chunks)
+            else:
+                self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.ftruncate(self.fd, self.size)
+            if self.size and hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(self.fd, 0, self.size)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+        except OSError as exc:
+            if not claimed:
+                self.close()
+                with contextlib.suppress(OSError):
+                    self.part.unlink()
+            raise destination_error(exc, self.part) from exc
+        self.opened = True
+        self.done_bytes = self.resumed
+
+    # -- transfer --------------------------------------------------------------------
+    def _write(self, index: int, data: bytes) -> None:
+        try:
+            written = os.pwrite(self.fd, data, index * self.chunk_size)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            raise destination_error(exc, self.part) from exc
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(
+                DownloadProgress(
+                    name=self.final.name,
+                    total=self.size,
+                    done=self.done_bytes,
+                    fetched=self.fetched,
+                    resumed=self.resumed,
+                    active_sources=self.active,
+                )
+            )
+
+    async def _fetch_run(self, stub: kadshare_pb2_grpc.TransferServiceStub, run: _Run) -> None:
+        assert self.sched is not None
+        offset = run.next * self.chunk_size
+        length = min(run.end * self.chunk_size, self.size) - offset
+        call = stub.Download(
+            kadshare_pb2.DownloadRequest(file_id=self.file_id, offset=offset, length=length)
+        )
+        buf = bytearray()
+        expected = offset
+        stream = call.__aiter__()
+        try:
+            while run.next < run.end:
+                try:
+                    msg = await asyncio.wait_for(
+                        stream.__anext__(), timeout=self.config.stall_timeout
+                    )
+                except StopAsyncIteration:
+                    raise _SourceFailed(f"stream ended early at byte {expected}") from None
+                except TimeoutError:
+                    raise _SourceFailed(
+                        f"stalled: no data for {self.config.stall_timeout:g} s"
+                    ) from None
+                if msg.offset != expected or not msg.data:
+                    raise _SourceFailed(f"sent bytes at offset {msg.offset}, wanted {expected}")
+                buf += msg.data
+                expected += len(msg.data)
+                while run.next < run.end:
+                    need = self.chunk_len(run.next)
+                    if len(buf) < need:
+                        break
+                    data = bytes(buf[:need])
+                    del buf[:need]
+                    index = run.next
+                    if hashlib.sha256(data).digest() != self.hashes[index]:
+                        raise _SourceFailed(f"sent a corrupted chunk (#{index}, hash mismatch)")
+                    run.next += 1
+                    if self.done[index]:
+                        continue
+                    self._write(index, data)
+                    self.sched.chunk_done(index)
+                    self.fetched += need
+                    self.done_bytes += need
+                    self.per_source[run.source] = self.per_source.get(run.source, 0) + need
+                    if time.monotonic() - self._last_save >= self.config.state_interval:
+                        self.save_state()
+                    self._report()
+        except grpc.aio.AioRpcError as exc:
+            raise _SourceFailed(describe_rpc_error(exc)) from exc
+        finally:
+            call.cancel()
+
+    async def _worker(self, address: str) -> None:
+        """Fetch runs from one source until the file is complete or the source fails."""
+        assert self.sched is not None
+        sched = self.sched
+        channel = _channel(address)
+        stub = kadshare_pb2_grpc.TransferServiceStub(channel)
+        try:
+            while not sched.complete:
+                run = sched.take(address)
+                if run is None:
+                    await sched.wait_change()
+                    continue
+                self.active += 1
+                try:
+                    await self._fetch_run(stub, run)
+                finally:
+                    self.active -= 1
+                    sched.finish(run)
+        except _SourceFailed as exc:
+            self.dropped[address] = str(exc)
+            log.info("dropped source %s: %s", address, exc)
+            self._report()
+        finally:
+            await channel.close(grace=None)
+
+    async def run(self) -> None:
+        """Fetch every missing chunk, replacing dropped sources with spare providers."""
+        run_chunks = max(1, self.config.run_bytes // self.chunk_size)
+        missing = self.total_chunks - sum(self.done)
+        per_source = -(-missing // max(1, min(self.config.sources, len(self.providers))))
+        self.sched = _Scheduler(self.total_chunks, self.done, min(run_chunks, max(1, per_source)))
+        spare = [p for p in self.providers if p not in self.dropped]
+        tasks: set[asyncio.Task[None]] = set()
+        self._report()
+        try:
+            while not self.sched.complete:
+                while spare and len(tasks) < self.config.sources:
+                    tasks.add(asyncio.create_task(self._worker(spare.pop(0))))
+                if not tasks:
+                    break
+                finished, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    task.result()  # re-raise DestinationError and bugs
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if not self.sched.complete:
+            raise TransferFailed(
+                f"every provider failed; {self.done_bytes} of {self.size} bytes saved, "
+                "rerun to resume",
+                self.dropped,
+            )
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def _check_destination(final: Path, file_id: str, size: int, force: bool) -> bool:
+    """Create the directory; True if ``final`` already holds this very file.
+
+    Raises DestinationError if a different file is there and ``force`` is off.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not (final.exists() or final.is_symlink()):
+        return False
+    if final.is_file() and final.stat().st_size == size and sha256_file(final) == file_id:
+        return True
+    if final.is_dir():
+        raise DestinationError(f"{final} is a directory; cannot replace it")
+    if not force:
+        raise DestinationError(
+            f"{final} already exists with different content; "
+            "use --force to replace it or -o to pick another directory"
+        )
+    return False
+
+
+async def download_file(
+    file_id: str,
+    dest_dir: str | os.PathLike[str],
+    providers: list[str],
+    *,
+    config: DownloadConfig | None = None,
+    progress: ProgressCallback | None = None,
+    name: str | None = None,
+) -> DownloadResult:
+    """Download ``file_id`` from ``providers`` (gRPC ``host:port``) into ``dest_dir``.
+
+    Raises NoProviders, TransferFailed, ChecksumMismatch or DestinationError.
+    """
+    config = config or DownloadConfig()
+    file_id = file_id.lower()
+    started = time.monotonic()
+    providers = list(dict.fromkeys(p for p in providers if p))
+    if not providers:
+        raise NoProviders(f"no provider is sharing {file_id[:16]}… right now")
+    info, _first, dropped = await fetch_info(file_id, providers, config.info_timeout)
+    providers = [p for p in providers if p not in dropped]
+    dest = Path(dest_dir)
+    final = dest / safe_name(name or info.name, file_id[:16])
+    result = DownloadResult(file_id=file_id, name=final.name, path=final, size=info.size)
+    try:
+        present = await asyncio.to_thread(_check_destination, final, file_id, info.size,
+                                          config.force)
+    except OSError as exc:
+        raise destination_error(exc, final) from exc
+    if present:
+        result.already_present = True
+        result.seconds = time.monotonic() - started
+        return result
+
+    job = _Download(file_id, info, final, providers, config, progress, dropped)
+    finished = False
+    try:
+        await job.open_part()
+        if job.total_chunks:
+            await job.run()
+        job.close()
+        actual = await asyncio.to_thread(sha256_file, job.part)
+        if actual != file_id:
+            job.opened = False
+            for path in (job.part, job.state):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise ChecksumMismatch(
+                f"the assembled file hashes to {actual[:16]}…, not {file_id[:16]}…; "
+                "the providers' chunk lists are wrong, nothing was kept"
+            )
+        try:
+            os.replace(job.part, final)
+        except OSError as exc:
+            raise destination_error(exc, final) from exc
+        finished = True
+        with contextlib.suppress(OSError):
+            job.state.unlink()
+    finally:
+        if not finished:
+            job.save_state()
+        job.close()
+    result.fetched_bytes = job.fetched
+    result.resumed_bytes = job.resumed
+    result.sources = dict(job.per_source)
+    result.dropped = dict(job.dropped)
+    result.seconds = time.monotonic() - started
+    log.info("saved %s (%d bytes, %d fetched) from %d sources",
+             final, info.size, job.fetched, len(job.per_source))
+    return result
+
+
+__all__ = [
+    "ClientError",
+    "DownloadConfig",
+    "DownloadProgress",
+    "DownloadResult",
+    "ProgressCallback",
+    "download_file",
+    "fetch_info",
+    "is_file_id",
+    "safe_name",
+]

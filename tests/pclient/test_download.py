@@ -1,0 +1,189 @@
+"""The download engine against real gRPC providers on loopback, some of them faulty."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from pclient import (
+    DestinationError,
+    DownloadConfig,
+    NoProviders,
+    TransferFailed,
+    download_file,
+)
+from pclient.download import STATE_SUFFIX, DownloadProgress
+from tests.pclient.provider import Behaviour
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fast(**kw: object) -> DownloadConfig:
+    """Small runs so that every source gets work on a 2 MiB file; short stall timeout."""
+    kw.setdefault("run_bytes", 128 * 1024)
+    kw.setdefault("stall_timeout", 5.0)
+    return DownloadConfig(**kw)  # type: ignore[arg-type]
+
+
+class TestMultiSource:
+    async def test_three_sources_share_the_work_and_file_verifies(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        provs = [await make_provider(Behaviour(delay=0.002)) for _ in range(3)]
+        result = await download_file(
+            file_id, tmp_path / "out", [p.address for p in provs], config=fast(sources=3)
+        )
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.path.name == shared_file.name
+        assert len(result.sources) >= 2
+        assert sum(result.sources.values()) == result.size == result.fetched_bytes
+        assert not result.dropped
+        assert not list((tmp_path / "out").glob("*.part*"))
+
+    async def test_corrupting_source_is_dropped_and_file_is_right(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        bad = await make_provider(Behaviour(corrupt_chunks=set(range(40))))
+        good = [await make_provider(Behaviour(delay=0.002)) for _ in range(2)]
+        providers = [bad.address] + [p.address for p in good]
+        result = await download_file(file_id, tmp_path, providers, config=fast(sources=3))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "corrupt" in result.dropped[bad.address]
+        assert bad.address not in result.sources
+
+    async def test_stalled_source_times_out_and_download_continues(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        stalled = await make_provider(Behaviour(stall_after=64 * 1024))
+        good = await make_provider()
+        result = await download_file(
+            file_id, tmp_path, [stalled.address, good.address],
+            config=fast(sources=2, stall_timeout=1.0),
+        )
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "stalled" in result.dropped[stalled.address]
+
+    async def test_progress_reports_reach_the_total(self, make_provider, file_id, tmp_path):
+        prov = await make_provider()
+        seen: list[DownloadProgress] = []
+        result = await download_file(file_id, tmp_path, [prov.address], progress=seen.append,
+                                     config=fast())
+        assert seen and seen[-1].done == seen[-1].total == result.size
+        assert all(a.done <= b.done for a, b in zip(seen, seen[1:], strict=False))
+
+    async def test_spare_provider_replaces_a_failing_one(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        flaky = await make_provider(Behaviour(fail_after=256 * 1024))
+        spare = await make_provider()
+        result = await download_file(file_id, tmp_path, [flaky.address, spare.address],
+                                     config=fast(sources=1))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert flaky.address in result.dropped and spare.address in result.sources
+
+
+class TestFailures:
+    async def test_no_providers(self, file_id, tmp_path):
+        with pytest.raises(NoProviders):
+            await download_file(file_id, tmp_path, [])
+
+    async def test_every_provider_failing_gives_a_reason_each_and_keeps_state(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        a = await make_provider(Behaviour(fail_after=512 * 1024))
+        b = await make_provider(Behaviour(corrupt_chunks={20, 21, 22, 23, 24, 25}))
+        with pytest.raises(TransferFailed) as info:
+            await download_file(file_id, tmp_path, [a.address, b.address],
+                                config=fast(sources=2))
+        assert set(info.value.reasons) == {a.address, b.address}
+        assert a.address in str(info.value) and "corrupt" in str(info.value)
+        assert not (tmp_path / shared_file.name).exists()
+        assert (tmp_path / (shared_file.name + STATE_SUFFIX)).exists()
+
+        # the sources are gone; a rerun with a good one fetches only the rest
+        good = await make_provider()
+        result = await download_file(file_id, tmp_path, [good.address], config=fast())
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.resumed_bytes > 0
+        assert result.fetched_bytes + result.resumed_bytes == result.size
+        assert good.bytes_sent < result.size
+        assert not (tmp_path / (shared_file.name + STATE_SUFFIX)).exists()
+
+    async def test_unreachable_and_not_sharing_providers_are_named(
+        self, make_provider, file_id, tmp_path
+    ):
+        sock_port = 1  # nothing listens on port 1 of loopback
+        with pytest.raises(TransferFailed) as info:
+            await download_file("ab" * 32, tmp_path, [f"127.0.0.1:{sock_port}"],
+                                config=fast(info_timeout=5.0))
+        assert "unreachable" in str(info.value)
+        prov = await make_provider()
+        with pytest.raises(TransferFailed) as info:
+            await download_file("cd" * 32, tmp_path, [prov.address])
+        assert "does not share this file" in str(info.value)
+
+    async def test_existing_different_file_needs_force(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        target = tmp_path / shared_file.name
+        target.write_bytes(b"my own precious notes")
+        with pytest.raises(DestinationError, match="--force"):
+            await download_file(file_id, tmp_path, [prov.address])
+        assert target.read_bytes() == b"my own precious notes"
+        result = await download_file(file_id, tmp_path, [prov.address], config=fast(force=True))
+        assert target.read_bytes() == shared_file.read_bytes()
+        assert result.fetched_bytes == result.size
+
+    async def test_existing_identical_file_is_kept_without_fetching(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        (tmp_path / shared_file.name).write_bytes(shared_file.read_bytes())
+        result = await download_file(file_id, tmp_path, [prov.address])
+        assert result.already_present and prov.bytes_sent == 0
+
+    async def test_destination_under_a_regular_file_is_a_clear_error(
+        self, make_provider, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        (tmp_path / "plain").write_text("x")
+        with pytest.raises(DestinationError, match="not a directory|cannot"):
+            await download_file(file_id, tmp_path / "plain" / "sub", [prov.address])
+
+
+class TestProviderKilled:
+    async def test_kill_9_of_a_provider_mid_download_finishes_from_the_others(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.pclient.provider", str(shared_file), "--delay", "0.01",
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+            victim = f"127.0.0.1:{int(line)}"
+            others = [await make_provider(Behaviour(delay=0.01)) for _ in range(2)]
+            killed: list[int] = []
+
+            def progress(p: DownloadProgress) -> None:
+                if not killed and p.done >= p.total // 4:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    killed.append(p.done)
+
+            result = await download_file(
+                file_id, tmp_path, [victim] + [o.address for o in others],
+                config=fast(sources=3), progress=progress,
+            )
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        assert killed and killed[0] < result.size
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert victim in result.dropped
