@@ -1,0 +1,73 @@
+"""Keeps the DHT in step with the catalog: announce new files, withdraw gone ones.
+
+The dht republishes announced records by itself until they are withdrawn, so this only
+reacts to changes. A failed announce is retried at the next sync (logged once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pserver.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_TIMEOUT = 30.0
+
+
+class Announcer:
+    """Diff between what is shared and what was announced, applied to the DHT."""
+
+    def __init__(self, dht: Any, catalog: Catalog, grpc_address: str) -> None:
+        self.dht = dht
+        self.catalog = catalog
+        self.grpc_address = grpc_address
+        self.announced: dict[str, tuple[str, int]] = {}
+        self._lock = asyncio.Lock()
+        self._failing: set[str] = set()
+
+    async def sync(self) -> None:
+        """Withdraw what is no longer shared (or renamed), announce what is new."""
+        async with self._lock:
+            wanted = {f.file_id: (f.name, f.size) for f in self.catalog.files()}
+            for file_id, announced in list(self.announced.items()):
+                if wanted.get(file_id) != announced:
+                    await self._withdraw(file_id)
+            for file_id, (name, size) in wanted.items():
+                if file_id not in self.announced:
+                    await self._announce(file_id, name, size)
+
+    async def withdraw_all(self) -> None:
+        async with self._lock:
+            for file_id in list(self.announced):
+                await self._withdraw(file_id)
+
+    async def _announce(self, file_id: str, name: str, size: int) -> None:
+        try:
+            await asyncio.wait_for(
+                self.dht.announce(file_id, name, size, grpc=self.grpc_address), ANNOUNCE_TIMEOUT
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the network may be unreachable: retry next sync
+            if file_id not in self._failing:
+                self._failing.add(file_id)
+                reason = exc or type(exc).__name__
+                log.warning("announcing %s failed (%s); will retry", name, reason)
+            return
+        self._failing.discard(file_id)
+        self.announced[file_id] = (name, size)
+        log.info("sharing %s (%d bytes, %s)", name, size, file_id[:12])
+
+    async def _withdraw(self, file_id: str) -> None:
+        name, _ = self.announced.pop(file_id)
+        try:
+            await asyncio.wait_for(self.dht.withdraw(file_id), ANNOUNCE_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the records expire on their own anyway
+            log.warning("withdrawing %s failed (%s)", name, exc or type(exc).__name__)
+            return
+        log.info("stopped sharing %s (%s)", name, file_id[:12])

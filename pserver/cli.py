@@ -1,0 +1,243 @@
+"""kadshare-node: run one kadshare peer (DHT + gRPC transfers + REST) until SIGINT/SIGTERM.
+
+Usage:
+  kadshare-node [options] [--bootstrap HOST:PORT]...
+  kadshare-node -h | --help
+  kadshare-node --version
+
+Options:
+  --share DIR            Folder to share, subfolders included (default: share nothing).
+  --data DIR             Data folder: identity, contacts, hash cache, token, node.json
+                         (default: ~/.kadshare).
+  --host ADDR            Address to listen on and to advertise (default: 127.0.0.1).
+  --dht-port N           UDP port of the DHT; 0 = any free port (default: 8468).
+  --grpc-port N          TCP port of the gRPC TransferService; 0 = any (default: 50051).
+  --rest-port N          TCP port of the REST API; 0 = any (default: 8000).
+  --bootstrap HOST:PORT  DHT address of a peer to join through; repeatable. None: rejoin
+                         through the contacts saved in the data folder, else start a new
+                         network.
+  --accept-uploads       Accept gRPC uploads into the share folder.
+  --max-upload BYTES     Largest upload accepted, e.g. 500M or 2G (default: 1G).
+  --scan-interval SECS   Seconds between scans of the share folder (default: 2).
+  --log-level LEVEL      debug, info, warning or error (default: info).
+  -h --help              Show this help.
+  --version              Show the version.
+
+Every option can also come from an environment variable: KADSHARE_SHARE, KADSHARE_DATA,
+KADSHARE_HOST, KADSHARE_DHT_PORT, KADSHARE_GRPC_PORT, KADSHARE_REST_PORT,
+KADSHARE_BOOTSTRAP (comma-separated), KADSHARE_ACCEPT_UPLOADS (1/true/yes),
+KADSHARE_MAX_UPLOAD, KADSHARE_SCAN_INTERVAL, KADSHARE_LOG_LEVEL. Flags win.
+
+Once the three listeners are up, one JSON line {"node_id", "host", "dht_port",
+"grpc_port", "rest_port"} is printed on stdout and written to DATA/node.json.
+Exit codes: 0 stopped by a signal, 1 failed while running, 2 bad usage or folders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from docopt import DocoptExit, docopt
+
+from pserver import __version__
+from pserver.config import DEFAULT_MAX_UPLOAD, DEFAULT_SCAN_INTERVAL, NodeConfig
+from pserver.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PROG = "kadshare-node"
+DEFAULTS = {
+    "--data": str(Path("~/.kadshare")),
+    "--host": "127.0.0.1",
+    "--dht-port": "8468",
+    "--grpc-port": "50051",
+    "--rest-port": "8000",
+    "--max-upload": str(DEFAULT_MAX_UPLOAD),
+    "--scan-interval": str(DEFAULT_SCAN_INTERVAL),
+    "--log-level": "info",
+}
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)i?b?", re.IGNORECASE)
+
+
+class UsageError(Exception):
+    """A flag or environment value that cannot be used (exit 2)."""
+
+
+def _env_name(flag: str) -> str:
+    return "KADSHARE_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _pick(args: Mapping[str, object], env: Mapping[str, str], flag: str) -> str | None:
+    value = args.get(flag)
+    if value not in (None, False, []):
+        return str(value)
+    from_env = env.get(_env_name(flag), "").strip()
+    if from_env:
+        return from_env
+    return DEFAULTS.get(flag)
+
+
+def _port(flag: str, value: str | None) -> int:
+    try:
+        port = int(str(value))
+    except ValueError:
+        raise UsageError(f"{flag} must be a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{flag} must be 0..65535, got {port}")
+    return port
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); raise UsageError."""
+    text = text.strip()
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^\s:\[\]]+):(\d+)", text)
+    if not match:
+        raise UsageError(f"--bootstrap wants HOST:PORT, got {text!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--bootstrap port must be 1..65535, got {port}")
+    return host, port
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"--max-upload wants a byte count like 500M, got {text!r}")
+    power = " kmgt".index((match.group(2) or " ").lower())
+    return int(match.group(1)) * 1024**power
+
+
+def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[NodeConfig, int]:
+    """Flags, then ``KADSHARE_*`` variables, then defaults -> (config, log level)."""
+    share = _pick(args, env, "--share")
+    data = _pick(args, env, "--data")
+    assert data is not None
+    bootstrap_texts = list(args.get("--bootstrap") or [])  # type: ignore[call-overload]
+    if not bootstrap_texts and env.get("KADSHARE_BOOTSTRAP", "").strip():
+        bootstrap_texts = [t for t in re.split(r"[,\s]+", env["KADSHARE_BOOTSTRAP"]) if t]
+    uploads_env = env.get("KADSHARE_ACCEPT_UPLOADS", "").strip().lower()
+    if uploads_env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise UsageError(f"KADSHARE_ACCEPT_UPLOADS must be 1/0/true/false, got {uploads_env!r}")
+    level_text = str(_pick(args, env, "--log-level")).lower()
+    if level_text not in LEVELS:
+        raise UsageError(f"--log-level must be one of {', '.join(LEVELS)}, got {level_text!r}")
+    try:
+        interval = float(str(_pick(args, env, "--scan-interval")))
+    except ValueError:
+        raise UsageError("--scan-interval must be a number of seconds") from None
+    if not 0.05 <= interval <= 86400:
+        raise UsageError("--scan-interval must be between 0.05 and 86400 seconds")
+    host = str(_pick(args, env, "--host"))
+    if not host or any(c.isspace() for c in host):
+        raise UsageError(f"--host wants an address, got {host!r}")
+    config = NodeConfig(
+        share_dir=Path(share).expanduser().absolute() if share else None,
+        data_dir=Path(data).expanduser().absolute(),
+        host=host,
+        dht_port=_port("--dht-port", _pick(args, env, "--dht-port")),
+        grpc_port=_port("--grpc-port", _pick(args, env, "--grpc-port")),
+        rest_port=_port("--rest-port", _pick(args, env, "--rest-port")),
+        bootstrap=tuple(parse_address(t) for t in bootstrap_texts),
+        accept_uploads=bool(args.get("--accept-uploads"))
+        or uploads_env in ("1", "true", "yes", "on"),
+        max_upload=parse_size(str(_pick(args, env, "--max-upload"))),
+        scan_interval=interval,
+    )
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return config, LEVELS[level_text]
+
+
+class OneLineFormatter(logging.Formatter):
+    """One line per event, a traceback folded into the same line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\n", " | ")
+
+    def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
+        lines = traceback.format_exception(*ei)
+        return " | ".join(line.strip() for chunk in lines for line in chunk.splitlines())
+
+
+def configure_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("sanic", "kademlia", "rpcudp", "grpc"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+async def run(config: NodeConfig) -> int:
+    """Start the node, print the JSON line, wait for a signal, stop gracefully."""
+    from dht.errors import DhtError
+    from pserver.node import Node
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        node = await Node.start(config)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except (OSError, DhtError) as exc:
+        return _fail(f"cannot start: {exc}", 1)
+    try:
+        sys.stdout.write(json.dumps(node.info) + "\n")
+        sys.stdout.flush()
+    except OSError:
+        log.warning("stdout is closed; the JSON line is in %s", config.data_dir / "node.json")
+    await stop.wait()
+    log.info("signal received: leaving the network")
+    await node.stop(graceful=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script entry point; returns the exit code."""
+    try:
+        args = docopt(__doc__, argv=list(argv) if argv is not None else None,
+                      version=f"{PROG} {__version__}")
+    except DocoptExit as exc:
+        print(str(exc.code or exc) if exc.code else __doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    try:
+        config, level = build_config(args, os.environ)
+    except UsageError as exc:
+        return _fail(f"{exc}\nSee {PROG} --help.", 2)
+    configure_logging(level)
+    try:
+        return asyncio.run(run(config))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        log.exception("node failed")
+        return _fail(f"failed: {exc}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

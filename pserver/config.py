@@ -1,0 +1,68 @@
+"""Tunables of the peer: one frozen value object, filled by ``cli.py`` and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Bytes per hashed chunk in ``GetInfo`` (a client verifies each chunk on its own).
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+#: Bytes per ``Download`` message: 1 MiB is the largest the contract allows and the fastest.
+DEFAULT_MESSAGE_SIZE = 1024 * 1024
+#: Largest upload taken when ``--max-upload`` is not given (1 GiB).
+DEFAULT_MAX_UPLOAD = 1024 * 1024 * 1024
+#: Seconds between two scans of the share folder.
+DEFAULT_SCAN_INTERVAL = 2.0
+#: Seconds between two saves of the routing-table contacts.
+DEFAULT_CONTACTS_INTERVAL = 30.0
+#: Seconds a REST call waits for a DHT lookup before answering 504.
+DEFAULT_LOOKUP_TIMEOUT = 30.0
+#: Seconds the start waits for the first scan and its announcements before printing.
+DEFAULT_STARTUP_INDEX_TIMEOUT = 30.0
+#: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
+DEFAULT_MAX_CONCURRENT_UPLOADS = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything one peer needs; paths are made absolute by :meth:`validate`."""
+
+    data_dir: Path
+    share_dir: Path | None = None
+    host: str = "127.0.0.1"
+    dht_port: int = 0
+    grpc_port: int = 0
+    rest_port: int = 0
+    bootstrap: tuple[tuple[str, int], ...] = ()
+    accept_uploads: bool = False
+    max_upload: int = DEFAULT_MAX_UPLOAD
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    message_size: int = DEFAULT_MESSAGE_SIZE
+    scan_interval: float = DEFAULT_SCAN_INTERVAL
+    contacts_interval: float = DEFAULT_CONTACTS_INTERVAL
+    lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
+    startup_index_timeout: float = DEFAULT_STARTUP_INDEX_TIMEOUT
+    max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
+    #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
+    dht_config: Any = field(default=None, repr=False)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first option that cannot work."""
+        for name in ("dht_port", "grpc_port", "rest_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be 0..65535, got {port}")
+        for host, port in self.bootstrap:
+            if not host or not 1 <= port <= 65535:
+                raise ValueError(f"bad bootstrap address {host}:{port}")
+        if self.max_upload < 0:
+            raise ValueError("max_upload must be >= 0")
+        if not 64 * 1024 <= self.chunk_size <= 64 * 1024 * 1024:
+            raise ValueError("chunk_size must be 64 KiB..64 MiB")
+        if not 16 * 1024 <= self.message_size <= 1024 * 1024:
+            raise ValueError("message_size must be 16 KiB..1 MiB")
+        if self.scan_interval <= 0 or self.contacts_interval <= 0:
+            raise ValueError("intervals must be > 0")
+        if self.max_concurrent_uploads < 1:
+            raise ValueError("max_concurrent_uploads must be >= 1")

@@ -1,0 +1,48 @@
+"""Errors of the peer, one base per layer.
+
+    PeerError
+    ├── FileNotShared   unknown id, unshared, or changed on disk since hashing
+    ├── InvalidFileId   not 64 hex characters
+    ├── RangeError      offset at or past the end of the file
+    ├── UploadRefused   uploads off, bad name, too large, wrong hash (carries a reason code)
+    └── ConfigError     bad option or unusable folder (the CLI turns it into exit 2)
+
+The edges map them: REST handlers to HTTP statuses, the gRPC servicer to status codes.
+"""
+
+from __future__ import annotations
+
+
+class PeerError(Exception):
+    """Base of every error the peer raises on purpose."""
+
+
+class FileNotShared(PeerError):
+    """The file id is not shared by this peer (or no longer matches the bytes on disk)."""
+
+
+class InvalidFileId(PeerError):
+    """A file id that is not 64 hexadecimal characters."""
+
+
+class RangeError(PeerError):
+    """A requested byte range that starts at or after the end of the file."""
+
+
+class UploadRefused(PeerError):
+    """An upload this peer will not take; ``reason`` is one of the ``REASON_*`` values."""
+
+    NOT_ACCEPTING = "not_accepting"
+    BAD_NAME = "bad_name"
+    TOO_LARGE = "too_large"
+    BAD_HASH = "bad_hash"
+    BAD_STREAM = "bad_stream"
+    EXISTS = "exists"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ConfigError(PeerError):
+    """An option or folder that makes the peer unable to start."""

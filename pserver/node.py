@@ -1,0 +1,370 @@
+"""``Node``: one peer = a ``dht.DhtNode`` (UDP) + the gRPC ``TransferService`` + the Sanic
+REST app, all in the caller's asyncio loop, plus the share folder and the data folder.
+
+The data folder keeps everything a restart needs: ``identity.key`` (same node id),
+``contacts.msgpack`` (rejoin without ``--bootstrap``), ``hashcache.msgpack`` (no
+rehash), ``shares.msgpack`` (files shared or unshared over REST), ``token`` (REST
+writes) and ``node.json`` (the JSON line). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from sanic import Sanic
+
+from dht import DhtConfig, DhtNode, Identity
+from pserver.announcer import Announcer
+from pserver.catalog import Catalog, SharedFile
+from pserver.config import NodeConfig
+from pserver.errors import ConfigError, PeerError
+from pserver.metrics import PeerMetrics
+from pserver.rest import LookupUnavailable, create_app
+from pserver.storage import (
+    DataDirLock,
+    load_msgpack,
+    load_or_create_token,
+    save_msgpack,
+    write_atomic,
+)
+from pserver.transfer import TransferServicer, start_grpc_server
+
+log = logging.getLogger(__name__)
+
+CONTACTS_FILE = "contacts.msgpack"
+MAX_SAVED_CONTACTS = 64
+BOOTSTRAP_TIMEOUT = 30.0
+LEAVE_TIMEOUT = 15.0
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Node:
+    """A running peer. Use :meth:`start`; ``info`` is the JSON line; :meth:`stop` ends it."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.metrics = PeerMetrics()
+        self.catalog = Catalog(config.share_dir, config.data_dir, config.chunk_size)
+        self.token = ""
+        self.info: dict[str, Any] = {}
+        self.dht: DhtNode | None = None
+        self.announcer: Announcer | None = None
+        self._lock = DataDirLock(config.data_dir)
+        self._grpc: Any = None
+        self._health: Any = None
+        self._app: Sanic | None = None
+        self._rest: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, config: NodeConfig) -> Node:
+        """Start every part; on any failure undo what was started and raise."""
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        node = cls(config)
+        try:
+            await node._start()
+        except BaseException:
+            await node._close(graceful=False)
+            raise
+        return node
+
+    async def _start(self) -> None:
+        cfg = self.config
+        self._prepare_folders()
+        self._lock.acquire()
+        identity = Identity.load_or_create(cfg.data_dir / "identity.key")
+        self.token = load_or_create_token(cfg.data_dir / "token")
+        self.catalog.load()
+        self.dht = DhtNode(identity=identity, config=cfg.dht_config or DhtConfig())
+        await self.dht.listen(port=cfg.dht_port, interface=cfg.host)
+        servicer = TransferServicer(self.catalog, cfg, self.metrics, self._after_upload)
+        self._grpc, grpc_port, self._health = await start_grpc_server(
+            servicer, cfg.host, cfg.grpc_port
+        )
+        rest_port = await self._start_rest()
+        self.announcer = Announcer(self.dht, self.catalog, _join_host_port(cfg.host, grpc_port))
+        self.metrics.on_scrape(self._refresh_gauges)
+        await self._join()
+        first = asyncio.create_task(self._index_once())
+        try:
+            await asyncio.wait_for(asyncio.shield(first), cfg.startup_index_timeout)
+        except TimeoutError:
+            log.info("share folder still being hashed; continuing in the background")
+        self.info = {
+            "node_id": self.dht.node_id,
+            "host": cfg.host,
+            "dht_port": self.dht.port,
+            "grpc_port": grpc_port,
+            "rest_port": rest_port,
+        }
+        write_atomic(cfg.data_dir / "node.json", (json.dumps(self.info) + "\n").encode())
+        self._tasks.append(asyncio.create_task(self._scan_loop(first), name="scan"))
+        self._tasks.append(asyncio.create_task(self._contacts_loop(), name="contacts"))
+        log.info(
+            "node %s up: dht %d, grpc %d, rest %d, %d files",
+            self.dht.node_id[:8], self.dht.port, grpc_port, rest_port, len(self.catalog),
+        )
+
+    def _prepare_folders(self) -> None:
+        cfg = self.config
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            probe = cfg.data_dir / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"data folder {cfg.data_dir} is not writable: {exc.strerror}"
+            ) from exc
+        if cfg.share_dir is not None:
+            if not cfg.share_dir.is_dir():
+                raise ConfigError(f"share folder {cfg.share_dir} is not a directory")
+            try:
+                os.listdir(cfg.share_dir)
+            except OSError as exc:
+                raise ConfigError(
+                    f"share folder {cfg.share_dir} is not readable: {exc.strerror}"
+                ) from exc
+            if cfg.accept_uploads and not os.access(cfg.share_dir, os.W_OK | os.X_OK):
+                raise ConfigError(f"--accept-uploads needs a writable share folder {cfg.share_dir}")
+
+    async def _start_rest(self) -> int:
+        cfg = self.config
+        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((cfg.host, cfg.rest_port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        assert self.dht is not None
+        self._app = create_app(self, name_hint=self.dht.node_id[:8])
+        server = await self._app.create_server(
+            sock=sock, return_asyncio_server=True, access_log=False
+        )
+        if server is None:
+            sock.close()
+            raise OSError("Sanic did not create a server")
+        await server.startup()
+        await server.before_start()
+        await server
+        await server.after_start()
+        self._rest = server
+        return int(sock.getsockname()[1])
+
+    async def _join(self) -> None:
+        """Bootstrap from the given addresses, else from the contacts of the last run."""
+        assert self.dht is not None
+        targets = list(self.config.bootstrap)
+        if not targets:
+            saved = load_msgpack(self.config.data_dir / CONTACTS_FILE, [])
+            targets = [
+                (str(c[0]), int(c[1]))
+                for c in saved
+                if isinstance(c, list | tuple) and len(c) == 2 and isinstance(c[1], int)
+            ] if isinstance(saved, list) else []
+            if targets:
+                log.info("rejoining through %d saved contacts", len(targets))
+        if not targets:
+            log.info("no bootstrap: first node of a new network")
+            return
+        try:
+            await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer keeps running and can be reached later
+            log.warning("bootstrap failed (%s); continuing alone", exc or type(exc).__name__)
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Withdraw records (when ``graceful``), close every listener, save state."""
+        await self._close(graceful)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _close(self, graceful: bool) -> None:
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            self._save_contacts()
+            if self._health is not None:
+                with contextlib.suppress(Exception):
+                    await self._health.enter_graceful_shutdown()
+            if self.dht is not None:
+                await self._stop_dht(graceful)
+            if self._grpc is not None:
+                await self._grpc.stop(grace=1.0 if graceful else None)
+            await self._stop_rest()
+            with contextlib.suppress(OSError):
+                self.catalog.save()
+        finally:
+            self._lock.release()
+            self._stopped.set()
+            log.info("node stopped")
+
+    async def _stop_dht(self, graceful: bool) -> None:
+        assert self.dht is not None
+        if graceful:
+            try:
+                await asyncio.wait_for(self.dht.leave(), LEAVE_TIMEOUT)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("graceful leave failed (%s); stopping", exc or type(exc).__name__)
+        with contextlib.suppress(Exception):
+            self.dht.stop()
+
+    async def _stop_rest(self) -> None:
+        server, app = self._rest, self._app
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.before_stop()
+            server.close()
+            for conn in list(server.connections):
+                conn.close_if_idle()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5.0)
+            with contextlib.suppress(Exception):
+                await server.after_stop()
+        if app is not None:
+            with contextlib.suppress(Exception):
+                Sanic.unregister_app(app)
+
+    # ---- background work ---------------------------------------------------------
+
+    async def _index_once(self) -> None:
+        try:
+            await self.catalog.scan()
+        except OSError as exc:
+            log.warning("scanning the share folder failed: %s", exc)
+        assert self.announcer is not None
+        await self.announcer.sync()
+
+    async def _scan_loop(self, first: asyncio.Task[None]) -> None:
+        await first
+        while True:
+            await asyncio.sleep(self.config.scan_interval)
+            try:
+                await self._index_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("share folder scan failed; retrying")
+
+    async def _contacts_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.contacts_interval)
+            self._save_contacts()
+
+    def _save_contacts(self) -> None:
+        if self.dht is None:
+            return
+        try:
+            contacts = [[c.host, c.port] for c in self.dht.contacts()][:MAX_SAVED_CONTACTS]
+            if contacts:
+                save_msgpack(self.config.data_dir / CONTACTS_FILE, contacts)
+        except Exception as exc:  # never let bookkeeping stop a shutdown
+            log.warning("saving contacts failed: %s", exc)
+
+    async def _after_upload(self, entry: SharedFile) -> None:
+        if self.announcer is not None:
+            await self.announcer.sync()
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.shared_files.set(len(self.catalog))
+        self.metrics.hash_calls.set(self.catalog.hash_calls)
+        if self.dht is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.records_stored.set(self.dht.stored_record_count())
+                self.metrics.routing_table_size.set(len(self.dht.contacts()))
+
+    # ---- what the REST app calls (pserver.rest.PeerApi) --------------------------
+
+    def status(self) -> dict[str, Any]:
+        assert self.dht is not None
+        return {
+            **self.info,
+            "peers": len(self.dht.contacts()),
+            "files": len(self.catalog),
+            "records": self.dht.stored_record_count(),
+        }
+
+    def peers(self) -> list[dict[str, Any]]:
+        assert self.dht is not None
+        return [
+            {"node_id": c.node_id, "host": c.host, "dht_port": c.port} for c in self.dht.contacts()
+        ]
+
+    async def search(self, query: str) -> list[dict[str, Any]]:
+        assert self.dht is not None
+        hits = await self._lookup(self.dht.search(query))
+        return [
+            {"file_id": h.file_id, "name": h.name, "size": h.size, "providers": h.providers}
+            for h in hits
+        ]
+
+    async def providers(self, file_id: str) -> list[dict[str, Any]]:
+        assert self.dht is not None
+        records = await self._lookup(self.dht.find_providers(file_id))
+        return [
+            {
+                "node_id": r.node_id, "grpc": r.grpc, "name": r.name, "size": r.size,
+                "expires": int(r.expires),
+            }
+            for r in records
+        ]
+
+    async def _lookup(self, call: Any) -> Any:
+        from dht.errors import DhtError, NoKnownPeers
+
+        try:
+            return await asyncio.wait_for(call, self.config.lookup_timeout)
+        except TimeoutError as exc:
+            raise LookupUnavailable("the DHT lookup timed out", status=504) from exc
+        except NoKnownPeers:
+            return []
+        except DhtError as exc:
+            raise LookupUnavailable(f"the DHT lookup failed: {exc}") from exc
+
+    async def share_path(self, path: Path) -> SharedFile:
+        entry = await self.catalog.share_path(path)
+        assert self.announcer is not None
+        await self.announcer.sync()
+        return entry
+
+    async def unshare(self, file_id: str) -> SharedFile:
+        entry = await self.catalog.unshare(file_id)
+        assert self.announcer is not None
+        await self.announcer.sync()
+        return entry
+
+
+__all__ = ["Node", "NodeConfig", "PeerError"]

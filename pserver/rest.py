@@ -1,0 +1,199 @@
+"""The Sanic REST app of one peer: DESIGN.md's read calls, the token-guarded write calls,
+Prometheus metrics and an OpenAPI description.
+
+Every answer is JSON (except ``/metrics``); every error is ``{"error": "..."}`` with a
+fitting status and never a stack trace. The app talks to its peer only through the
+small :class:`PeerApi` protocol, so it carries no DHT or gRPC knowledge of its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, JSONResponse, json, raw
+
+from pserver.catalog import Catalog, SharedFile, normalise_file_id
+from pserver.errors import FileNotShared, InvalidFileId, PeerError
+from pserver.metrics import CONTENT_TYPE_LATEST, PeerMetrics
+from pserver.openapi import openapi_document
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_CHARS = 256
+MAX_BODY_BYTES = 64 * 1024
+_app_numbers = itertools.count(1)
+
+
+class LookupUnavailable(PeerError):
+    """A DHT lookup failed or timed out (answered 503/504)."""
+
+    def __init__(self, message: str, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PeerApi(Protocol):
+    """What the REST app needs from its peer (``pserver.node.Node`` implements it)."""
+
+    catalog: Catalog
+    metrics: PeerMetrics
+    token: str
+
+    def status(self) -> dict[str, Any]: ...
+    def peers(self) -> list[dict[str, Any]]: ...
+    async def search(self, query: str) -> list[dict[str, Any]]: ...
+    async def providers(self, file_id: str) -> list[dict[str, Any]]: ...
+    async def share_path(self, path: Path) -> SharedFile: ...
+    async def unshare(self, file_id: str) -> SharedFile: ...
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return json({"error": message}, status=status)
+
+
+def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
+    """A new Sanic app bound to ``peer``; unique name so several can live in one process."""
+    safe_hint = "".join(c for c in name_hint if c.isalnum())[:16] or "peer"
+    app = Sanic(f"kadshare_{safe_hint}_{next(_app_numbers)}", configure_logging=False)
+    app.config.TOUCHUP = False
+    app.config.REQUEST_MAX_SIZE = MAX_BODY_BYTES
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.ACCESS_LOG = False
+    app.config.KEEP_ALIVE_TIMEOUT = 15
+
+    def guarded(
+        handler: Callable[..., Awaitable[HTTPResponse]],
+    ) -> Callable[..., Awaitable[HTTPResponse]]:
+        """Require ``Authorization: Bearer TOKEN``: 401 without it, 403 when wrong."""
+
+        async def wrapper(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            header = request.headers.get("authorization", "")
+            scheme, _, given = header.partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                return error(401, "this call needs Authorization: Bearer <token from DATA/token>")
+            if not hmac.compare_digest(given.strip().encode(), peer.token.encode()):
+                return error(403, "wrong token")
+            return await handler(request, *args, **kwargs)
+
+        wrapper.__name__ = handler.__name__
+        return wrapper
+
+    def file_id_or_400(value: str) -> str:
+        try:
+            return normalise_file_id(value)
+        except InvalidFileId as exc:
+            raise _HttpError(400, str(exc)) from exc
+
+    @app.get("/status")
+    async def status(request: Request) -> HTTPResponse:
+        return json(peer.status())
+
+    @app.get("/files")
+    async def list_files(request: Request) -> HTTPResponse:
+        return json({"files": [f.as_json() for f in peer.catalog.files()]})
+
+    @app.get("/files/<file_id:str>")
+    async def one_file(request: Request, file_id: str) -> HTTPResponse:
+        entry = peer.catalog.get(file_id_or_400(file_id))
+        return json(entry.as_json())
+
+    @app.post("/files")
+    @guarded
+    async def share(request: Request) -> HTTPResponse:
+        try:
+            body = request.json
+        except Exception as exc:  # Sanic raises its own BadRequest subclass
+            raise _HttpError(400, "body must be JSON like {\"path\": \"/abs/file\"}") from exc
+        if not isinstance(body, dict) or not isinstance(body.get("path"), str):
+            raise _HttpError(400, "body must be JSON like {\"path\": \"/abs/file\"}")
+        path = body["path"]
+        if not path or "\x00" in path or not path.startswith("/"):
+            raise _HttpError(400, "path must be an absolute path")
+        entry = await peer.share_path(Path(path))
+        return json(entry.as_json(), status=201)
+
+    @app.delete("/files/<file_id:str>")
+    @guarded
+    async def unshare(request: Request, file_id: str) -> HTTPResponse:
+        entry = await peer.unshare(file_id_or_400(file_id))
+        return json(entry.as_json())
+
+    @app.get("/search")
+    async def search(request: Request) -> HTTPResponse:
+        query = (request.args.get("q") or "").strip()
+        if not query:
+            raise _HttpError(400, "give words to search for: /search?q=WORDS")
+        if len(query) > MAX_QUERY_CHARS:
+            raise _HttpError(400, f"query longer than {MAX_QUERY_CHARS} characters")
+        results = await timed(peer.metrics, "search", peer.search(query))
+        return json({"query": query, "results": results})
+
+    @app.get("/providers/<file_id:str>")
+    async def providers(request: Request, file_id: str) -> HTTPResponse:
+        fid = file_id_or_400(file_id)
+        found = await timed(peer.metrics, "providers", peer.providers(fid))
+        return json({"file_id": fid, "providers": found})
+
+    @app.get("/peers")
+    async def peers(request: Request) -> HTTPResponse:
+        return json({"peers": peer.peers()})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        return raw(peer.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    async def openapi(request: Request) -> HTTPResponse:
+        return json(openapi_document())
+
+    @app.exception(Exception)
+    async def on_error(request: Request, exc: Exception) -> HTTPResponse:
+        if isinstance(exc, _HttpError):
+            return error(exc.status, str(exc))
+        if isinstance(exc, InvalidFileId):
+            return error(400, str(exc))
+        if isinstance(exc, FileNotShared):
+            return error(404, str(exc))
+        if isinstance(exc, LookupUnavailable):
+            return error(exc.status, str(exc))
+        if isinstance(exc, PeerError):
+            return error(400, str(exc))
+        if isinstance(exc, SanicException):
+            status = int(getattr(exc, "status_code", 500) or 500)
+            message = str(exc) or "error"
+            if status == 404:
+                message = f"no such call: {request.method} {request.path}"
+            elif status == 405:
+                message = f"{request.method} is not allowed on {request.path}"
+            return error(status, message)
+        log.exception("REST %s %s failed", request.method, request.path)
+        return error(500, "internal error (see the node's log)")
+
+    return app
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def timed(metrics: PeerMetrics, kind: str, call: Awaitable[Any]) -> Any:
+    """Await a DHT lookup, counting it and its latency in the metrics."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        result = await call
+        outcome = "ok"
+        return result
+    finally:
+        metrics.lookups.labels(kind, outcome).inc()
+        metrics.lookup_seconds.labels(kind).observe(time.perf_counter() - started)

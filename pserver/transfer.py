@@ -1,0 +1,332 @@
+"""The grpc.aio ``TransferService``: file metadata, ranged streamed downloads, opt-in uploads.
+
+Downloads read with ``pread`` one message at a time and ``yield`` it, so grpc's flow
+control paces a slow reader and no file is ever held in memory. Uploads go to a hidden
+temporary file inside the share folder, are hashed as they arrive (off the event loop),
+and are linked into place under their final name only once the declared hash matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from protos import kadshare_pb2, kadshare_pb2_grpc
+from pserver.catalog import UPLOAD_TMP_PREFIX, Catalog, SharedFile, normalise_file_id
+from pserver.config import NodeConfig
+from pserver.errors import FileNotShared, InvalidFileId, PeerError, RangeError, UploadRefused
+from pserver.metrics import PeerMetrics
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = kadshare_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name
+MAX_NAME_BYTES = 255
+
+_UPLOAD_CODES = {
+    UploadRefused.NOT_ACCEPTING: grpc.StatusCode.PERMISSION_DENIED,
+    UploadRefused.BAD_NAME: grpc.StatusCode.INVALID_ARGUMENT,
+    UploadRefused.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UploadRefused.BAD_HASH: grpc.StatusCode.INVALID_ARGUMENT,
+    UploadRefused.BAD_STREAM: grpc.StatusCode.INVALID_ARGUMENT,
+    UploadRefused.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+}
+
+
+def status_for(exc: PeerError) -> grpc.StatusCode:
+    """The gRPC status code a peer error maps to (never UNKNOWN)."""
+    if isinstance(exc, FileNotShared):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, InvalidFileId):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, RangeError):
+        return grpc.StatusCode.OUT_OF_RANGE
+    if isinstance(exc, UploadRefused):
+        return _UPLOAD_CODES.get(exc.reason, grpc.StatusCode.INVALID_ARGUMENT)
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+def check_upload_name(name: str) -> str:
+    """Return ``name`` if it is a plain, visible file name; raise ``UploadRefused`` if not."""
+    problem = None
+    if not name:
+        problem = "empty name"
+    elif len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        problem = "name longer than 255 bytes"
+    elif "/" in name or "\\" in name or os.sep in name:
+        problem = "name contains a path separator"
+    elif ".." in name:
+        problem = "name contains '..'"
+    elif name.startswith("."):
+        problem = "hidden names are not accepted"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "name contains control characters"
+    elif name != name.strip():
+        problem = "name starts or ends with white space"
+    if problem:
+        raise UploadRefused(UploadRefused.BAD_NAME, f"refused upload name {name[:80]!r}: {problem}")
+    return name
+
+
+class _UploadSink:
+    """Writes arriving bytes to a temp file and hashes them per chunk (worker thread)."""
+
+    def __init__(self, path: Path, chunk_size: int) -> None:
+        self.path = path
+        self.chunk_size = chunk_size
+        self.whole = hashlib.sha256()
+        self.chunk_hashes: list[bytes] = []
+        self._chunk = hashlib.sha256()
+        self._chunk_fill = 0
+        self.written = 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def absorb(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self.whole.update(data)
+        pos = 0
+        while pos < len(data):
+            take = min(self.chunk_size - self._chunk_fill, len(data) - pos)
+            self._chunk.update(data[pos : pos + take])
+            self._chunk_fill += take
+            pos += take
+            if self._chunk_fill == self.chunk_size:
+                self.chunk_hashes.append(self._chunk.digest())
+                self._chunk = hashlib.sha256()
+                self._chunk_fill = 0
+        self.written += len(data)
+
+    def finish(self) -> None:
+        if self._chunk_fill:
+            self.chunk_hashes.append(self._chunk.digest())
+            self._chunk_fill = 0
+        os.fsync(self._fd)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
+    """Serves the files of a :class:`Catalog`; ``on_upload`` announces a verified upload."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: NodeConfig,
+        metrics: PeerMetrics,
+        on_upload: Callable[[SharedFile], Awaitable[None]] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.config = config
+        self.metrics = metrics
+        self.on_upload = on_upload
+        self._upload_slots = asyncio.Semaphore(config.max_concurrent_uploads)
+
+    async def GetInfo(
+        self, request: kadshare_pb2.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> kadshare_pb2.FileInfo:
+        try:
+            entry = self.catalog.get(request.file_id)
+        except PeerError as exc:
+            await context.abort(status_for(exc), str(exc))
+        log.debug("GetInfo %s", entry.file_id[:12])
+        return kadshare_pb2.FileInfo(
+            file_id=entry.file_id, name=entry.name, size=entry.size,
+            chunk_size=entry.chunk_size, chunk_hashes=list(entry.chunk_hashes),
+        )
+
+    async def Download(
+        self, request: kadshare_pb2.DownloadRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kadshare_pb2.Chunk]:
+        try:
+            entry, fd = self.catalog.open_for_serving(request.file_id)
+        except PeerError as exc:
+            await context.abort(status_for(exc), str(exc))
+        gauge = self.metrics.active_transfers.labels("download")
+        gauge.inc()
+        outcome = "error"
+        try:
+            start, end = self._range(entry, request.offset, request.length)
+            log.debug("Download %s [%d, %d)", entry.file_id[:12], start, end)
+            step = self.config.message_size
+            served = self.metrics.bytes_served
+            pos = start
+            while pos < end:
+                data = os.pread(fd, min(step, end - pos), pos)
+                if not data:
+                    raise FileNotShared(f"{entry.name} shrank while being served")
+                yield kadshare_pb2.Chunk(offset=pos, data=data)
+                served.inc(len(data))
+                pos += len(data)
+            outcome = "ok"
+        except PeerError as exc:
+            await context.abort(status_for(exc), str(exc))
+        except OSError as exc:
+            log.warning("reading %s failed: %s", entry.name, exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {entry.name}")
+        finally:
+            os.close(fd)
+            gauge.dec()
+            self.metrics.transfers.labels("download", outcome).inc()
+
+    @staticmethod
+    def _range(entry: SharedFile, offset: int, length: int) -> tuple[int, int]:
+        """[start, end) to send; a length running past the end is cut at the end."""
+        if entry.size == 0 and offset == 0:
+            return 0, 0
+        if offset >= entry.size:
+            raise RangeError(f"offset {offset} is at or past the end of a {entry.size}-byte file")
+        end = entry.size if length == 0 else min(entry.size, offset + length)
+        return offset, end
+
+    async def Upload(
+        self,
+        request_iterator: AsyncIterator[kadshare_pb2.UploadMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> kadshare_pb2.UploadReply:
+        gauge = self.metrics.active_transfers.labels("upload")
+        try:
+            if not self.config.accept_uploads or self.catalog.share_dir is None:
+                raise UploadRefused(
+                    UploadRefused.NOT_ACCEPTING, "this peer does not accept uploads"
+                )
+            if self._upload_slots.locked():
+                raise UploadRefused(
+                    UploadRefused.TOO_LARGE, "too many uploads at once; retry later"
+                )
+            async with self._upload_slots:
+                gauge.inc()
+                try:
+                    reply = await self._receive(request_iterator)
+                finally:
+                    gauge.dec()
+        except PeerError as exc:
+            self.metrics.transfers.labels("upload", "refused").inc()
+            log.info("upload refused: %s", exc)
+            await context.abort(status_for(exc), str(exc))
+        except OSError as exc:
+            self.metrics.transfers.labels("upload", "error").inc()
+            log.warning("upload failed: %s", exc)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store upload: {exc}")
+        self.metrics.transfers.labels("upload", "ok").inc()
+        return reply
+
+    async def _receive(
+        self, messages: AsyncIterator[kadshare_pb2.UploadMessage]
+    ) -> kadshare_pb2.UploadReply:
+        first = await anext(aiter(messages), None)
+        if first is None or first.WhichOneof("kind") != "header":
+            raise UploadRefused(
+                UploadRefused.BAD_STREAM, "the first upload message must be a header"
+            )
+        header = first.header
+        name = check_upload_name(header.name)
+        try:
+            file_id = normalise_file_id(header.file_id)
+        except InvalidFileId as exc:
+            raise UploadRefused(UploadRefused.BAD_HASH, str(exc)) from exc
+        if header.size > self.config.max_upload:
+            raise UploadRefused(
+                UploadRefused.TOO_LARGE,
+                f"upload of {header.size} bytes exceeds this peer's limit of "
+                f"{self.config.max_upload} bytes",
+            )
+        share_dir = self.catalog.share_dir
+        assert share_dir is not None
+        final = share_dir / name
+        self._check_free(final, file_id)
+        tmp = share_dir / f"{UPLOAD_TMP_PREFIX}{secrets.token_hex(8)}.part"
+        sink = await asyncio.to_thread(_UploadSink, tmp, self.catalog.chunk_size)
+        try:
+            async for message in messages:
+                if message.WhichOneof("kind") != "data":
+                    raise UploadRefused(UploadRefused.BAD_STREAM, "a second header in one upload")
+                data = message.data
+                if sink.written + len(data) > header.size:
+                    raise UploadRefused(
+                        UploadRefused.BAD_STREAM, f"more bytes than the declared {header.size}"
+                    )
+                await asyncio.to_thread(sink.absorb, data)
+                self.metrics.bytes_received.inc(len(data))
+            if sink.written != header.size:
+                raise UploadRefused(
+                    UploadRefused.BAD_STREAM,
+                    f"stream ended after {sink.written} of {header.size} declared bytes",
+                )
+            await asyncio.to_thread(sink.finish)
+            actual = sink.whole.hexdigest()
+            if actual != file_id:
+                raise UploadRefused(
+                    UploadRefused.BAD_HASH,
+                    f"content hash {actual[:16]}… does not match the declared {file_id[:16]}…",
+                )
+            self._check_free(final, file_id)
+            try:
+                os.link(tmp, final)  # never replaces an existing file
+            except FileExistsError as exc:
+                raise UploadRefused(UploadRefused.EXISTS, f"{name} already exists here") from exc
+        finally:
+            sink.close()
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        await self.catalog.add_verified(final, file_id, sink.chunk_hashes)
+        log.info("received upload %s (%d bytes, %s)", name, header.size, file_id[:12])
+        if self.on_upload is not None:
+            try:
+                entry = self.catalog.get(file_id)
+            except PeerError:
+                entry = None
+            if entry is not None:
+                await self.on_upload(entry)
+        return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
+
+    @staticmethod
+    def _check_free(final: Path, file_id: str) -> None:
+        if final.exists() or final.is_symlink():
+            raise UploadRefused(UploadRefused.EXISTS, f"{final.name} already exists here")
+
+
+async def start_grpc_server(
+    servicer: TransferServicer, host: str, port: int
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    """Start the grpc.aio server with TransferService, health and reflection."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", 4 * 1024 * 1024 + 1024),
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024 + 1024),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    kadshare_pb2_grpc.add_TransferServiceServicer_to_server(servicer, server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {address}")
+    await server.start()
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, bound, health

@@ -1,0 +1,292 @@
+"""TransferService over a real grpc.aio server on 127.0.0.1 port 0 (no DHT needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from protos import kadshare_pb2, kadshare_pb2_grpc
+from pserver.catalog import Catalog, SharedFile
+from pserver.config import NodeConfig
+from pserver.metrics import PeerMetrics
+from pserver.transfer import SERVICE_NAME, TransferServicer, start_grpc_server
+from tests.pserver.helpers import RPC_TIMEOUT, channel, content, download, sha, upload
+
+MiB = 1024 * 1024
+BIG = content(3 * MiB + 12345, seed=1)
+
+
+class Peer:
+    """A catalog + servicer + grpc server, and a stub talking to it."""
+
+    def __init__(self, tmp: Path, **options: object) -> None:
+        self.share = tmp / "share"
+        self.data = tmp / "data"
+        self.share.mkdir(exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+        self.config = NodeConfig(data_dir=self.data, share_dir=self.share, **options)
+        self.uploaded: list[SharedFile] = []
+
+    async def start(self) -> Peer:
+        self.catalog = Catalog(self.share, self.data, self.config.chunk_size)
+        self.catalog.load()
+        await self.catalog.scan()
+        self.metrics = PeerMetrics()
+
+        async def on_upload(entry: SharedFile) -> None:
+            self.uploaded.append(entry)
+
+        servicer = TransferServicer(self.catalog, self.config, self.metrics, on_upload)
+        self.server, port, _ = await start_grpc_server(servicer, "127.0.0.1", 0)
+        self.channel = channel(f"127.0.0.1:{port}")
+        self.stub = kadshare_pb2_grpc.TransferServiceStub(self.channel)
+        return self
+
+    async def close(self) -> None:
+        await self.channel.close()
+        await self.server.stop(None)
+
+
+@pytest.fixture
+async def peer(tmp_path: Path):
+    (tmp_path / "share").mkdir()
+    (tmp_path / "share" / "big.bin").write_bytes(BIG)
+    (tmp_path / "share" / "empty.txt").write_bytes(b"")
+    (tmp_path / "share" / "sub").mkdir()
+    (tmp_path / "share" / "sub" / "small.txt").write_bytes(b"hello kadshare\n")
+    p = await Peer(tmp_path).start()
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def uploader(tmp_path: Path):
+    p = await Peer(tmp_path, accept_uploads=True, max_upload=2 * MiB).start()
+    yield p
+    await p.close()
+
+
+async def code_of(coro) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await coro
+    return info.value.code()
+
+
+class TestInfo:
+    async def test_chunk_hashes_verify_every_chunk(self, peer: Peer) -> None:
+        info = await peer.stub.GetInfo(
+            kadshare_pb2.InfoRequest(file_id=sha(BIG)), timeout=RPC_TIMEOUT
+        )
+        assert (info.size, info.chunk_size, info.name) == (len(BIG), MiB, "big.bin")
+        pieces = [BIG[i : i + MiB] for i in range(0, len(BIG), MiB)]
+        assert list(info.chunk_hashes) == [hashlib.sha256(p).digest() for p in pieces]
+
+    async def test_subfolder_file_is_named_by_relative_path(self, peer: Peer) -> None:
+        info = await peer.stub.GetInfo(
+            kadshare_pb2.InfoRequest(file_id=sha(b"hello kadshare\n")), timeout=RPC_TIMEOUT
+        )
+        assert info.name == "sub/small.txt"
+
+    async def test_unknown_and_malformed_ids(self, peer: Peer) -> None:
+        unknown = kadshare_pb2.InfoRequest(file_id="0" * 64)
+        assert await code_of(peer.stub.GetInfo(unknown, timeout=RPC_TIMEOUT)) == (
+            grpc.StatusCode.NOT_FOUND
+        )
+        for bad in ("", "xyz", "0" * 63, "g" * 64, "../etc/passwd"):
+            req = kadshare_pb2.InfoRequest(file_id=bad)
+            assert await code_of(peer.stub.GetInfo(req, timeout=RPC_TIMEOUT)) == (
+                grpc.StatusCode.INVALID_ARGUMENT
+            )
+
+
+class TestDownload:
+    @pytest.mark.parametrize(
+        ("offset", "length"),
+        [
+            (0, 0),  # whole file
+            (0, 1),  # first byte
+            (MiB - 1, 2),  # across a message boundary
+            (len(BIG) // 2, 777_777),  # middle
+            (len(BIG) - 1, 0),  # last byte, to the end
+            (len(BIG) - 1, 1),  # last byte, exact
+            (len(BIG) - 10, 1000),  # runs past the end: cut at the end
+        ],
+    )
+    async def test_ranges(self, peer: Peer, offset: int, length: int) -> None:
+        got = await download(peer.stub, sha(BIG), offset, length)
+        want = BIG[offset:] if length == 0 else BIG[offset : offset + length]
+        assert got == want
+
+    @pytest.mark.parametrize("offset", [len(BIG), len(BIG) + 1, 2**63])
+    async def test_past_end_is_out_of_range(self, peer: Peer, offset: int) -> None:
+        code = await code_of(download(peer.stub, sha(BIG), offset))
+        assert code == grpc.StatusCode.OUT_OF_RANGE
+
+    async def test_empty_file(self, peer: Peer) -> None:
+        assert await download(peer.stub, sha(b"")) == b""
+        code = await code_of(download(peer.stub, sha(b""), 1))
+        assert code == grpc.StatusCode.OUT_OF_RANGE
+
+    async def test_unknown_and_malformed(self, peer: Peer) -> None:
+        assert await code_of(download(peer.stub, "1" * 64)) == grpc.StatusCode.NOT_FOUND
+        assert await code_of(download(peer.stub, "nope")) == grpc.StatusCode.INVALID_ARGUMENT
+
+    async def test_changed_file_is_not_served_stale(self, peer: Peer) -> None:
+        path = peer.share / "sub" / "small.txt"
+        old = sha(path.read_bytes())
+        path.write_bytes(b"different bytes now\n")
+        os.utime(path, ns=(1, 1))
+        assert await code_of(download(peer.stub, old)) == grpc.StatusCode.NOT_FOUND
+        await peer.catalog.scan()
+        assert await download(peer.stub, sha(b"different bytes now\n")) == b"different bytes now\n"
+
+    async def test_fifty_concurrent_ranges_all_verify(self, peer: Peer) -> None:
+        step = len(BIG) // 50
+        ranges = [(i * step, step + (i % 7) * 1000) for i in range(50)]
+        results = await asyncio.gather(*(download(peer.stub, sha(BIG), o, n) for o, n in ranges))
+        for (offset, length), got in zip(ranges, results, strict=True):
+            assert got == BIG[offset : offset + length]
+
+    async def test_slow_reader_does_not_block_others(self, peer: Peer) -> None:
+        """A stalled stream holds no one up; other downloads finish meanwhile."""
+        slow = peer.stub.Download(
+            kadshare_pb2.DownloadRequest(file_id=sha(BIG)), timeout=RPC_TIMEOUT
+        )
+        first = await slow.read()
+        assert first.offset == 0
+        others = await asyncio.wait_for(
+            asyncio.gather(*(download(peer.stub, sha(BIG)) for _ in range(4))), RPC_TIMEOUT
+        )
+        assert all(got == BIG for got in others)
+        rest = bytearray(first.data)
+        for _ in range(100):
+            chunk = await slow.read()
+            if chunk is grpc.aio.EOF:
+                break
+            rest += chunk.data
+        assert bytes(rest) == BIG
+
+
+class TestLinks:
+    async def test_symlink_leaving_share_is_never_served(self, tmp_path: Path) -> None:
+        outside = tmp_path / "secret.txt"
+        outside.write_bytes(b"top secret\n")
+        share = tmp_path / "share"
+        share.mkdir()
+        (share / "inside.txt").write_bytes(b"public\n")
+        (share / "escape.txt").symlink_to(outside)
+        (share / "alias.txt").symlink_to(share / "inside.txt")
+        (share / "updir").symlink_to(tmp_path)
+        p = await Peer(tmp_path).start()
+        try:
+            names = {f.name for f in p.catalog.files()}
+            assert len(names) == 1  # the inner alias has the same bytes: one id, listed once
+            assert names <= {"inside.txt", "alias.txt"}
+            assert await code_of(download(p.stub, sha(b"top secret\n"))) == (
+                grpc.StatusCode.NOT_FOUND
+            )
+            assert await download(p.stub, sha(b"public\n")) == b"public\n"
+        finally:
+            await p.close()
+
+
+class TestUpload:
+    async def test_accepted_verified_and_reported(self, uploader: Peer) -> None:
+        data = content(MiB + 5, seed=7)
+        reply = await upload(uploader.stub, "report.pdf", data, piece=300_000)
+        assert (reply.file_id, reply.name, reply.size) == (sha(data), "report.pdf", len(data))
+        assert (uploader.share / "report.pdf").read_bytes() == data
+        assert [e.file_id for e in uploader.uploaded] == [sha(data)]
+        assert await download(uploader.stub, sha(data)) == data
+        info = await uploader.stub.GetInfo(
+            kadshare_pb2.InfoRequest(file_id=sha(data)), timeout=RPC_TIMEOUT
+        )
+        assert list(info.chunk_hashes) == [
+            hashlib.sha256(data[:MiB]).digest(), hashlib.sha256(data[MiB:]).digest()
+        ]
+        assert uploader.catalog.hash_calls == 0  # the upload's own hashes were kept
+
+    async def test_refused_without_the_flag(self, peer: Peer) -> None:
+        code = await code_of(upload(peer.stub, "a.txt", b"data"))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert not (peer.share / "a.txt").exists()
+
+    async def test_refused_over_the_cap(self, uploader: Peer) -> None:
+        data = content(2 * MiB + 1, seed=3)
+        assert await code_of(upload(uploader.stub, "big.bin", data)) == (
+            grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        self.assert_no_leftovers(uploader)
+
+    async def test_refused_when_more_bytes_than_declared(self, uploader: Peer) -> None:
+        data = content(1000, seed=3)
+        code = await code_of(upload(uploader.stub, "x.bin", data, declared_size=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        code = await code_of(upload(uploader.stub, "x.bin", data, declared_size=5000))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        self.assert_no_leftovers(uploader)
+
+    async def test_refused_with_a_wrong_hash(self, uploader: Peer) -> None:
+        data = content(MiB, seed=4)
+        code = await code_of(upload(uploader.stub, "a.bin", data, declared_id=sha(b"other")))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        code = await code_of(upload(uploader.stub, "a.bin", data, declared_id="zz"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        self.assert_no_leftovers(uploader)
+        assert uploader.uploaded == []
+
+    @pytest.mark.parametrize(
+        "name",
+        ["../evil.txt", "..", "sub/evil.txt", "/etc/passwd", ".hidden", "a\\b", "", "x\x00y",
+         "a" * 300, "..\\up", " padded"],
+    )
+    async def test_refused_names(self, uploader: Peer, name: str) -> None:
+        code = await code_of(upload(uploader.stub, name, b"payload"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        self.assert_no_leftovers(uploader)
+        assert not (uploader.share.parent / "evil.txt").exists()
+
+    async def test_existing_name_is_not_overwritten(self, uploader: Peer) -> None:
+        await upload(uploader.stub, "keep.txt", b"first")
+        code = await code_of(upload(uploader.stub, "keep.txt", b"second"))
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+        assert (uploader.share / "keep.txt").read_bytes() == b"first"
+
+    async def test_data_before_header_is_refused(self, uploader: Peer) -> None:
+        async def messages():
+            yield kadshare_pb2.UploadMessage(data=b"no header")
+
+        code = await code_of(uploader.stub.Upload(messages(), timeout=RPC_TIMEOUT))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        self.assert_no_leftovers(uploader)
+
+    @staticmethod
+    def assert_no_leftovers(p: Peer) -> None:
+        assert sorted(os.listdir(p.share)) == []
+
+
+class TestStandardServices:
+    async def test_health_and_reflection(self, peer: Peer) -> None:
+        health = health_pb2_grpc.HealthStub(peer.channel)
+        for service in ("", SERVICE_NAME):
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=RPC_TIMEOUT
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(peer.channel)
+
+        async def ask():
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names = []
+        async for answer in stub.ServerReflectionInfo(ask(), timeout=RPC_TIMEOUT):
+            names = [s.name for s in answer.list_services_response.service]
+            break
+        assert SERVICE_NAME in names
