@@ -1,1 +1,26 @@
-"""kadshare dht package."""
+"""kadshare's DHT: a Kademlia variant with signed multi-provider and keyword records.
+
+Public API (DESIGN.md): ``DhtNode``, ``DhtConfig``, ``Identity``, ``ProviderRecord``,
+``SearchHit``, ``Contact`` and the errors in ``dht.errors``.
+"""
+
+from .config import DhtConfig
+from .errors import DhtError, InvalidRecord, NoKnownPeers, RecordTooLarge, StoreFailed
+from .identity import Identity
+from .node import DhtNode, SearchHit
+from .records import ProviderRecord
+from .routing import Contact
+
+__all__ = [
+    "Contact",
+    "DhtConfig",
+    "DhtError",
+    "DhtNode",
+    "Identity",
+    "InvalidRecord",
+    "NoKnownPeers",
+    "ProviderRecord",
+    "RecordTooLarge",
+    "SearchHit",
+    "StoreFailed",
+]

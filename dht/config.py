@@ -1,0 +1,134 @@
+"""DHT tunables: one frozen value object, passed down, never read from globals.
+
+Each field documents its default, its unit and, where there is one, its symbol in the
+Kademlia paper (Maymounkov & Mazieres, 2002).  Production defaults are chosen for a
+file-sharing index (see docs/PROTOCOL.md, "Intervals"):  records live 60 min and owners
+republish every 20 min, between BitTorrent's 30 min announce interval and IPFS's
+22 h republish / 48 h expiry, and closer to OpenDHT's 10 min value refresh, because a
+provider that vanished should drop out of search results within about an hour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class DhtConfig:
+    """All DHT settings with production defaults; see ``for_tests()`` for short ones."""
+
+    k: int = 20
+    """Bucket size and replication factor (paper: k). Default 20."""
+    alpha: int = 3
+    """Requests kept in flight by one lookup (paper: alpha). Default 3."""
+    rpc_timeout_min: float = 0.15
+    """Lower bound of the adaptive per-call timeout, seconds. Default 0.15 s."""
+    rpc_timeout_max: float = 2.0
+    """Upper bound of the adaptive timeout and the hard timeout of a call, seconds."""
+    rpc_timeout_initial: float = 0.5
+    """Timeout used before any round-trip time to a peer has been measured, seconds."""
+    lookup_timeout: float = 10.0
+    """Wall-clock cap on one iterative lookup, seconds."""
+    record_ttl: int = 3600
+    """Lifetime of a record after it is issued, seconds. Default 60 min."""
+    max_record_ttl: int = 24 * 3600
+    """Largest TTL a storing node accepts, seconds. Default 24 h."""
+    republish_interval: float = 1200.0
+    """How often an owner re-signs and re-stores its records, seconds. Default 20 min."""
+    refresh_interval: float = 900.0
+    """Bucket refresh period (paper: tRefresh = 1 h; shorter here for churn), seconds."""
+    expire_interval: float = 60.0
+    """How often the store drops expired records, seconds."""
+    max_clock_skew: float = 120.0
+    """How far in the future issued_at may lie, seconds."""
+    max_datagram: int = 8192
+    """Largest datagram sent or accepted, bytes. Responses are truncated/paged to fit."""
+    max_record_bytes: int = 1024
+    """Largest encoded record, bytes."""
+    max_name_bytes: int = 255
+    """Largest file name (UTF-8), bytes."""
+    max_records_per_key: int = 512
+    """Records held under one key by a storing node."""
+    max_records_per_owner: int = 2048
+    """Records of one owner (node id) held by a storing node over all keys."""
+    max_keyword_entries_per_owner: int = 16
+    """Entries one publisher may hold under one keyword key (anti-spam)."""
+    max_store_bytes: int = 32 * 1024 * 1024
+    """Total encoded bytes a storing node keeps; beyond it, eviction (PROTOCOL.md)."""
+    max_find_pages: int = 8
+    """Pages a lookup fetches from one node when a key has more records than fit."""
+    max_contacts_per_prefix: int = 2
+    """Contacts per bucket sharing one /24 (IPv4) or /48 (IPv6) prefix; loopback exempt."""
+    prefix_cap_on_loopback: bool = False
+    """Apply ``max_contacts_per_prefix`` to 127.0.0.0/8 and ::1 too (tests of the cap)."""
+    max_keywords_per_name: int = 12
+    """Words of one name that get a keyword record."""
+    pending_calls_max: int = 4096
+    """Outstanding requests before new calls fail fast (protects memory)."""
+    welcome_pings_per_second: float = 50.0
+    """Rate of pings sent to unknown senders to verify them before they enter the table."""
+
+    def validate(self) -> DhtConfig:
+        """Raise ValueError naming the first bad field; return self so calls chain."""
+        positive_ints = (
+            "k", "alpha", "record_ttl", "max_record_ttl", "max_datagram", "max_record_bytes",
+            "max_name_bytes", "max_records_per_key", "max_records_per_owner",
+            "max_keyword_entries_per_owner", "max_store_bytes", "max_find_pages",
+            "max_contacts_per_prefix", "max_keywords_per_name", "pending_calls_max",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DhtConfig.{name} must be a positive int, got {value!r}")
+        positive_floats = (
+            "rpc_timeout_min", "rpc_timeout_max", "rpc_timeout_initial", "lookup_timeout",
+            "republish_interval", "refresh_interval", "expire_interval",
+            "welcome_pings_per_second",
+        )
+        for name in positive_floats:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"DhtConfig.{name} must be > 0, got {value!r}")
+        if self.max_clock_skew < 0:
+            raise ValueError("DhtConfig.max_clock_skew must be >= 0")
+        if self.rpc_timeout_min > self.rpc_timeout_max:
+            raise ValueError("DhtConfig.rpc_timeout_min must not exceed rpc_timeout_max")
+        if self.record_ttl > self.max_record_ttl:
+            raise ValueError("DhtConfig.record_ttl must not exceed max_record_ttl")
+        if self.republish_interval >= self.record_ttl:
+            raise ValueError("DhtConfig.republish_interval must be shorter than record_ttl")
+        if self.max_datagram < 1024 or self.max_datagram > 65000:
+            raise ValueError("DhtConfig.max_datagram must be within 1024..65000 bytes")
+        if self.max_record_bytes * 2 > self.max_datagram:
+            raise ValueError("DhtConfig.max_record_bytes must fit twice in max_datagram")
+        return self
+
+    def with_changes(self, **changes: Any) -> DhtConfig:
+        """Return a validated copy with some fields replaced."""
+        return replace(self, **changes).validate()
+
+    @classmethod
+    def for_tests(cls, **changes: Any) -> DhtConfig:
+        """Short intervals for tests and simulations: TTL 30 s, republish 10 s."""
+        base = dict(
+            record_ttl=30,
+            republish_interval=10.0,
+            refresh_interval=20.0,
+            expire_interval=2.0,
+            rpc_timeout_max=1.5,
+            lookup_timeout=8.0,
+        )
+        base.update(changes)
+        return cls(**base).validate()
+
+    def __repr__(self) -> str:
+        defaults = DhtConfig.__dataclass_fields__
+        changed = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != defaults[f.name].default
+        ]
+        return f"DhtConfig({', '.join(changed)})"

@@ -1,0 +1,238 @@
+"""The iterative lookup (paper §2.3), rebuilt for churn.
+
+Differences from ``kademlia.crawling.SpiderCrawl`` (rounds of alpha calls that wait for
+the slowest, 5 s per lost packet):
+
+* up to alpha requests are in flight at any moment; when one answers, the next closest
+  unqueried contact is asked at once;
+* a contact that exceeds its adaptive (soft) timeout stops counting as in flight and
+  as "live" for the stop rule, so a dead node costs one short timeout; its late answer
+  is still used while the lookup runs;
+* the lookup ends when the k closest live contacts have all answered, when ``wanted``
+  positive records are known, or after ``lookup_timeout``;
+* record lookups merge the newest record per slot from every answer (paging through a
+  node's records up to ``max_find_pages``), and report which close nodes lacked them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kademlia.node import Node
+
+from .config import DhtConfig
+from .errors import InvalidRecord
+from .protocol import KadshareProtocol, parse_nodes
+from .records import Record, decode_and_verify, storage_key
+from .transport import RpcError, RpcTimeout
+
+log = logging.getLogger(__name__)
+
+Slot = tuple[str, str]
+
+
+@dataclass
+class LookupResult:
+    """What one lookup learnt."""
+
+    closest: list[Node] = field(default_factory=list)
+    records: dict[Slot, tuple[Record, bytes]] = field(default_factory=dict)
+    lacking: list[Node] = field(default_factory=list)
+    queried: int = 0
+    failed: int = 0
+
+    def positive(self) -> list[Record]:
+        """Merged records that are not withdrawals."""
+        return [rec for rec, _ in self.records.values() if rec.kind != "w"]
+
+
+def merge_record(into: dict[Slot, tuple[Record, bytes]], record: Record, raw: bytes) -> bool:
+    """Keep the newest record per slot; True if ``record`` is now the one kept."""
+    slot = (record.node_id, record.file_id)
+    old = into.get(slot)
+    if old is None or record.issued_at > old[0].issued_at:
+        into[slot] = (record, raw)
+        return True
+    return False
+
+
+class _Query:
+    __slots__ = ("node", "future", "soft_deadline", "offset", "pages", "seen")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.future: asyncio.Future | None = None
+        self.soft_deadline = 0.0
+        self.offset = 0
+        self.pages = 0
+        self.seen: dict[Slot, float] = {}
+
+
+class Lookup:
+    """One iterative lookup for a node id (``key=None``) or for records under a key."""
+
+    def __init__(self, protocol: KadshareProtocol, target: bytes, config: DhtConfig, *,
+                 records: bool = False, wanted: int | None = None) -> None:
+        self.protocol = protocol
+        self.config = config
+        self.target = Node(target)
+        self.records = records
+        self.wanted = wanted
+        self.result = LookupResult()
+        self._state: dict[bytes, str] = {}  # new | inflight | slow | done | failed
+        self._nodes: dict[bytes, Node] = {}
+        self._queries: dict[asyncio.Future, _Query] = {}
+        self._positive = 0
+        self._seen: dict[bytes, dict[Slot, float]] = {}
+
+    def _push(self, nodes: list[Node]) -> None:
+        me = self.protocol.source_node.id
+        for node in nodes:
+            if node.id != me and node.id not in self._nodes:
+                self._nodes[node.id] = node
+                self._state[node.id] = "new"
+
+    def _dist(self, node_id: bytes) -> int:
+        return self._nodes[node_id].long_id ^ self.target.long_id
+
+    def _live_closest(self) -> list[bytes]:
+        live = [i for i, s in self._state.items() if s not in ("failed", "slow")]
+        live.sort(key=self._dist)
+        return live[: self.config.k]
+
+    def _send(self, query: _Query, loop: asyncio.AbstractEventLoop) -> None:
+        node = query.node
+        if self.records:
+            args = [self.protocol.source_node.id, self.target.id, query.offset]
+            method = "find_records"
+        else:
+            args = [self.protocol.source_node.id, self.target.id]
+            method = "find_node"
+        future, soft = self.protocol.request((node.ip, node.port), method, args)
+        query.future = future
+        query.soft_deadline = loop.time() + soft
+        query.pages += 1
+        self._queries[future] = query
+        self._state[node.id] = "inflight"
+        self.result.queried += 1
+
+    async def run(self) -> LookupResult:
+        """Run to completion (bounded by ``lookup_timeout``) and return the result."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.lookup_timeout
+        self._push(self.protocol.router.find_neighbors(self.target, self.config.k))
+        max_queries = self.config.k * 8
+        try:
+            while True:
+                if self.wanted is not None and self._positive >= self.wanted:
+                    break
+                closest = self._live_closest()
+                if all(self._state[i] == "done" for i in closest):
+                    break
+                active = sum(1 for i in self._state.values() if i == "inflight")
+                for node_id in closest:
+                    if active >= self.config.alpha or self.result.queried >= max_queries:
+                        break
+                    if self._state[node_id] == "new":
+                        self._send(_Query(self._nodes[node_id]), loop)
+                        active += 1
+                if not self._queries:
+                    break
+                now = loop.time()
+                soft = [q.soft_deadline for q in self._queries.values()
+                        if self._state[q.node.id] == "inflight"]
+                wake = min(min(soft, default=deadline), deadline)
+                done, _ = await asyncio.wait(
+                    list(self._queries), timeout=max(0.0, wake - now),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for future in done:
+                    self._finish(self._queries.pop(future), future, loop)
+                now = loop.time()
+                for query in self._queries.values():
+                    if self._state[query.node.id] == "inflight" and now >= query.soft_deadline:
+                        self._state[query.node.id] = "slow"
+                if now >= deadline:
+                    log.debug("lookup of %s hit lookup_timeout", self.target.id.hex()[:8])
+                    break
+        finally:
+            for future, query in self._queries.items():
+                future.add_done_callback(
+                    lambda f, n=query.node: self._late(f, n)
+                )
+            self._queries.clear()
+        responded = sorted(
+            (i for i, s in self._state.items() if s == "done"), key=self._dist
+        )[: self.config.k]
+        self.result.closest = [self._nodes[i] for i in responded]
+        if self.records and self.result.records:
+            newest = {slot: rec.issued_at for slot, (rec, _) in self.result.records.items()}
+            self.result.lacking = [
+                self._nodes[i] for i in responded
+                if any(self._seen.get(i, {}).get(s) != t for s, t in newest.items())
+            ]
+        return self.result
+
+    def _late(self, future: asyncio.Future, node: Node) -> None:
+        """An abandoned call finished after the lookup: still learn from it."""
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, RpcTimeout):
+            self.protocol.contact_failed(node)
+        elif exc is None:
+            try:
+                self.protocol.accept_reply(node, (node.ip, node.port), future.result())
+            except RpcError:
+                pass
+
+    def _finish(self, query: _Query, future: asyncio.Future, loop: Any) -> None:
+        node = query.node
+        exc = future.exception()
+        if exc is not None:
+            self._state[node.id] = "failed"
+            self.result.failed += 1
+            if isinstance(exc, RpcTimeout):
+                self.protocol.contact_failed(node)
+            return
+        try:
+            _, body = self.protocol.accept_reply(node, (node.ip, node.port), future.result())
+        except RpcError:
+            self._state[node.id] = "failed"
+            self.result.failed += 1
+            return
+        self._push(parse_nodes(body.get("nodes"), self.config.k))
+        if self.records:
+            self._take_records(query, body)
+            nxt = body.get("next")
+            if (isinstance(nxt, int) and not isinstance(nxt, bool) and nxt > query.offset
+                    and query.pages < self.config.max_find_pages):
+                query.offset = nxt
+                self._send(query, loop)
+                return
+        self._state[node.id] = "done"
+        if self.records:
+            self._seen[node.id] = query.seen
+
+    def _take_records(self, query: _Query, body: dict) -> None:
+        raw_list = body.get("records")
+        if not isinstance(raw_list, list):
+            return
+        cfg = self.config
+        key = self.target.id
+        for raw in raw_list[:256]:
+            try:
+                record = decode_and_verify(raw, cfg)
+            except InvalidRecord as exc:
+                self.protocol.stats["records_refused"] += 1
+                log.debug("lookup dropped a record from %s: %s", query.node, exc)
+                continue
+            if storage_key(record) != key:
+                self.protocol.stats["records_refused"] += 1
+                continue
+            query.seen[(record.node_id, record.file_id)] = record.issued_at
+            merge_record(self.result.records, record, raw)
+        self._positive = sum(1 for rec, _ in self.result.records.values() if rec.kind != "w")

@@ -1,0 +1,347 @@
+"""``DhtNode``: the public facade of DESIGN.md (listen, bootstrap, announce, find, leave).
+
+It wires an ``Identity``, a ``RecordStore`` and a ``KadshareProtocol`` on one UDP
+socket, runs the lookups of ``lookup.py``, and keeps three background loops: republish
+(owners re-sign and re-store their records before the TTL runs out), refresh (lookups
+of the own id and of stale buckets) and expiry (the store drops dead records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kademlia.node import Node
+
+from .config import DhtConfig
+from .errors import DhtError, InvalidRecord
+from .identity import Identity
+from .keys import check_file_id, file_key, file_key_name, keyword_key, keyword_key_name
+from .keywords import normalize_words
+from .lookup import Lookup, LookupResult, merge_record
+from .protocol import KadshareProtocol
+from .records import (
+    KeywordRecord,
+    ProviderRecord,
+    Record,
+    encode_record,
+    make_keyword,
+    make_provider,
+    make_withdrawal,
+    storage_key,
+)
+from .routing import Contact
+from .storage import RecordStore
+
+log = logging.getLogger(__name__)
+
+MAX_QUERY_WORDS = 8
+PUBLISH_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One file matching every word of a search."""
+
+    file_id: str
+    name: str
+    size: int
+    providers: int
+
+
+@dataclass(frozen=True)
+class _Announcement:
+    name: str
+    size: int
+    grpc: str
+    words: tuple[str, ...]
+
+
+class DhtNode:
+    """One node of the kadshare DHT; see DESIGN.md for the contract."""
+
+    def __init__(self, identity: Identity | None = None, config: DhtConfig | None = None
+                 ) -> None:
+        self.config = (config or DhtConfig()).validate()
+        self.identity = identity or Identity.generate()
+        self._node = Node(self.identity.node_id)
+        self.store = RecordStore(self.config)
+        self.protocol: KadshareProtocol | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._announced: dict[str, _Announcement] = {}
+        self._loops: list[asyncio.Task] = []
+        self._publish_gate: asyncio.Semaphore | None = None
+        self._stopped = False
+        self.port = 0
+        self.host = ""
+
+    # -- identity and introspection ------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        """This node's id, 40 lowercase hex characters."""
+        return self.identity.node_id_hex
+
+    def contacts(self) -> list[Contact]:
+        """The routing table's contacts."""
+        if self.protocol is None:
+            return []
+        return [Contact(n.id.hex(), n.ip, n.port) for n in self.protocol.router.all_contacts()]
+
+    def stored_record_count(self) -> int:
+        """Live provider and keyword records held in this node's store."""
+        return self.store.record_count()
+
+    def announced_file_ids(self) -> set[str]:
+        """Files this node announces (and republishes)."""
+        return set(self._announced)
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Transport and protocol counters (malformed datagrams, timeouts, ...)."""
+        out: Counter[str] = Counter()
+        if self.protocol is not None:
+            out.update(self.protocol.stats)
+        out.update({"store_" + k: v for k, v in self.store.stats.items()})
+        return out
+
+    def __repr__(self) -> str:
+        return f"DhtNode({self.node_id[:8]} {self.host}:{self.port})"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def listen(self, port: int = 0, interface: str = "127.0.0.1") -> None:
+        """Bind the UDP socket and start the background loops."""
+        if self.protocol is not None:
+            raise DhtError("listen() was already called")
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        self._transport, self.protocol = await loop.create_datagram_endpoint(
+            lambda: KadshareProtocol(self._node, self.store, self.config),
+            local_addr=(interface, port), family=family,
+        )
+        sockname = self._transport.get_extra_info("sockname")
+        self.host, self.port = sockname[0], sockname[1]
+        self._node.ip, self._node.port = self.host, self.port
+        self._publish_gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+        self._loops = [
+            asyncio.ensure_future(self._every(self.config.republish_interval, self._republish)),
+            asyncio.ensure_future(self._every(self.config.refresh_interval, self._refresh)),
+            asyncio.ensure_future(self._every(self.config.expire_interval, self._expire)),
+        ]
+        log.info("dht node %s listening on %s:%d", self.node_id[:8], self.host, self.port)
+
+    def _require_protocol(self) -> KadshareProtocol:
+        if self.protocol is None or self._stopped:
+            raise DhtError("the node is not listening (call listen() first, not after stop)")
+        return self.protocol
+
+    async def bootstrap(self, addrs: Iterable[tuple[str, int]]) -> int:
+        """Contact known nodes, then look up our own id; return the contacts known."""
+        protocol = self._require_protocol()
+        loop = asyncio.get_running_loop()
+        targets: list[tuple[str, int]] = []
+        for host, port in addrs:
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            except (OSError, UnicodeError) as exc:
+                log.warning("cannot resolve bootstrap address %s:%s: %s", host, port, exc)
+                continue
+            if infos:
+                sockaddr = infos[0][4]
+                if (sockaddr[0], sockaddr[1]) != (self.host, self.port):
+                    targets.append((sockaddr[0], sockaddr[1]))
+        if targets:
+            answers = await asyncio.gather(*(protocol.ping_address(a) for a in targets))
+            reached = sum(1 for a in answers if a is not None)
+            if reached == 0:
+                log.warning("no bootstrap node answered (%d tried)", len(targets))
+            await Lookup(protocol, self._node.id, self.config).run()
+        n = len(protocol.router)
+        log.info("dht node %s bootstrapped: %d contacts", self.node_id[:8], n)
+        return n
+
+    def stop(self) -> None:
+        """Close at once, as a crash would (no withdrawals)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._loops:
+            task.cancel()
+        if self.protocol is not None:
+            self.protocol.close()
+
+    async def leave(self) -> None:
+        """Withdraw every announced record network-wide, then stop."""
+        if self.protocol is not None and not self._stopped:
+            file_ids = list(self._announced)
+            if file_ids:
+                try:
+                    await asyncio.wait_for(
+                        asyncio.gather(*(self.withdraw(f) for f in file_ids)),
+                        timeout=self.config.lookup_timeout * 2,
+                    )
+                except asyncio.TimeoutError:
+                    log.warning("leave: withdrawals did not all finish in time")
+            log.info("dht node %s left the network", self.node_id[:8])
+        self.stop()
+
+    # -- publishing ----------------------------------------------------------------------
+    async def announce(self, file_id: str, name: str, size: int, grpc: str) -> int:
+        """Publish a provider record and a keyword record per word of ``name``.
+
+        Returns the number of remote stores that accepted the provider record (0 for a
+        lone node: the record is then held and served locally).  The node republishes
+        its records before their TTL until ``withdraw`` or ``leave``.
+        """
+        self._require_protocol()
+        check_file_id(file_id)
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRecord("name must be a non-empty string")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise InvalidRecord("size must be an int >= 0")
+        words = tuple(normalize_words(name, self.config.max_keywords_per_name))
+        ann = _Announcement(name=name, size=size, grpc=grpc, words=words)
+        provider = make_provider(self.identity, file_id, name, size, grpc, self.config.record_ttl)
+        self._announced[file_id] = ann
+        return await self._publish_announcement(file_id, ann, provider)
+
+    async def _publish_announcement(self, file_id: str, ann: _Announcement,
+                                    provider: ProviderRecord | None = None) -> int:
+        ttl = self.config.record_ttl
+        provider = provider or make_provider(
+            self.identity, file_id, ann.name, ann.size, ann.grpc, ttl
+        )
+        batches: list[tuple[bytes, Record]] = [(file_key(file_id), provider)]
+        for word in ann.words:
+            rec = make_keyword(self.identity, word, file_id, ann.name, ann.size, ttl,
+                               issued_at=provider.issued_at)
+            batches.append((keyword_key(word), rec))
+        results = await asyncio.gather(*(self._publish(k, r) for k, r in batches))
+        return results[0]
+
+    async def _publish(self, key: bytes, record: Record) -> int:
+        """Store ``record`` locally and at the k closest live nodes; return remote count."""
+        encoded = encode_record(record)
+        self.store.put(key, record, encoded, verified=True)
+        protocol = self.protocol
+        if protocol is None or self._stopped or len(protocol.router) == 0:
+            return 0
+        assert self._publish_gate is not None
+        async with self._publish_gate:
+            result = await Lookup(protocol, key, self.config).run()
+            stores = [protocol.call_store_records(n, key, [encoded]) for n in result.closest]
+            done = await asyncio.gather(*stores)
+        ok = sum(1 for d in done if d > 0)
+        if result.closest and ok == 0:
+            log.warning("no remote node accepted a record under %s", key.hex()[:8])
+        return ok
+
+    async def withdraw(self, file_id: str) -> None:
+        """Publish signed withdrawals of this node's records for ``file_id``."""
+        self._require_protocol()
+        check_file_id(file_id)
+        ann = self._announced.pop(file_id, None)
+        ttl = self.config.record_ttl
+        names = [file_key_name(file_id)]
+        if ann is not None:
+            names += [keyword_key_name(w) for w in ann.words]
+        jobs = []
+        for key_name in names:
+            rec = make_withdrawal(self.identity, key_name, file_id, ttl)
+            jobs.append(self._publish(storage_key(rec), rec))
+        await asyncio.gather(*jobs)
+        log.info("withdrew %s", file_id[:12])
+
+    # -- finding -------------------------------------------------------------------------
+    async def _find(self, key: bytes, wanted: int | None = None) -> LookupResult:
+        protocol = self._require_protocol()
+        merged = LookupResult()
+        for rec, raw in self.store.records(key):
+            merge_record(merged.records, rec, raw)
+        local_positive = sum(1 for r, _ in merged.records.values() if r.kind != "w")
+        if len(protocol.router) == 0 or (wanted is not None and local_positive >= wanted):
+            return merged
+        result = await Lookup(protocol, key, self.config, records=True, wanted=wanted).run()
+        for rec, raw in result.records.values():
+            merge_record(merged.records, rec, raw)
+        merged.closest, merged.lacking = result.closest, result.lacking
+        if result.records and result.lacking:
+            missing_for = result.lacking[0]
+            raws = [raw for _, raw in result.records.values()]
+            protocol.spawn(protocol.call_store_records(missing_for, key, raws))
+        return merged
+
+    async def find_providers(self, file_id: str, wanted: int | None = None
+                             ) -> list[ProviderRecord]:
+        """Live provider records of ``file_id`` from the network and the local store.
+
+        ``wanted`` stops the lookup early once that many providers are known.
+        """
+        check_file_id(file_id)
+        result = await self._find(file_key(file_id), wanted)
+        found = [r for r in result.positive() if isinstance(r, ProviderRecord)]
+        found.sort(key=lambda r: (-r.issued_at, r.node_id))
+        return found
+
+    async def search(self, query: str) -> list[SearchHit]:
+        """Files whose names contain every normalised word of ``query``."""
+        if not isinstance(query, str):
+            raise TypeError("query must be a str")
+        words = normalize_words(query, MAX_QUERY_WORDS)
+        if not words:
+            return []
+        results = await asyncio.gather(*(self._find(keyword_key(w)) for w in words))
+        per_word: list[dict[str, list[KeywordRecord]]] = []
+        for res in results:
+            files: dict[str, list[KeywordRecord]] = {}
+            for rec in res.positive():
+                if isinstance(rec, KeywordRecord):
+                    files.setdefault(rec.file_id, []).append(rec)
+            per_word.append(files)
+        common = set(per_word[0])
+        for files in per_word[1:]:
+            common &= set(files)
+        hits = []
+        for fid in common:
+            entries = per_word[0][fid]
+            name = Counter(e.name for e in entries).most_common(1)[0][0]
+            size = Counter(e.size for e in entries).most_common(1)[0][0]
+            providers = min(len({e.node_id for e in files[fid]}) for files in per_word)
+            hits.append(SearchHit(file_id=fid, name=name, size=size, providers=providers))
+        hits.sort(key=lambda h: (-h.providers, h.name, h.file_id))
+        return hits
+
+    # -- background loops ----------------------------------------------------------------
+    async def _every(self, interval: float, job) -> None:  # type: ignore[no-untyped-def]
+        while not self._stopped:
+            await asyncio.sleep(interval * random.uniform(0.9, 1.0))
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("dht background job %s failed", job.__name__)
+
+    async def _republish(self) -> None:
+        """Re-sign and re-store every announced record (before the TTL runs out)."""
+        items = list(self._announced.items())
+        if items:
+            log.debug("republishing %d files", len(items))
+            await asyncio.gather(*(self._publish_announcement(f, a) for f, a in items))
+
+    async def _refresh(self) -> None:
+        """Look up our own id and a random id in each stale bucket (paper §2.3)."""
+        protocol = self.protocol
+        if protocol is None or len(protocol.router) == 0:
+            return
+        targets = [self._node.id, *protocol.get_refresh_ids()[:8]]
+        await asyncio.gather(*(Lookup(protocol, t, self.config).run() for t in targets))
+
+    async def _expire(self) -> None:
+        dropped = self.store.expire()
+        if dropped:
+            log.debug("expired %d records", dropped)

@@ -1,0 +1,291 @@
+"""Kadshare's RPCs: ``rpc_*`` handlers (incoming) and ``call_*`` helpers (outgoing).
+
+Built on ``kademlia.protocol.KademliaProtocol`` (its ``get_refresh_ids`` and the
+``call_ping`` hook its routing table uses), with the datagram layer taken from
+``RpcTransport`` instead of ``rpcudp``.  Messages (args after the method name; every
+request starts with the sender's 20-byte node id, every reply is a map with ``id``)::
+
+    ping(sender_id)                       -> {id}
+    find_node(sender_id, target)          -> {id, nodes: [[id, host, port], ...]}
+    find_records(sender_id, key, offset)  -> {id, nodes, records: [bin...], next: int|nil}
+    store(sender_id, key, [record bin])   -> {id, stored: int, refused: int}
+
+A sender enters the routing table only after it answered one of our requests: an
+unknown requester is answered, then pinged (rate-limited), and added when the ping
+comes back.  Upstream ``welcome_if_new`` hashed stored keys a second time before
+measuring distances; here a stored key is already the 160-bit digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import msgpack
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+
+from .config import DhtConfig
+from .errors import InvalidRecord
+from .routing import RoutingTable
+from .storage import RecordStore
+from .transport import Address, BadRequest, RpcError, RpcTransport
+
+log = logging.getLogger(__name__)
+
+ID_LEN = 20
+FIND_OVERHEAD = 64  # envelope, map keys, "next" field
+
+
+def _check_id(value: object, what: str = "id") -> bytes:
+    if not isinstance(value, bytes) or len(value) != ID_LEN:
+        raise BadRequest(f"{what} must be {ID_LEN} bytes")
+    return value
+
+
+def parse_nodes(value: object, limit: int) -> list[Node]:
+    """Contacts from a reply; ill-shaped entries are skipped, at most ``limit``."""
+    nodes: list[Node] = []
+    if not isinstance(value, list):
+        return nodes
+    for item in value[: limit * 2]:
+        if (
+            isinstance(item, list) and len(item) == 3
+            and isinstance(item[0], bytes) and len(item[0]) == ID_LEN
+            and isinstance(item[1], str) and 0 < len(item[1]) <= 253
+            and isinstance(item[2], int) and not isinstance(item[2], bool)
+            and 0 < item[2] < 65536
+        ):
+            nodes.append(Node(item[0], item[1], item[2]))
+            if len(nodes) >= limit:
+                break
+    return nodes
+
+
+class KadshareProtocol(RpcTransport, KademliaProtocol):
+    """Handlers and calls of the kadshare DHT; see the module docstring."""
+
+    RPC_METHODS = frozenset({"ping", "find_node", "find_records", "store"})
+
+    def __init__(self, source_node: Node, storage: RecordStore, config: DhtConfig) -> None:
+        RpcTransport.__init__(self, config)
+        # KademliaProtocol.__init__ would build rpcudp state and upstream's table
+        self.source_node = source_node
+        self.storage = storage
+        self.router = RoutingTable(self, config.k, source_node, config)
+        self._probed: OrderedDict[Address, float] = OrderedDict()
+        self._probe_tokens = config.welcome_pings_per_second
+        self._probe_refill = time.monotonic()
+        self.tasks: set[asyncio.Task] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        # rpcudp turns every unknown attribute into a remote call; we do not
+        raise AttributeError(name)
+
+    # -- background tasks -------------------------------------------------------------------
+    def spawn(self, coro: Any) -> asyncio.Task | None:
+        """Run ``coro`` in the background; its errors are logged, never lost."""
+        if self._closed:
+            coro.close()
+            return None
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, RpcError):
+                log.warning("background task failed: %r", exc)
+
+    def close(self) -> None:
+        super().close()
+        for task in list(self.tasks):
+            task.cancel()
+
+    # -- incoming ---------------------------------------------------------------------------
+    def _me(self) -> bytes:
+        return self.source_node.id
+
+    def _note_sender(self, addr: Address, sender_id: object) -> None:
+        """Probe an unknown requester; it joins the table only if it answers us."""
+        sender_id = _check_id(sender_id, "sender id")
+        if sender_id == self._me() or self.router.contains(sender_id):
+            return
+        now = time.monotonic()
+        seen = self._probed.get(addr)
+        if seen is not None and now - seen < 30.0:
+            return
+        rate = self.config.welcome_pings_per_second
+        self._probe_tokens = min(rate, self._probe_tokens + (now - self._probe_refill) * rate)
+        self._probe_refill = now
+        if self._probe_tokens < 1:
+            self.stats["probes_skipped"] += 1
+            return
+        self._probe_tokens -= 1
+        self._probed[addr] = now
+        if len(self._probed) > 1024:
+            self._probed.popitem(last=False)
+        self.spawn(self.call_ping(Node(sender_id, addr[0], addr[1])))
+
+    def _nodes_for(self, target: bytes, addr: Address) -> list[list]:
+        near = self.router.find_neighbors(Node(target), self.config.k)
+        return [[n.id, n.ip, n.port] for n in near if (n.ip, n.port) != addr]
+
+    def rpc_ping(self, sender: Address, sender_id: bytes) -> dict:
+        self._note_sender(sender, sender_id)
+        return {"id": self._me()}
+
+    def rpc_find_node(self, sender: Address, sender_id: bytes, target: bytes) -> dict:
+        self._note_sender(sender, sender_id)
+        return {"id": self._me(), "nodes": self._nodes_for(_check_id(target, "target"), sender)}
+
+    def rpc_find_records(self, sender: Address, sender_id: bytes, key: bytes,
+                         offset: int = 0) -> dict:
+        self._note_sender(sender, sender_id)
+        key = _check_id(key, "key")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise BadRequest("offset must be an int >= 0")
+        nodes = self._nodes_for(key, sender)
+        found = sorted(self.storage.records(key), key=lambda re: (re[0].node_id, re[0].file_id))
+        budget = self.config.max_datagram - FIND_OVERHEAD - len(msgpack.packb(nodes))
+        records: list[bytes] = []
+        index = offset
+        while index < len(found):
+            size = len(found[index][1]) + 3
+            if size > budget:
+                break
+            budget -= size
+            records.append(found[index][1])
+            index += 1
+        return {
+            "id": self._me(), "nodes": nodes, "records": records,
+            "next": index if index < len(found) else None,
+        }
+
+    def rpc_store(self, sender: Address, sender_id: bytes, key: bytes, records: list) -> dict:
+        self._note_sender(sender, sender_id)
+        key = _check_id(key, "key")
+        if not isinstance(records, list):
+            raise BadRequest("records must be an array")
+        stored = refused = 0
+        for raw in records[:64]:
+            try:
+                status = self.storage.put_encoded(key, raw)
+            except InvalidRecord as exc:
+                refused += 1
+                self.stats["records_refused"] += 1
+                log.debug("refused record from %s: %s", sender, exc)
+                continue
+            if status in (RecordStore.STORED, RecordStore.REPLACED, RecordStore.DUPLICATE):
+                stored += 1
+            else:
+                refused += 1
+        return {"id": self._me(), "stored": stored, "refused": refused}
+
+    # -- replies ----------------------------------------------------------------------------
+    def accept_reply(self, node: Node | None, addr: Address, body: Any) -> tuple[Node, dict]:
+        """Validate a reply map; the responder is now a verified contact."""
+        if not isinstance(body, dict) or not isinstance(body.get("id"), bytes) \
+                or len(body["id"]) != ID_LEN:
+            self.stats["bad_replies"] += 1
+            raise RpcError(f"ill-shaped reply from {addr}")
+        responder = Node(body["id"], addr[0], addr[1])
+        if node is not None and node.id != responder.id:
+            self.router.remove_contact(node)  # same address, new identity
+        if responder.id != self._me():
+            self.welcome_if_new(responder)
+        return responder, body
+
+    def contact_failed(self, node: Node) -> None:
+        """No reply within the hard timeout: drop it (its replacement moves up)."""
+        if node.id is not None:
+            self.router.remove_contact(node)
+
+    # -- outgoing ---------------------------------------------------------------------------
+    async def _call(self, node: Node, method: str, args: list) -> dict:
+        addr = (node.ip, node.port)
+        try:
+            body = await self.call(addr, method, [self._me(), *args])
+        except RpcError:
+            if method != "store":
+                self.contact_failed(node)
+            raise
+        return self.accept_reply(node, addr, body)[1]
+
+    async def call_ping(self, node_to_ask: Node) -> dict | None:
+        """Ping; used to verify newcomers and by the routing table for a full bucket."""
+        try:
+            return await self._call(node_to_ask, "ping", [])
+        except RpcError:
+            return None
+
+    async def ping_address(self, addr: Address) -> Node | None:
+        """Ping a bare address (bootstrap); the responder enters the table."""
+        try:
+            body = await self.call(addr, "ping", [self._me()])
+            return self.accept_reply(None, addr, body)[0]
+        except RpcError:
+            return None
+
+    async def call_store_records(self, node: Node, key: bytes, encoded: list[bytes]) -> int:
+        """Store records at ``node`` in as many datagrams as needed; return how many took."""
+        stored = 0
+        for chunk in chunk_records(encoded, self.config.max_datagram - 128):
+            try:
+                reply = await self._call(node, "store", [key, chunk])
+            except RpcError:
+                return stored
+            got = reply.get("stored")
+            if isinstance(got, int):
+                stored += got
+        return stored
+
+    # -- routing table admission and handoff ------------------------------------------------
+    def welcome_if_new(self, node: Node) -> None:
+        """Add a verified contact; hand it the records it is now responsible for (§2.5)."""
+        if not self.router.is_new_node(node):
+            self.router.add_contact(node)  # refresh its position (least recently seen)
+            return
+        handoff: list[tuple[bytes, list[bytes]]] = []
+        for key in self.storage.keys():
+            keynode = Node(key)  # already a digest: no second hash
+            neighbors = self.router.find_neighbors(keynode)
+            if neighbors:
+                new_close = node.distance_to(keynode) < neighbors[-1].distance_to(keynode)
+                me_closest = self.source_node.distance_to(keynode) < \
+                    neighbors[0].distance_to(keynode)
+                if not (new_close and me_closest):
+                    continue
+            handoff.append((key, [enc for _, enc in self.storage.records(key)]))
+        self.router.add_contact(node)
+        if handoff:
+            self.stats["handoffs"] += 1
+            self.spawn(self._hand_off(node, handoff))
+
+    async def _hand_off(self, node: Node, items: list[tuple[bytes, list[bytes]]]) -> None:
+        for key, encoded in items:
+            if encoded:
+                await self.call_store_records(node, key, encoded)
+
+
+def chunk_records(encoded: list[bytes], budget: int) -> list[list[bytes]]:
+    """Split encoded records into groups whose msgpack array fits ``budget`` bytes."""
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for raw in encoded:
+        item = len(raw) + 3
+        if current and (size + item > budget or len(current) >= 64):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(raw)
+        size += item
+    if current:
+        chunks.append(current)
+    return chunks

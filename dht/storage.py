@@ -1,0 +1,225 @@
+"""The record store: set semantics per key, expiry per record, caps, eviction.
+
+It follows kademlia's ``IStorage`` interface (``store[key] = value`` with encoded record
+bytes, ``store[key]`` / ``get`` give the list of encoded records, iteration yields
+``(key, [encoded...])``), but a key holds many records, one per slot
+(owner node id, file id), instead of one last-writer-wins value.
+
+Rules, in the order ``put`` applies them (documented in docs/PROTOCOL.md):
+
+1. The record must verify (signature, id binding, sizes, TTL, clock) and belong under
+   the key it is stored at.
+2. Same slot: a strictly newer ``issued_at`` replaces the older record (a withdrawal is
+   just a newer record); an older or equal one is refused as stale/duplicate.
+3. New slot, caps checked in turn:
+   a. keyword keys: at most ``max_keyword_entries_per_owner`` slots per owner: refused;
+   b. ``max_records_per_owner`` over the whole store: refused;
+   c. ``max_records_per_key``: evict the soonest-expiring record of the owner holding
+      the most slots under the key, if that owner holds more than the newcomer's owner;
+      else refused;
+   d. ``max_store_bytes``: evict the soonest-expiring record of the owner holding the
+      most records in the store (never the newcomer's owner's own, which is refused).
+   So a flood from one owner only ever displaces that owner's own records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from kademlia.storage import IStorage
+
+from .config import DhtConfig
+from .errors import InvalidRecord
+from .records import KeywordRecord, Record, Withdrawal, decode_and_verify, encode_record, verify
+from .records import storage_key as record_key
+
+log = logging.getLogger(__name__)
+
+Slot = tuple[str, str]
+
+
+class _Entry:
+    __slots__ = ("record", "encoded", "stored_at")
+
+    def __init__(self, record: Record, encoded: bytes, stored_at: float) -> None:
+        self.record = record
+        self.encoded = encoded
+        self.stored_at = stored_at
+
+
+class RecordStore(IStorage):
+    """Verified records by key and slot; see the module docstring for the rules."""
+
+    STORED, REPLACED, STALE, DUPLICATE, CAPPED = "stored", "replaced", "stale", "dup", "capped"
+
+    def __init__(self, config: DhtConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self._data: dict[bytes, dict[Slot, _Entry]] = {}
+        self._owner_count: Counter[str] = Counter()
+        self._bytes = 0
+        self.stats: Counter[str] = Counter()
+
+    # -- writes --------------------------------------------------------------------------
+    def put(self, key: bytes, record: Record, encoded: bytes | None = None,
+            verified: bool = False) -> str:
+        """Store one record under ``key``; return a status string or raise InvalidRecord."""
+        now = self.clock()
+        if not verified:
+            verify(record, self.config, now)
+        if record_key(record) != key:
+            raise InvalidRecord("record does not belong under this key")
+        encoded = encoded if encoded is not None else encode_record(record)
+        slots = self._data.get(key)
+        slot = (record.node_id, record.file_id)
+        old = slots.get(slot) if slots else None
+        if old is not None:
+            if old.record.expires <= now:
+                self._remove(key, slot)
+                old = None
+            elif record.issued_at < old.record.issued_at:
+                self.stats["stale"] += 1
+                return self.STALE
+            elif record.issued_at == old.record.issued_at:
+                return self.DUPLICATE
+        if old is not None:
+            self._remove(key, slot)
+            self._insert(key, slot, _Entry(record, encoded, now))
+            return self.REPLACED
+        if not self._make_room(key, record, len(encoded), now):
+            self.stats["capped"] += 1
+            return self.CAPPED
+        self._insert(key, slot, _Entry(record, encoded, now))
+        return self.STORED
+
+    def put_encoded(self, key: bytes, encoded: bytes) -> str:
+        """Decode, verify and store wire bytes (raises InvalidRecord)."""
+        record = decode_and_verify(encoded, self.config, self.clock())
+        return self.put(key, record, encoded, verified=True)
+
+    def _insert(self, key: bytes, slot: Slot, entry: _Entry) -> None:
+        self._data.setdefault(key, {})[slot] = entry
+        self._owner_count[slot[0]] += 1
+        self._bytes += len(entry.encoded)
+
+    def _remove(self, key: bytes, slot: Slot) -> None:
+        slots = self._data[key]
+        entry = slots.pop(slot)
+        if not slots:
+            del self._data[key]
+        owner = slot[0]
+        self._owner_count[owner] -= 1
+        if self._owner_count[owner] <= 0:
+            del self._owner_count[owner]
+        self._bytes -= len(entry.encoded)
+
+    def _make_room(self, key: bytes, record: Record, size: int, now: float) -> bool:
+        cfg = self.config
+        owner = record.node_id
+        slots = self._data.get(key, {})
+        if isinstance(record, KeywordRecord) or (
+            isinstance(record, Withdrawal) and record.key_name.startswith("kw:")
+        ):
+            mine = sum(1 for s in slots if s[0] == owner)
+            if mine >= cfg.max_keyword_entries_per_owner:
+                return False
+        if self._owner_count[owner] >= cfg.max_records_per_owner:
+            return False
+        if len(slots) >= cfg.max_records_per_key:
+            per_owner = Counter(s[0] for s in slots)
+            top, top_count = per_owner.most_common(1)[0]
+            if top == owner or top_count <= per_owner[owner] + 1:
+                return False
+            victim = min((s for s in slots if s[0] == top), key=lambda s: slots[s].record.expires)
+            self._remove(key, victim)
+            self.stats["evicted"] += 1
+        guard = 0
+        while self._bytes + size > cfg.max_store_bytes and guard < 10_000:
+            guard += 1
+            top, _ = self._owner_count.most_common(1)[0]
+            if top == owner:
+                return False
+            victim_key, victim_slot = min(
+                ((k, s) for k, ss in self._data.items() for s in ss if s[0] == top),
+                key=lambda ks: self._data[ks[0]][ks[1]].record.expires,
+            )
+            self._remove(victim_key, victim_slot)
+            self.stats["evicted"] += 1
+        return True
+
+    def expire(self) -> int:
+        """Drop every record whose TTL has run out; return how many."""
+        now = self.clock()
+        dead = [
+            (key, slot)
+            for key, slots in self._data.items()
+            for slot, entry in slots.items()
+            if entry.record.expires <= now
+        ]
+        for key, slot in dead:
+            self._remove(key, slot)
+        return len(dead)
+
+    # -- reads ---------------------------------------------------------------------------
+    def records(self, key: bytes) -> list[tuple[Record, bytes]]:
+        """Live records (withdrawals included) under ``key``, newest first."""
+        now = self.clock()
+        slots = self._data.get(key)
+        if not slots:
+            return []
+        live = [(e.record, e.encoded) for e in slots.values() if e.record.expires > now]
+        live.sort(key=lambda re: re[0].issued_at, reverse=True)
+        return live
+
+    def keys(self) -> list[bytes]:
+        return list(self._data)
+
+    def record_count(self, include_withdrawals: bool = False) -> int:
+        """Records held; by default only live provider/keyword records."""
+        now = self.clock()
+        return sum(
+            1
+            for slots in self._data.values()
+            for e in slots.values()
+            if e.record.expires > now and (include_withdrawals or e.record.kind != "w")
+        )
+
+    def owner_count(self, node_id: str) -> int:
+        return self._owner_count.get(node_id, 0)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._bytes
+
+    # -- kademlia IStorage interface -------------------------------------------------------
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.put_encoded(key, value)
+
+    def __getitem__(self, key: bytes) -> list[bytes]:
+        found = self.records(key)
+        if not found:
+            raise KeyError(key)
+        return [enc for _, enc in found]
+
+    def get(self, key: bytes, default: object = None) -> object:
+        found = self.records(key)
+        return [enc for _, enc in found] if found else default
+
+    def iter_older_than(self, seconds_old: float) -> Iterator[tuple[bytes, list[bytes]]]:
+        cutoff = self.clock() - seconds_old
+        for key, slots in list(self._data.items()):
+            old = [e.encoded for e in slots.values() if e.stored_at <= cutoff]
+            if old:
+                yield key, old
+
+    def __iter__(self) -> Iterator[tuple[bytes, list[bytes]]]:
+        for key in list(self._data):
+            found = self.records(key)
+            if found:
+                yield key, [enc for _, enc in found]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._data.values())
