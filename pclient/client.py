@@ -228,7 +228,7 @@ async def upload_file(
     try:
         size, digest = await asyncio.to_thread(_size_and_sha256, src)
     except OSError as exc:
-        raise UploadFailed(f"cannot read {src}: {exc.strerror or exc}") from exc
+        raise UploadFailed(f"cannot read {src}: {(exc.strerror or str(exc)).lower()}") from exc
     header = kadshare_pb2.UploadHeader(name=name or src.name, size=size, file_id=digest)
 
     async def messages() -> AsyncIterator[kadshare_pb2.UploadMessage]:
@@ -266,9 +266,9 @@ async def upload_file(
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
+    size = path.stat().st_size  # OSError (e.g. missing file) is reported by the caller
     if not path.is_file():
-        raise UploadFailed(f"{path} is not a regular file")
-    size = path.stat().st_size
+        raise UploadFailed(f"cannot read {path}: not a regular file")
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while data := fh.read(4 * 1024 * 1024):

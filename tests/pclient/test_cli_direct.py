@@ -1,0 +1,248 @@
+"""The ``kadshare`` command as a user runs it (a real process), fetching with --from.
+
+These tests need no node: ``get --from HOST:PORT`` names the providers directly, so
+interruption, resume, exit codes and destination errors can be driven precisely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pclient.download import STATE_SUFFIX
+from tests.pclient.provider import Behaviour
+
+ROOT = Path(__file__).resolve().parents[2]
+KADSHARE = [sys.executable, "-m", "pclient.cli"]
+
+
+async def run_cli(*args: str, timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *KADSHARE, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def wait_for_state(state: Path, tries: int = 600) -> None:
+    """Poll (bounded) until the resume state records at least one verified chunk."""
+    for _ in range(tries):
+        try:
+            if int(json.loads(state.read_text())["done"], 16):  # noqa: ASYNC240
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError("the client never saved resume state")
+
+
+class TestGetDirect:
+    async def test_get_json_has_documented_fields_and_no_progress_when_piped(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        out_dir = tmp_path / "dl"
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(out_dir), "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        for key in ("file_id", "name", "path", "size", "fetched_bytes", "resumed_bytes",
+                    "already_present", "sources", "dropped", "seconds"):
+            assert key in doc
+        assert doc["file_id"] == file_id and doc["sources"] == {prov.address: doc["size"]}
+        assert Path(doc["path"]).read_bytes() == shared_file.read_bytes()  # noqa: ASYNC240
+
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(out_dir))
+        assert code == 0 and "already here" in out
+        assert "\x1b[" not in out and "ETA" not in out  # no live bar when not a terminal
+
+    async def test_ctrl_c_exits_130_then_rerun_resumes_and_verifies(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider(Behaviour(delay=0.1))
+        state = tmp_path / (shared_file.name + STATE_SUFFIX)
+        proc = await asyncio.create_subprocess_exec(
+            *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        await wait_for_state(state)
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 130, err
+        assert "resume" in err.decode()
+        assert state.exists() and not (tmp_path / shared_file.name).exists()
+        first_run = prov.bytes_sent
+
+        prov.behaviour.delay = 0.0
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(tmp_path), "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["resumed_bytes"] > 0
+        assert doc["fetched_bytes"] < doc["size"]
+        assert prov.bytes_sent - first_run < doc["size"]
+        assert (tmp_path / shared_file.name).read_bytes() == shared_file.read_bytes()
+        assert not state.exists()
+
+    async def test_kill_9_of_the_client_then_rerun_resumes(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider(Behaviour(delay=0.1))
+        state = tmp_path / (shared_file.name + STATE_SUFFIX)
+        proc = await asyncio.create_subprocess_exec(
+            *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
+            cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        await wait_for_state(state)
+        proc.kill()
+        await proc.wait()
+        prov.behaviour.delay = 0.0
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(tmp_path), "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert 0 < doc["resumed_bytes"] and doc["fetched_bytes"] < doc["size"]
+        assert (tmp_path / shared_file.name).read_bytes() == shared_file.read_bytes()
+
+    async def test_existing_different_file_is_refused_without_force(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        (tmp_path / shared_file.name).write_text("mine")
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(tmp_path))
+        assert code == 1 and "--force" in err and len(err.strip().splitlines()) == 1
+        assert (tmp_path / shared_file.name).read_text() == "mine"
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(tmp_path), "--force")
+        assert code == 0
+        assert (tmp_path / shared_file.name).read_bytes() == shared_file.read_bytes()
+
+    async def test_every_source_failing_exits_1_with_a_reason_per_source(
+        self, make_provider, file_id, tmp_path
+    ):
+        bad = await make_provider(Behaviour(corrupt_chunks={0}))
+        code, out, err = await run_cli("get", file_id, "--from", bad.address,
+                                       "--from", "127.0.0.1:1", "-o", str(tmp_path), "--json")
+        assert code == 1
+        doc = json.loads(out)
+        assert doc["exit_code"] == 1
+        assert "127.0.0.1:1" in doc["error"] and "corrupt" in doc["error"]
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["frobnicate"],
+            ["get"],
+            ["providers", "not-an-id"],
+            ["get", "x" * 64, "--sources", "0"],
+            ["get", "ab" * 32, "--timeout", "soon"],
+            ["get", "holiday", "--from", "127.0.0.1:1"],
+            ["put", "/etc/hostname", "--to", "nowhere"],
+        ],
+    )
+    async def test_bad_usage_exits_2(self, args):
+        code, out, err = await run_cli(*args)
+        assert code == 2, (out, err)
+        assert "Traceback" not in err
+
+    async def test_node_unreachable_exits_1_naming_the_url_and_how_to_start_one(self):
+        url = "http://127.0.0.1:1"
+        for args in (["status"], ["ls"], ["peers"], ["search", "x"], ["get", "cat.jpg"],
+                     ["providers", "ab" * 32]):
+            code, out, err = await run_cli(*args, "--node", url)
+            assert code == 1, args
+            assert url in err and "kadshare-node" in err
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+    async def test_help_exits_0(self):
+        code, out, _ = await run_cli("--help")
+        assert code == 0 and "kadshare get" in out
+
+
+class TestPut:
+    async def test_put_uploads_and_reports_the_id(self, make_provider, shared_file, file_id,
+                                                  tmp_path):
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        prov = await make_provider(upload_dir=inbox)
+        code, out, err = await run_cli("put", str(shared_file), "--to", prov.address, "--json")
+        assert code == 0, err
+        assert json.loads(out) == {"file_id": file_id, "name": shared_file.name,
+                                   "size": shared_file.stat().st_size, "peer": prov.address}
+        assert (inbox / shared_file.name).read_bytes() == shared_file.read_bytes()
+
+    async def test_put_to_a_peer_refusing_uploads_exits_1(self, make_provider, shared_file):
+        prov = await make_provider()
+        code, out, err = await run_cli("put", str(shared_file), "--to", prov.address)
+        assert code == 1 and "does not accept uploads" in err
+
+    async def test_put_of_a_missing_file_exits_1(self, tmp_path):
+        code, out, err = await run_cli("put", str(tmp_path / "nope"), "--to", "127.0.0.1:1")
+        assert code == 1 and "cannot read" in err
+
+
+def _can_mount() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True, timeout=30, check=False,
+    )
+    return probe.returncode == 0
+
+
+needs_mount = pytest.mark.skipif(not _can_mount(), reason="needs root to mount a tmpfs "
+                                 "in a private mount namespace (unshare -m)")
+
+
+@needs_mount
+class TestDestinationFaults:
+    """A private mount namespace holds a read-only or tiny tmpfs only for one client run."""
+
+    async def _get_in_mount(self, options: str, file_id: str, address: str,
+                            dest: Path) -> tuple[int, str, str]:
+        script = (
+            f'mount -t tmpfs -o {options} tmpfs "$1" || exit 99; shift; '
+            '"$@"; rc=$?; echo "LISTING:$(ls -A "$0")"; exit $rc'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            "unshare", "-m", "sh", "-c", script, str(dest), str(dest), *KADSHARE, "get",
+            file_id, "--from", address, "-o", str(dest),
+            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    async def test_read_only_destination_is_a_clear_error_and_leaves_no_file(
+        self, make_provider, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        dest = tmp_path / "ro"
+        dest.mkdir()
+        code, out, err = await self._get_in_mount("ro,size=4m", file_id, prov.address, dest)
+        assert code == 1, (out, err)
+        assert "read-only" in err and "Traceback" not in err
+        assert "LISTING:\n" in out or out.rstrip().endswith("LISTING:")
+
+    async def test_full_disk_is_a_clear_error_and_leaves_no_file(
+        self, make_provider, file_id, tmp_path
+    ):
+        prov = await make_provider()
+        dest = tmp_path / "tiny"
+        dest.mkdir()
+        code, out, err = await self._get_in_mount("size=256k", file_id, prov.address, dest)
+        assert code == 1, (out, err)
+        assert "disk full" in err and "Traceback" not in err
+        assert out.rstrip().endswith("LISTING:")
