@@ -165,9 +165,9 @@ class Node:
         if server is None:
             sock.close()
             raise OSError("Sanic did not create a server")
+        # create_server already awaited the listening server; run the lifecycle events.
         await server.startup()
         await server.before_start()
-        await server
         await server.after_start()
         self._rest = server
         return int(sock.getsockname()[1])
