@@ -1,0 +1,245 @@
+"""The client against real kadshare peers (pserver nodes) on loopback.
+
+Four in-process peers: two share the same holiday file, each also shares a different
+report, the fourth shares nothing and accepts uploads; the client talks to the fourth.
+The ``kadshare`` command runs as a real process against that peer's REST port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pclient import Client, DownloadConfig, DownloadProgress, NotFound
+from pserver.node import Node, NodeConfig
+from tests.pclient.test_cli_direct import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+HOLIDAY = "holiday photos.bin"
+
+
+@dataclass
+class Net:
+    nodes: list[Node]
+    url: str
+    holiday_id: str
+    holiday: bytes
+    tmp: Path
+
+    def grpc(self, i: int) -> str:
+        return f"127.0.0.1:{self.nodes[i].info['grpc_port']}"
+
+
+async def poll(predicate, tries: int = 100, pause: float = 0.2) -> bool:
+    """Bounded polling for a network state that converges."""
+    for _ in range(tries):
+        if await predicate():
+            return True
+        await asyncio.sleep(pause)
+    return False
+
+
+@pytest.fixture
+async def net(tmp_path: Path) -> AsyncIterator[Net]:
+    rng = random.Random(7)
+    holiday = rng.randbytes(5 * 1024 * 1024 + 99)
+    nodes: list[Node] = []
+    try:
+        for i in range(4):
+            share = tmp_path / f"share{i}"
+            share.mkdir()
+            if i in (1, 2):
+                (share / HOLIDAY).write_bytes(holiday)
+                (share / f"report 202{i + 2}.txt").write_text(f"report number {i}\n" * 100)
+            boot = (("127.0.0.1", nodes[0].info["dht_port"]),) if nodes else ()
+            nodes.append(await Node.start(NodeConfig(
+                data_dir=tmp_path / f"data{i}", share_dir=share, bootstrap=boot,
+                accept_uploads=(i == 3),
+            )))
+        url = f"http://127.0.0.1:{nodes[3].info['rest_port']}"
+        net = Net(nodes, url, hashlib.sha256(holiday).hexdigest(), holiday, tmp_path)
+        async with Client(url) as client:
+            async def ready() -> bool:
+                hits = await client.search("holiday")
+                by_name = {h["name"]: h for h in hits}
+                return (HOLIDAY in by_name and by_name[HOLIDAY]["providers"] >= 2
+                        and len(await client.search("report")) >= 2)
+            assert await poll(ready), "the index never converged"
+        yield net
+    finally:
+        for node in nodes:
+            await node.stop(graceful=False)
+
+
+class TestCommandsJson:
+    async def test_every_command_prints_json_with_the_documented_fields(self, net: Net):
+        u = ["--node", net.url, "--json"]
+        code, out, err = await run_cli("status", *u)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert {"node_id", "host", "dht_port", "grpc_port", "rest_port", "peers", "files",
+                "records"} <= set(doc)
+
+        code, out, err = await run_cli("peers", *u)
+        assert code == 0, err
+        peers = json.loads(out)["peers"]
+        assert len(peers) >= 3 and all({"node_id", "host", "dht_port"} <= set(p) for p in peers)
+
+        code, out, err = await run_cli("ls", *u)
+        assert code == 0 and json.loads(out) == {"files": []}
+        code, out, err = await run_cli("ls", "--node", f"http://127.0.0.1:"
+                                       f"{net.nodes[1].info['rest_port']}", "--json")
+        files = json.loads(out)["files"]
+        assert {f["name"] for f in files} == {HOLIDAY, "report 2023.txt"}
+        assert all({"file_id", "name", "size"} <= set(f) for f in files)
+
+        code, out, err = await run_cli("search", "holiday", *u)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["query"] == "holiday"
+        hit = next(r for r in doc["results"] if r["name"] == HOLIDAY)
+        assert hit == {"file_id": net.holiday_id, "name": HOLIDAY, "size": len(net.holiday),
+                       "providers": 2}
+
+        code, out, err = await run_cli("providers", net.holiday_id, *u)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["file_id"] == net.holiday_id
+        assert {p["grpc"] for p in doc["providers"]} == {net.grpc(1), net.grpc(2)}
+        assert all({"node_id", "grpc", "name", "size", "expires"} <= set(p)
+                   for p in doc["providers"])
+
+        dest = net.tmp / "dl"
+        code, out, err = await run_cli("get", net.holiday_id, "-o", str(dest), *u)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["size"] == len(net.holiday) and doc["name"] == HOLIDAY
+        assert (dest / HOLIDAY).read_bytes() == net.holiday  # noqa: ASYNC240
+
+    async def test_tables_are_readable(self, net: Net):
+        code, out, err = await run_cli("search", "holiday", "--node", net.url)
+        assert code == 0, err
+        assert HOLIDAY in out and "5.0 MiB" in out and net.holiday_id[:12] in out
+        code, out, err = await run_cli("status", "--node", net.url)
+        assert code == 0 and net.nodes[3].info["node_id"] in out
+
+    async def test_not_found_cases_exit_1(self, net: Net):
+        code, out, err = await run_cli("search", "zebra", "--node", net.url)
+        assert code == 1
+        code, out, err = await run_cli("providers", "ab" * 32, "--node", net.url)
+        assert code == 1
+        code, out, err = await run_cli("get", "ab" * 32, "--node", net.url, "-o",
+                                       str(net.tmp / "x"))
+        assert code == 1 and "nobody provides" in err
+
+
+class TestNameResolution:
+    async def test_zero_one_and_two_matches(self, net: Net):
+        dest = net.tmp / "names"
+        # 0: nothing by that name
+        code, out, err = await run_cli("get", "zebra.png", "--node", net.url, "-o", str(dest))
+        assert code == 1 and "no file named 'zebra.png'" in err
+        # 1: a single match is fetched, multi-source
+        code, out, err = await run_cli("get", "holiday", "--node", net.url, "-o", str(dest),
+                                       "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["file_id"] == net.holiday_id
+        assert (dest / HOLIDAY).read_bytes() == net.holiday  # noqa: ASYNC240
+        # 2: both reports match "report": listed, exit 1, nothing written
+        code, out, err = await run_cli("get", "report", "--node", net.url, "-o", str(dest))
+        assert code == 1
+        assert "report 2023.txt" in err and "report 2024.txt" in err and "FILE_ID" in err
+        code, out, err = await run_cli("get", "report", "--node", net.url, "-o", str(dest),
+                                       "--json")
+        doc = json.loads(out)
+        assert code == 1 and len(doc["candidates"]) == 2
+        assert not list(dest.glob("report*"))
+        # an exact name wins over other matches
+        code, out, err = await run_cli("get", "report 2024.txt", "--node", net.url, "-o",
+                                       str(dest))
+        assert code == 0, err
+        assert (dest / "report 2024.txt").read_text().startswith("report number 2")  # noqa: ASYNC240
+
+    async def test_library_resolve(self, net: Net):
+        async with Client(net.url) as client:
+            assert (await client.resolve(HOLIDAY))["file_id"] == net.holiday_id
+            with pytest.raises(NotFound):
+                await client.resolve("zebra")
+
+
+class TestRealProviders:
+    async def test_two_real_providers_share_the_download(self, net: Net):
+        async with Client(net.url) as client:
+            result = await client.download(
+                net.holiday_id, net.tmp / "multi",
+                config=DownloadConfig(sources=2, run_bytes=1024 * 1024),
+            )
+        assert result.path.read_bytes() == net.holiday
+        assert set(result.sources) == {net.grpc(1), net.grpc(2)}
+
+    async def test_put_to_a_real_peer_then_it_is_shared(self, net: Net):
+        src = net.tmp / "notes from the trip.txt"
+        src.write_text("we saw a whale\n" * 1000)
+        code, out, err = await run_cli("put", str(src), "--to", net.grpc(3), "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["file_id"] == hashlib.sha256(src.read_bytes()).hexdigest()
+        async with Client(net.url) as client:
+            async def listed() -> bool:
+                return any(f["file_id"] == doc["file_id"] for f in await client.files())
+            assert await poll(listed)
+        code, out, err = await run_cli("put", str(src), "--to", net.grpc(1))
+        assert code == 1 and "does not accept uploads" in err
+
+    async def test_kill_9_of_a_real_provider_mid_download(self, net: Net):
+        """A third provider runs as a kadshare-node process; it is killed mid-download."""
+        big = random.Random(9).randbytes(24 * 1024 * 1024)
+        big_id = hashlib.sha256(big).hexdigest()
+        for i in (1, 2):
+            (net.tmp / f"share{i}" / "big.bin").write_bytes(big)
+        share = net.tmp / "share-proc"
+        share.mkdir()
+        (share / "big.bin").write_bytes(big)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pserver.cli", "--share", str(share), "--data",
+            str(net.tmp / "data-proc"), "--dht-port", "0", "--grpc-port", "0",
+            "--rest-port", "0", "--bootstrap", f"127.0.0.1:{net.nodes[0].info['dht_port']}",
+            "--log-level", "error", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
+            victim = f"127.0.0.1:{json.loads(line)['grpc_port']}"
+            async with Client(net.url) as client:
+                async def three() -> bool:
+                    return len(await client.providers(big_id)) >= 3
+                assert await poll(three, tries=150)
+                killed: list[int] = []
+
+                def progress(p: DownloadProgress) -> None:
+                    if not killed and p.done > 0:
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed.append(p.done)
+
+                result = await client.download(
+                    big_id, net.tmp / "big", progress=progress,
+                    providers=[victim, net.grpc(1), net.grpc(2)],
+                    config=DownloadConfig(sources=3, run_bytes=1024 * 1024),
+                )
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        assert killed and killed[0] < len(big)
+        assert result.path.read_bytes() == big
+        assert victim in result.dropped
