@@ -29,9 +29,15 @@ class Announcer:
         self._failing: set[str] = set()
 
     async def sync(self) -> None:
-        """Withdraw what is no longer shared (or renamed), announce what is new."""
+        """Withdraw what is no longer shared (or renamed), announce what is new.
+
+        The DHT gets the base name (its records refuse path separators); the relative
+        path stays visible in ``/files`` and ``GetInfo``.
+        """
         async with self._lock:
-            wanted = {f.file_id: (f.name, f.size) for f in self.catalog.files()}
+            wanted = {
+                f.file_id: (f.name.rsplit("/", 1)[-1], f.size) for f in self.catalog.files()
+            }
             for file_id, announced in list(self.announced.items()):
                 if wanted.get(file_id) != announced:
                     await self._withdraw(file_id)

@@ -225,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DocoptExit as exc:
         print(str(exc.code or exc) if exc.code else __doc__.split("\n\n")[1], file=sys.stderr)
         return 2
+    except SystemExit as exc:  # --help and --version print, then exit 0
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
     try:
         config, level = build_config(args, os.environ)
     except UsageError as exc:
