@@ -1,0 +1,180 @@
+"""kadshare-sim: reproducible churn experiments for kadshare and two baselines.
+
+Usage:
+  kadshare-sim run SCENARIO [options]
+  kadshare-sim compare SCENARIO [--impls LIST] [options]
+  kadshare-sim plot DIR
+  kadshare-sim (-h | --help)
+
+Scenarios:
+  steady        N nodes, no churn, lookups only.
+  churn         sessions end (--session), arrivals keep the population near N.
+  mass-failure  crash a fraction at once (--kill, default 0.5@DURATION/3), watch recovery.
+  flash-crowd   N/2 nodes join at DURATION/3 and all look up the most popular file.
+
+Options:
+  --nodes N            Nodes at start [default: 30].
+  --duration S         Measured seconds, after warm-up [default: 30].
+  --seed S             Seed of trace, workload and network model [default: 1].
+  --runner R           inproc | process | netns [default: inproc].
+  --impl I             kadshare | kademlia | tracker [default: kadshare].
+  --impls LIST         Impls for compare, comma separated [default: kadshare,kademlia,tracker].
+  --out DIR            Output folder [default: results/SCENARIO-IMPL-seedSEED].
+  --session SPEC       Session times: weibull:k,scale | exp:mean | pareto:a,xm (seconds)
+                       [default: weibull:0.5,60].
+  --kill SPEC          Crash FRACTION of live nodes at T seconds, e.g. 0.5@20.
+  --kill-tracker T     Crash the central tracker at T seconds (tracker impl only).
+  --lookup-rate R      Lookups per second, network-wide [default: 5].
+  --files N            Distinct files [default: 20].
+  --providers N        Providers per file at start [default: 3].
+  --zipf S             Zipf exponent of file popularity [default: 1.0].
+  --graceful F         Fraction of churn departures that leave gracefully [default: 0.5].
+  --latency SPEC       One-way delay per node pair, e.g. 20-80ms [default: 0ms].
+  --loss P             Datagram loss probability [default: 0].
+  --lookup-timeout S   Give up on a lookup after S seconds [default: 10].
+  --trace FILE         Replay a saved trace (its scenario and workload win over flags).
+  --save-trace FILE    Also write the drawn trace to FILE.
+  -q --quiet           No progress line.
+  -v --verbose         Debug logging.
+  -h --help            Show this.
+
+Exit codes: 0 done, 1 the run failed, 2 bad usage or runner unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from docopt import DocoptExit, docopt
+
+from simulations.churn import SpecError, parse_kill, parse_session
+from simulations.config import IMPLS, SimConfig, parse_latency
+from simulations.scenarios import Trace, TraceError, build_trace
+
+log = logging.getLogger(__name__)
+
+
+def _num(opts: dict[str, Any], key: str, kind: type) -> Any:
+    raw = opts[key]
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{key} expects a {kind.__name__}, got {raw!r}") from exc
+
+
+def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
+    """Build and validate a SimConfig from docopt options."""
+    kill_tracker = opts["--kill-tracker"]
+    cfg = SimConfig(
+        scenario=opts["SCENARIO"],
+        nodes=_num(opts, "--nodes", int),
+        duration=_num(opts, "--duration", float),
+        seed=_num(opts, "--seed", int),
+        runner=opts["--runner"],
+        impl=impl,
+        session=parse_session(opts["--session"]),
+        kill=parse_kill(opts["--kill"]) if opts["--kill"] else None,
+        kill_tracker=float(kill_tracker) if kill_tracker is not None else None,
+        lookup_rate=_num(opts, "--lookup-rate", float),
+        files=_num(opts, "--files", int),
+        providers=_num(opts, "--providers", int),
+        zipf=_num(opts, "--zipf", float),
+        graceful=_num(opts, "--graceful", float),
+        latency=parse_latency(opts["--latency"]),
+        loss=_num(opts, "--loss", float),
+        lookup_timeout=_num(opts, "--lookup-timeout", float),
+        progress=not opts["--quiet"],
+    )
+    return cfg.validate()
+
+
+async def _run_all(trace: Trace, impls: list[str], progress: bool) -> list[Any]:
+    from simulations.engine import run_trace
+
+    outcomes = []
+    for impl in impls:
+        outcomes.append(await run_trace(trace, impl, progress=progress))
+    return outcomes
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # The plain kademlia package logs every lost RPC; that is the baseline working.
+        for name in ("kademlia", "rpcudp"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``kadshare-sim``."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        opts = docopt(__doc__, argv=args)
+    except DocoptExit as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    _setup_logging(bool(opts["--verbose"]))
+    if opts["plot"]:
+        from simulations.plots import draw_all
+        from simulations.report import ResultsError
+
+        try:
+            files = draw_all(Path(opts["DIR"]))
+        except ResultsError as exc:
+            print(f"kadshare-sim: {exc}", file=sys.stderr)
+            return 2
+        for f in files:
+            print(Path(opts["DIR"]) / f)
+        return 0
+    if opts["compare"]:
+        impls = [s.strip() for s in str(opts["--impls"]).split(",") if s.strip()]
+        bad = [i for i in impls if i not in IMPLS]
+        if bad or not impls:
+            print(f"kadshare-sim: unknown impl(s) {bad} (use {', '.join(IMPLS)})",
+                  file=sys.stderr)
+            return 2
+    else:
+        impls = [opts["--impl"]]
+    try:
+        cfg = config_from_opts(opts, impls[0])
+        if opts["--trace"]:
+            loaded = Trace.load(Path(opts["--trace"]))
+            trace = Trace(loaded.config.with_(runner=cfg.runner, progress=cfg.progress),
+                          loaded.files, loaded.initial, loaded.events, loaded.meta)
+        else:
+            trace = build_trace(cfg)
+    except (SpecError, TraceError) as exc:
+        print(f"kadshare-sim: {exc}", file=sys.stderr)
+        return 2
+    if opts["--save-trace"]:
+        trace.save(Path(opts["--save-trace"]))
+    tag = "compare" if opts["compare"] else impls[0]
+    out = Path(opts["--out"] or
+               f"results/{trace.config.scenario}-{tag}-seed{trace.config.seed}")
+    started = datetime.now(timezone.utc)
+    from simulations.report import metrics_table, write_outputs
+    from simulations.runners import RunnerUnavailable
+
+    try:
+        outcomes = asyncio.run(_run_all(trace, impls, cfg.progress))
+    except RunnerUnavailable as exc:
+        print(f"kadshare-sim: runner {cfg.runner} unavailable: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nkadshare-sim: interrupted; everything was cleaned up", file=sys.stderr)
+        return 130
+    results = write_outputs(out, trace, outcomes, command=["kadshare-sim", *args],
+                            started=started)
+    print(metrics_table(results["runs"]))
+    print(f"\nwrote {out}/results.json, timeseries.csv, report.md and plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The engine plays a Trace against one impl on one runner and measures it.
+
+Warm-up (not measured): the initial nodes join (bounded concurrency, each through up to
+three random live nodes) and then all initial providers announce at once. The measured
+run then dispatches every trace event at its time; lookups, joins and graceful leaves
+run as tasks so that a slow one never delays the clock. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulations.impls import ImplNode, make_impl
+from simulations.metrics import LookupRecord, Recorder, Sample, percentile
+from simulations.netmodel import NetModel, op_counter, traffic_tag
+from simulations.runners import make_runner
+from simulations.scenarios import FileSpec, Trace
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_trace", "RunOutcome"]
+
+JOIN_TIMEOUT = 30.0
+LEAVE_TIMEOUT = 10.0
+ANNOUNCE_TIMEOUT = 30.0
+WARMUP_ANNOUNCE_CONCURRENCY = 256
+
+
+@dataclass
+class _NodeState:
+    handle: ImplNode
+    state: str = "joining"            # joining | up | gone
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    up_at: float | None = None        # seconds since t0 (negative during warm-up)
+    gone_at: float | None = None
+    files: set[int] = field(default_factory=set)   # announced successfully
+
+
+@dataclass
+class RunOutcome:
+    """What one run produced, ready for report.py."""
+
+    impl: str
+    runner: str
+    summary: dict[str, Any]
+    timeseries: list[dict]
+    lookups: list[dict]
+    marks: list[dict]
+    traffic: dict[str, Any]
+    warmup_s: float
+    infra: dict[str, Any]
+    join_failures: int
+
+
+def _marks(trace: Trace) -> list[dict]:
+    """Churn events worth a vertical line in the plots."""
+    marks: list[dict] = []
+    kills: dict[float, int] = {}
+    crowd: dict[float, int] = {}
+    for e in trace.events:
+        if e["op"] == "kill_tracker":
+            marks.append({"t": e["t"], "label": "tracker killed"})
+        elif e["op"] == "lookup" and e.get("crowd"):
+            crowd[e["t"]] = crowd.get(e["t"], 0) + 1
+    kill = trace.meta.get("kill")
+    if kill:
+        frac, _, at = str(kill).partition("@")
+        kills[float(at)] = 1
+        marks.append({"t": float(at), "label": f"{float(frac):.0%} crashed"})
+    for t, n in crowd.items():
+        marks.append({"t": t, "label": f"flash crowd ({n} joins)"})
+    return sorted(marks, key=lambda m: m["t"])
+
+
+class _Engine:
+    def __init__(self, trace: Trace, impl_name: str, workdir: Path) -> None:
+        self.trace = trace
+        self.cfg = trace.config.with_(impl=impl_name)
+        self.impl = make_impl(impl_name)
+        self.netmodel = NetModel(seed=self.cfg.seed, latency=self.cfg.latency,
+                                 loss=self.cfg.loss)
+        self.runner = make_runner(self.cfg, self.impl, self.netmodel, workdir)
+        self.rng = random.Random(f"engine/{self.cfg.seed}")
+        self.nodes: dict[int, _NodeState] = {}
+        self.key_owner: dict[str, int] = {}
+        self.file_live: dict[int, set[int]] = {f.index: set() for f in trace.files}
+        self.rec = Recorder()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.t0 = 0.0
+        self.loop = asyncio.get_running_loop()
+        self.join_failures = 0
+
+    # ---- helpers -------------------------------------------------------------------
+    def now(self) -> float:
+        return self.loop.time() - self.t0
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _bootstrap_for(self, idx: int) -> list[tuple[str, int]]:
+        up = [i for i, s in self.nodes.items()
+              if s.state == "up" and i != idx and s.handle.addr is not None]
+        if not up:
+            return []
+        picks = self.rng.sample(up, min(3, len(up)))
+        return [self.nodes[i].handle.addr for i in picks]  # type: ignore[misc]
+
+    def _mark_gone(self, idx: int) -> _NodeState | None:
+        st = self.nodes.get(idx)
+        if st is None or st.state == "gone":
+            return None
+        st.state = "gone"
+        st.gone_at = self.now()
+        for f in st.files:
+            self.file_live[f].discard(idx)
+        st.ready.set()
+        return st
+
+    # ---- node life -----------------------------------------------------------------
+    async def join(self, idx: int, files: list[int]) -> None:
+        handle = await self.runner.spawn(idx)
+        st = _NodeState(handle)
+        self.nodes[idx] = st
+        try:
+            await asyncio.wait_for(handle.start(self._bootstrap_for(idx)), JOIN_TIMEOUT)
+        except Exception as exc:   # a failed join is a measured outcome, not a crash
+            log.warning("node %d failed to join: %r", idx, exc)
+            self.join_failures += 1
+            self._mark_gone(idx)
+            with contextlib.suppress(Exception):
+                handle.crash()
+            return
+        self.key_owner[handle.provider_key] = idx
+        if st.state == "gone":        # crashed by the trace while joining
+            with contextlib.suppress(Exception):
+                handle.crash()
+            return
+        st.state, st.up_at = "up", self.now()
+        st.ready.set()
+        await asyncio.gather(*(self.announce(idx, self.trace.files[f]) for f in files))
+
+    async def announce(self, idx: int, f: FileSpec) -> None:
+        st = self.nodes[idx]
+        traffic_tag.set("announce")
+        try:
+            await asyncio.wait_for(st.handle.announce(f), ANNOUNCE_TIMEOUT)
+        except Exception as exc:
+            log.debug("node %d: announce of file %d failed: %r", idx, f.index, exc)
+            return
+        if st.state == "up":
+            st.files.add(f.index)
+            self.file_live[f.index].add(idx)
+
+    async def leave(self, idx: int) -> None:
+        st = self._mark_gone(idx)
+        if st is None:
+            return
+        try:
+            await asyncio.wait_for(st.handle.leave(), LEAVE_TIMEOUT)
+        except Exception as exc:
+            log.debug("node %d: graceful leave failed (%r); crashing it", idx, exc)
+            with contextlib.suppress(Exception):
+                st.handle.crash()
+
+    def crash(self, idx: int) -> None:
+        st = self._mark_gone(idx)
+        if st is not None:
+            try:
+                st.handle.crash()
+            except Exception as exc:
+                log.debug("node %d: crash raised %r", idx, exc)
+
+    async def lookup(self, ev: dict) -> None:
+        idx, f = int(ev["node"]), self.trace.files[int(ev["file"])]
+        st = self.nodes.get(idx)
+        if st is None or st.state == "gone":
+            self.rec.skipped += 1
+            return
+        if st.state == "joining":
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(st.ready.wait(), JOIN_TIMEOUT)
+            if st.state != "up":
+                self.rec.skipped += 1
+                return
+        traffic_tag.set("lookup")
+        ctr = [0, 0]
+        op_counter.set(ctr)
+        t_start = self.now()
+        live_start = set(self.file_live[f.index])
+        err = ""
+        keys: list[str] = []
+        try:
+            keys = await asyncio.wait_for(st.handle.lookup(f), self.cfg.lookup_timeout)
+        except asyncio.TimeoutError:
+            err = "timeout"
+        except Exception as exc:
+            err = type(exc).__name__
+        latency = self.now() - t_start
+        live = live_start & self.file_live[f.index]
+        returned = {self.key_owner.get(k, -1 - n) for n, k in enumerate(set(keys))}
+        found = returned & live
+        self.rec.lookups.append(LookupRecord(
+            t=round(t_start, 4), node=idx, file=f.index, eligible=bool(live_start),
+            success=bool(found), latency=latency, returned=len(returned),
+            stale=len(returned - self.file_live[f.index]), live=len(live),
+            found_live=len(found), msgs=ctr[0], nbytes=ctr[1], error=err,
+            crowd=bool(ev.get("crowd"))))
+
+    # ---- phases ----------------------------------------------------------------------
+    async def warmup(self) -> None:
+        initial = self.trace.initial
+        if not initial:
+            return
+        first = initial[0]
+        await self.join(first["node"], [])
+        sem = asyncio.Semaphore(max(1, self.cfg.join_concurrency))
+
+        async def one(n: dict) -> None:
+            async with sem:
+                await self.join(n["node"], [])
+
+        await asyncio.gather(*(one(n) for n in initial[1:]))
+        # All initial providers announce at once, as users opening their clients would.
+        asem = asyncio.Semaphore(WARMUP_ANNOUNCE_CONCURRENCY)
+
+        async def ann(idx: int, fi: int) -> None:
+            async with asem:
+                if self.nodes[idx].state == "up":
+                    await self.announce(idx, self.trace.files[fi])
+
+        await asyncio.gather(*(ann(n["node"], fi) for n in initial for fi in n["files"]))
+
+    def sample(self) -> None:
+        up = [s for s in self.nodes.values() if s.state == "up"]
+        recs = 0.0
+        for s in up:
+            with contextlib.suppress(Exception):
+                recs += s.handle.records()
+        self.rec.samples.append(Sample(int(self.now()), len(up),
+                                       round(recs / len(up), 2) if up else 0.0))
+
+    async def ticker(self, progress: bool) -> None:
+        tty = sys.stderr.isatty()
+        last_print = -10.0
+        for sec in range(int(self.cfg.duration) + 1):
+            await asyncio.sleep(max(0.0, self.t0 + sec - self.loop.time()))
+            self.sample()
+            if progress and (tty or sec - last_print >= 10):
+                last_print = sec
+                elig = [r for r in self.rec.lookups if r.eligible]
+                ok = sum(r.success for r in elig)
+                p99 = percentile([r.latency for r in elig if r.success], 99)
+                line = (f"[{self.impl.name}/{self.runner.name}] t={sec:4d}/{self.cfg.duration:g}s"
+                        f" alive={self.rec.samples[-1].alive:4d} lookups={len(elig):5d}"
+                        f" success={ok / len(elig) if elig else 0:6.1%}"
+                        f" p99={'-' if p99 is None else f'{p99 * 1000:.0f}ms'}")
+                sys.stderr.write(("\r" + line) if tty else (line + "\n"))
+                sys.stderr.flush()
+        if progress and tty:
+            sys.stderr.write("\n")
+
+    async def run(self, progress: bool) -> RunOutcome:
+        w0 = time.monotonic()
+        try:
+            await self.runner.start()
+            await self.warmup()
+            warmup_s = time.monotonic() - w0
+            self.t0 = self.loop.time()
+            self.netmodel.traffic.t0 = self.t0
+            for tag in list(self.netmodel.traffic.bytes):
+                self.netmodel.traffic.bytes[tag] = 0
+                self.netmodel.traffic.msgs[tag] = 0
+            for st in self.nodes.values():
+                if st.up_at is not None:
+                    st.up_at = 0.0
+            tick = asyncio.ensure_future(self.ticker(progress))
+            await self.dispatch()
+            # Let in-flight lookups finish, bounded by the lookup timeout.
+            if self.tasks:
+                await asyncio.wait(set(self.tasks), timeout=self.cfg.lookup_timeout + 5)
+            tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tick
+            return self.outcome(warmup_s)
+        finally:
+            for t in list(self.tasks):
+                t.cancel()
+            for st in self.nodes.values():
+                if st.state != "gone":
+                    with contextlib.suppress(Exception):
+                        st.handle.crash()
+            await self.runner.close()
+
+    async def dispatch(self) -> None:
+        for ev in self.trace.events:
+            if ev["t"] > self.cfg.duration:
+                break
+            delay = self.t0 + ev["t"] - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            op = ev["op"]
+            if op == "lookup":
+                self._spawn_task(self.lookup(ev))
+            elif op == "join":
+                self._spawn_task(self.join(int(ev["node"]), list(ev.get("files", []))))
+            elif op == "leave":
+                self._spawn_task(self.leave(int(ev["node"])))
+            elif op == "crash":
+                self.crash(int(ev["node"]))
+            elif op == "kill_tracker":
+                await self.impl.kill_infra()
+        await asyncio.sleep(max(0.0, self.t0 + self.cfg.duration - self.loop.time()))
+
+    def outcome(self, warmup_s: float) -> RunOutcome:
+        dur = self.cfg.duration
+        node_s = 0.0
+        for st in self.nodes.values():
+            if st.up_at is None:
+                continue
+            end = st.gone_at if st.gone_at is not None else dur
+            node_s += max(0.0, min(end, dur) - max(0.0, st.up_at))
+        traffic = self.netmodel.traffic
+        maint = traffic.bytes.get("maintenance", 0)
+        marks = _marks(self.trace)
+        summary = self.rec.summary(node_seconds=node_s, maintenance_bytes=maint,
+                                   duration=dur, marks=[m["t"] for m in marks])
+        up = [s for s in self.nodes.values() if s.state == "up"]
+        recs = []
+        for s in up:
+            with contextlib.suppress(Exception):
+                recs.append(s.handle.records())
+        summary["records_per_node_mean"] = round(sum(recs) / len(recs), 2) if recs else 0.0
+        summary["records_per_node_max"] = max(recs) if recs else 0
+        summary["alive_end"] = len(up)
+        summary["join_failures"] = self.join_failures
+        summary["warmup_s"] = round(warmup_s, 2)
+        if traffic.msgs.get("maintenance") is None and self.runner.name != "inproc":
+            summary["maintenance_bytes_per_node_s"] = None
+        return RunOutcome(
+            impl=self.impl.name, runner=self.runner.name, summary=summary,
+            timeseries=self.rec.timeseries(dur, traffic.per_second),
+            lookups=self.rec.lookup_rows(), marks=marks, traffic=traffic.snapshot(),
+            warmup_s=warmup_s, infra=self.impl.infra_stats(),
+            join_failures=self.join_failures)
+
+
+async def run_trace(trace: Trace, impl_name: str, *, progress: bool = False,
+                    workdir: Path | None = None) -> RunOutcome:
+    """Play ``trace`` against ``impl_name`` with the runner named in its config."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="kadshare-sim-") as tmp:
+            return await _Engine(trace, impl_name, Path(tmp)).run(progress)
+    return await _Engine(trace, impl_name, workdir).run(progress)

@@ -1,0 +1,76 @@
+"""Plain ``kademlia`` as a naive user would use it: the provider list is one value.
+
+To share a file the user reads the list stored under the file id, appends itself and
+writes the list back (``get`` then ``set``). The package keeps one value per key and
+the last writer wins, so concurrent announcers overwrite each other; nothing ever
+removes a departed provider. That is the behaviour kadshare is compared against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from kademlia.network import Server
+
+from simulations.impls.base import Impl, ImplNode
+from simulations.scenarios import FileSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["KademliaImpl", "KademliaSimNode"]
+
+
+def _decode(value: Any) -> list[str]:
+    """The stored provider list, or [] for anything that is not one."""
+    if not isinstance(value, str):
+        return []
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return []
+    return [x for x in data if isinstance(x, str)] if isinstance(data, list) else []
+
+
+class KademliaSimNode(ImplNode):
+    """A ``kademlia.network.Server`` with package defaults (k=20, alpha=3, 5 s RPC wait)."""
+
+    def __init__(self, idx: int, host: str, params: dict[str, Any]) -> None:
+        super().__init__(idx, host, params)
+        self.server = Server()
+
+    async def start(self, bootstrap: list[tuple[str, int]]) -> None:
+        await self.server.listen(0, interface=self.host)
+        sock = self.server.transport.get_extra_info("sockname")
+        self.addr = (self.host, int(sock[1]))
+        if bootstrap:
+            await self.server.bootstrap(bootstrap)
+
+    async def announce(self, f: FileSpec) -> None:
+        current = _decode(await self.server.get(f.file_id))
+        if self.provider_key not in current:
+            current.append(self.provider_key)
+        await self.server.set(f.file_id, json.dumps(current))
+
+    async def lookup(self, f: FileSpec) -> list[str]:
+        return _decode(await self.server.get(f.file_id))
+
+    async def leave(self) -> None:
+        # The package has no delete: a leaving user just closes the program.
+        self.server.stop()
+
+    def crash(self) -> None:
+        self.server.stop()
+
+    def records(self) -> int:
+        return len(self.server.storage.data)
+
+
+class KademliaImpl(Impl):
+    """Plain kademlia: no shared infrastructure."""
+
+    name = "kademlia"
+
+    def new_node(self, idx: int, host: str, params: dict[str, Any]) -> ImplNode:
+        return KademliaSimNode(idx, host, params)

@@ -1,0 +1,50 @@
+"""kadshare's DHT (the ``dht`` package) driven through its public API only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulations.impls.base import Impl, ImplNode
+from simulations.scenarios import FileSpec
+
+__all__ = ["KadshareImpl", "KadshareSimNode"]
+
+
+class KadshareSimNode(ImplNode):
+    """One ``dht.DhtNode`` with ``DhtConfig.for_tests()`` (short TTL and republish)."""
+
+    def __init__(self, idx: int, host: str, params: dict[str, Any]) -> None:
+        super().__init__(idx, host, params)
+        from dht import DhtConfig, DhtNode
+
+        self.node = DhtNode(identity=None, config=DhtConfig.for_tests())
+
+    async def start(self, bootstrap: list[tuple[str, int]]) -> None:
+        await self.node.listen(port=0, interface=self.host)
+        self.addr = (self.host, int(self.node.port))
+        if bootstrap:
+            await self.node.bootstrap(bootstrap)
+
+    async def announce(self, f: FileSpec) -> None:
+        await self.node.announce(f.file_id, f.name, f.size, grpc=self.provider_key)
+
+    async def lookup(self, f: FileSpec) -> list[str]:
+        return [r.grpc for r in await self.node.find_providers(f.file_id)]
+
+    async def leave(self) -> None:
+        await self.node.leave()
+
+    def crash(self) -> None:
+        self.node.stop()
+
+    def records(self) -> int:
+        return int(self.node.stored_record_count())
+
+
+class KadshareImpl(Impl):
+    """kadshare: no shared infrastructure."""
+
+    name = "kadshare"
+
+    def new_node(self, idx: int, host: str, params: dict[str, Any]) -> ImplNode:
+        return KadshareSimNode(idx, host, params)
