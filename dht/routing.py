@@ -62,6 +62,7 @@ class RoutingTable(_UpstreamRoutingTable):
         self.config = config
         super().__init__(protocol, ksize, node)
         self.rejected_by_prefix = 0
+        self.rejected_address_change = 0
 
     def flush(self) -> None:
         self.buckets = [KBucket(0, 2**160, self.ksize)]
@@ -76,10 +77,25 @@ class RoutingTable(_UpstreamRoutingTable):
 
     def add_contact(self, node: Node) -> None:
         bucket = self.buckets[self.get_bucket_for(node)]
-        if node.id not in bucket.nodes and not self._prefix_allows(bucket, node):
+        known = bucket.nodes.get(node.id)
+        if known is not None and (known.ip, known.port) != (node.ip, node.port):
+            # ids are not authenticated at this layer: anyone can answer a probe with a
+            # known id. The first verified address keeps the id until it stops answering
+            # (remove_contact), so a stranger cannot redirect a contact to itself.
+            self.rejected_address_change += 1
+            return
+        if known is None and not self._prefix_allows(bucket, node):
             self.rejected_by_prefix += 1
             return
         super().add_contact(node)
+
+    def remove_contact(self, node: Node) -> None:
+        """Drop a contact that failed, only if it failed at the address we hold for it."""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        known = bucket.nodes.get(node.id)
+        if known is not None and (known.ip, known.port) != (node.ip, node.port):
+            return  # a timeout at an address someone else advertised says nothing of it
+        super().remove_contact(node)
 
     def _prefix_allows(self, bucket: KBucket, node: Node) -> bool:
         if is_loopback(node.ip) and not self.config.prefix_cap_on_loopback:

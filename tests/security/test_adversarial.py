@@ -1,0 +1,366 @@
+"""A malicious participant against a real DHT (6 nodes, real UDP on loopback).
+
+The attacker is a ``Stranger``: a bare UDP socket with a valid Ed25519 identity of its
+own, speaking the wire format by hand. Every claim here is checked at every storing node
+(by sending to each one) and from the user's side (a lookup from an honest node).
+The dht owner's unit tests (``tests/dht``) check each rule of the store in isolation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+from kademlia.node import Node
+
+from dht.config import DhtConfig
+from dht.identity import Identity
+from dht.keys import file_key, keyword_key
+from dht.node import DhtNode
+from dht.records import (
+    ProviderRecord,
+    encode_record,
+    make_keyword,
+    make_provider,
+    make_withdrawal,
+    signed_message,
+)
+from dht.transport import RpcError
+from tests.security.stranger import Stranger
+
+N_NODES = 6
+CONFIG = DhtConfig.for_tests(record_ttl=300)
+
+
+def fid(label: str) -> str:
+    return hashlib.sha256(label.encode()).hexdigest()
+
+
+async def wait_for(pred, timeout: float = 20.0, interval: float = 0.1):  # noqa: ANN001
+    """Poll an async predicate, bounded in time and tries."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 1):
+        value = await pred()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(interval)
+    return await pred()
+
+
+@pytest.fixture
+async def nodes() -> AsyncIterator[list[DhtNode]]:
+    started: list[DhtNode] = []
+    try:
+        for i in range(N_NODES):
+            node = DhtNode(config=CONFIG)
+            await node.listen(port=0, interface="127.0.0.1")
+            if i:
+                await node.bootstrap([("127.0.0.1", started[0].port)])
+            started.append(node)
+        for node in started:  # everyone knows everyone (6 < k): every node stores every key
+            await node.bootstrap([("127.0.0.1", started[0].port)])
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.fixture
+async def stranger() -> AsyncIterator[Stranger]:
+    s = await Stranger.open()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+async def store_everywhere(s: Stranger, nodes: list[DhtNode], key: bytes,
+                           records: list[bytes]) -> list[tuple[int, int]]:
+    """Send one store request per node; return (stored, refused) per node."""
+    me = os.urandom(20)
+    out = []
+    for node in nodes:
+        reply = await s.request(("127.0.0.1", node.port), "store", [me, key, records])
+        assert reply is not None and reply[0] == 1, f"no answer from {node}: {reply}"
+        out.append((reply[1]["stored"], reply[1]["refused"]))
+    return out
+
+
+def forge(rec: ProviderRecord, **changes: object) -> bytes:
+    """The record with fields changed and the original signature kept."""
+    return encode_record(replace(rec, **changes))
+
+
+class TestRecordRejection:
+    async def test_forged_tampered_wrong_owner_oversize_future_rejected(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        owner, reader = nodes[1], nodes[5]
+        file_id = fid("victim file")
+        await owner.announce(file_id, "victim file.txt", 100, grpc="127.0.0.1:1111")
+        genuine = (await reader.find_providers(file_id))[0]
+        attacker = Identity.generate()
+        key = file_key(file_id)
+        now = time.time()
+
+        tampered = forge(genuine, grpc="6.6.6.6:6666")
+        # the owner's id and key, signed with the attacker's key
+        unsigned = replace(genuine, grpc="6.6.6.6:6666", issued_at=now, signature=b"")
+        forged = encode_record(replace(unsigned, signature=attacker.sign(
+            signed_message(unsigned))))
+        # attacker's own key and signature, but claims the owner's node id
+        unsigned = replace(unsigned, public_key=attacker.public_key)
+        wrong_owner = encode_record(replace(unsigned, signature=attacker.sign(
+            signed_message(unsigned))))
+        # a genuine attacker record whose fields exceed the limits (built by hand)
+        mine = make_provider(attacker, file_id, "x.txt", 1, "6.6.6.6:1", ttl=300)
+
+        def signed(**changes: object) -> bytes:
+            rec = replace(mine, **changes, signature=b"")
+            return encode_record(replace(rec, signature=attacker.sign(signed_message(rec))))
+
+        oversize = signed(name="n" * 2000)
+        far_future = signed(issued_at=now + 3600)
+        ttl_too_long = signed(ttl=CONFIG.max_record_ttl + 1)
+        expired = signed(issued_at=now - 400)
+        wrong_key = encode_record(make_provider(attacker, fid("other"), "o.txt", 1,
+                                                "6.6.6.6:1", ttl=300))
+        bad = {
+            "tampered": tampered, "forged": forged, "wrong_owner": wrong_owner,
+            "oversize": oversize, "far_future": far_future, "ttl_too_long": ttl_too_long,
+            "expired": expired, "wrong_key": wrong_key,
+        }
+        for label, raw in bad.items():
+            results = await store_everywhere(stranger, nodes, key, [raw])
+            assert results == [(0, 1)] * N_NODES, f"{label} accepted somewhere: {results}"
+        # every storing node still holds the one genuine record, and a reader sees only it
+        for node in nodes:
+            held = node.store.records(key)
+            assert [r.grpc for r, _ in held] == ["127.0.0.1:1111"], (node, held)
+        found = await reader.find_providers(file_id)
+        assert [(r.node_id, r.grpc) for r in found] == [(owner.node_id, "127.0.0.1:1111")]
+
+    async def test_replayed_older_record_loses_to_newer_and_to_withdrawal(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        owner, reader = nodes[2], nodes[4]
+        file_id = fid("moving file")
+        key = file_key(file_id)
+        await owner.announce(file_id, "moving file.txt", 5, grpc="127.0.0.1:2001")
+        old = await reader.find_providers(file_id)
+        old_raw = encode_record(old[0])
+        await asyncio.sleep(0.01)
+        await owner.announce(file_id, "moving file.txt", 5, grpc="127.0.0.1:2002")
+        assert await wait_for(lambda: _grpcs(reader, file_id, {"127.0.0.1:2002"}))
+        results = await store_everywhere(stranger, nodes, key, [old_raw])
+        assert results == [(0, 1)] * N_NODES, results
+        assert [r.grpc for r in await reader.find_providers(file_id)] == ["127.0.0.1:2002"]
+
+        newest_raw = encode_record((await reader.find_providers(file_id))[0])
+        await owner.withdraw(file_id)
+        assert await wait_for(lambda: _grpcs(reader, file_id, set()))
+        results = await store_everywhere(stranger, nodes, key, [newest_raw, old_raw])
+        assert results == [(0, 2)] * N_NODES, results
+        assert await reader.find_providers(file_id) == []
+
+    async def test_withdrawal_by_someone_else_does_not_remove_the_record(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        owner, reader = nodes[3], nodes[0]
+        file_id = fid("kept file")
+        await owner.announce(file_id, "kept file.txt", 7, grpc="127.0.0.1:3001")
+        attacker = Identity.generate()
+        # a valid withdrawal, but it is the attacker's own slot: it cannot touch the owner's
+        w = make_withdrawal(attacker, "file:" + file_id, file_id, ttl=300)
+        await store_everywhere(stranger, nodes, file_key(file_id), [encode_record(w)])
+        # the owner's slot with the attacker's signature on a withdrawal: rejected
+        forged = replace(w, node_id=owner.node_id, public_key=owner.identity.public_key)
+        results = await store_everywhere(stranger, nodes, file_key(file_id),
+                                         [encode_record(forged)])
+        assert results == [(0, 1)] * N_NODES
+        found = await reader.find_providers(file_id)
+        assert [r.node_id for r in found] == [owner.node_id]
+
+
+async def _grpcs(node: DhtNode, file_id: str, want: set[str]) -> bool:
+    return {r.grpc for r in await node.find_providers(file_id)} == want
+
+
+class TestFlood:
+    async def test_one_sender_flooding_stays_within_caps(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        honest = {}
+        for i, node in enumerate(nodes[1:4]):
+            file_id = fid(f"honest {i}")
+            await node.announce(file_id, f"honest {i}.txt", 10 + i, grpc=f"127.0.0.1:{4000 + i}")
+            honest[file_id] = node.node_id
+        target = nodes[0]
+        attacker = Identity.generate()
+        cap = CONFIG.max_records_per_owner
+        flood = cap + 500
+        sent = accepted = 0
+        for start in range(0, flood, 64):
+            batch = []
+            for j in range(start, min(start + 64, flood)):
+                rec = make_provider(attacker, fid(f"junk {j}"), f"junk {j}.bin", j,
+                                    "6.6.6.6:1", ttl=300)
+                batch.append((file_key(rec.file_id), encode_record(rec)))
+            # one store per key (records live under their own file key)
+            for key, raw in batch:
+                reply = await stranger.request(("127.0.0.1", target.port), "store",
+                                               [os.urandom(20), key, [raw]])
+                sent += 1
+                if reply and reply[0] == 1:
+                    accepted += reply[1]["stored"]
+        held = target.store.owner_count(attacker.node_id_hex)
+        assert held <= cap
+        assert accepted == held
+        # every honest record survives at the flooded node and is found by everyone
+        for file_id, owner in honest.items():
+            assert [r.node_id for r, _ in target.store.records(file_key(file_id))] == [owner]
+            assert [r.node_id for r in await nodes[5].find_providers(file_id)] == [owner]
+        print(f"\nflood: {sent} valid stores from one owner -> {held} held "
+              f"(cap {cap}); honest records kept {len(honest)}/{len(honest)}; "
+              f"node bytes {target.store.total_bytes}")
+
+
+class TestRouting:
+    async def test_silent_sender_never_enters_routing_tables(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        """Requests from a sender that does not answer our probe never make it a contact."""
+        ids = [os.urandom(20) for _ in range(30)]
+        for node in nodes:
+            for sender_id in ids:
+                await stranger.request(("127.0.0.1", node.port), "find_node",
+                                       [sender_id, os.urandom(20)], timeout=2)
+        await asyncio.sleep(CONFIG.rpc_timeout_max + 0.5)  # let every probe time out
+        probed = {addr for method, addr in stranger.requests_seen if method == "ping"}
+        assert probed, "nodes should probe an unknown requester"
+        for node in nodes:
+            assert stranger.address[1] not in {c.port for c in node.contacts()}
+            assert not {c.node_id for c in node.contacts()} & {i.hex() for i in ids}
+
+    async def test_answering_sender_enters_with_the_id_it_answers(
+        self, nodes: list[DhtNode]
+    ) -> None:
+        """The positive control: a sender that answers the probe becomes a contact."""
+        my_id = os.urandom(20)
+        s = await Stranger.open(answer=lambda m, a, addr: {"id": my_id})
+        try:
+            await s.request(("127.0.0.1", nodes[0].port), "ping", [my_id])
+
+            async def known() -> bool:
+                return my_id.hex() in {c.node_id for c in nodes[0].contacts()}
+
+            assert await wait_for(known)
+        finally:
+            s.close()
+
+    async def test_stranger_cannot_take_over_a_known_contact(
+        self, nodes: list[DhtNode]
+    ) -> None:
+        """Answering a probe with someone else's id must not redirect that id to us."""
+        victim, honest_peer = nodes[0], nodes[1]
+        s = await Stranger.open(answer=lambda m, a, addr: {"id": bytes.fromhex(
+            honest_peer.node_id)})
+        try:
+            for _ in range(3):
+                await s.request(("127.0.0.1", victim.port), "ping", [os.urandom(20)])
+            await asyncio.sleep(1.0)
+            ports = {c.port for c in victim.contacts() if c.node_id == honest_peer.node_id}
+            assert ports == {honest_peer.port}, f"contact hijacked: {ports}"
+            # and lookups from the victim still reach the honest peer's records
+            file_id = fid("after hijack attempt")
+            await honest_peer.announce(file_id, "after.txt", 1, grpc="127.0.0.1:5001")
+            found = await victim.find_providers(file_id)
+            assert [r.node_id for r in found] == [honest_peer.node_id]
+        finally:
+            s.close()
+
+    async def test_timeout_at_an_advertised_address_does_not_evict_the_contact(
+        self, nodes: list[DhtNode]
+    ) -> None:
+        """A reply may list a known id at a dead address; its timeout must not evict the id.
+
+        (In a large network a lookup queries such an entry when the real contact is not
+        among its starting set; the timeout used to remove the id whatever the address.)
+        """
+        victim, honest_peer = nodes[0], nodes[1]
+        dead = await Stranger.open()  # bound, never answers
+        try:
+            reply = await dead.request(("127.0.0.1", victim.port), "find_node",
+                                       [os.urandom(20), os.urandom(20)])
+            assert reply is not None
+            fake = Node(bytes.fromhex(honest_peer.node_id), "127.0.0.1", dead.address[1])
+            with pytest.raises(RpcError):
+                await victim.protocol._call(fake, "ping", [])
+            ports = {c.port for c in victim.contacts() if c.node_id == honest_peer.node_id}
+            assert ports == {honest_peer.port}
+        finally:
+            dead.close()
+
+    async def test_prefix_cap_limits_one_subnet_per_bucket(self) -> None:
+        """With the cap applied to loopback, one /24 gets at most N contacts in a bucket."""
+        cfg = DhtConfig.for_tests(prefix_cap_on_loopback=True, max_contacts_per_prefix=2)
+        node = DhtNode(config=cfg)
+        await node.listen(port=0, interface="127.0.0.1")
+        sybils: list[Stranger] = []
+        try:
+            for _ in range(8):
+                sid = os.urandom(20)
+                s = await Stranger.open(answer=lambda m, a, addr, sid=sid: {"id": sid})
+                sybils.append(s)
+                await s.request(("127.0.0.1", node.port), "ping", [sid])
+            await asyncio.sleep(1.0)
+            assert len(node.contacts()) == 2, node.contacts()
+            assert node.protocol.router.rejected_by_prefix >= 6
+        finally:
+            node.stop()
+            for s in sybils:
+                s.close()
+
+
+class TestKeywordPoisoning:
+    async def test_ten_thousand_fake_entries_do_not_hide_real_files(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        real = {}
+        for i, (node, name) in enumerate(zip(nodes[1:4], ["Holiday beach.jpg",
+                                                           "holiday mountains.png",
+                                                           "HOLIDAY city tour.mp4"], strict=True)):
+            file_id = fid(f"real holiday {i}")
+            await node.announce(file_id, name, 1000 + i, grpc=f"127.0.0.1:{6000 + i}")
+            real[file_id] = name
+        spammer = Identity.generate()
+        key = keyword_key("holiday")
+        total, per_datagram = 10_000, 16
+        accepted_at_node = [0] * N_NODES
+        for start in range(0, total, per_datagram):
+            batch = [
+                encode_record(make_keyword(spammer, "holiday", fid(f"spam {j}"),
+                                           f"holiday spam {j}.exe", j, ttl=300))
+                for j in range(start, min(start + per_datagram, total))
+            ]
+            # the key's closest nodes are all six here: the spammer hits every one
+            node = nodes[(start // per_datagram) % N_NODES]
+            reply = await stranger.request(("127.0.0.1", node.port), "store",
+                                           [spammer.node_id, key, batch])
+            if reply and reply[0] == 1:
+                accepted_at_node[nodes.index(node)] += reply[1]["stored"]
+        held = [sum(1 for r, _ in n.store.records(key) if r.node_id == spammer.node_id_hex)
+                for n in nodes]
+        hits = await nodes[5].search("holiday")
+        found = {h.file_id for h in hits}
+        assert set(real) <= found, f"real files hidden: {len(found)} hits"
+        assert max(held) <= CONFIG.max_keyword_entries_per_owner
+        print(f"\npoisoning: {total} fake entries under 'holiday' from one publisher -> "
+              f"held per node {held} (cap {CONFIG.max_keyword_entries_per_owner}); "
+              f"search found {len(set(real) & found)}/{len(real)} real files among "
+              f"{len(hits)} hits")
