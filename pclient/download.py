@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -352,6 +353,12 @@ class _Download:
         self.active = 0
         self._last_save = 0.0
         self.sched: _Scheduler | None = None
+        self.io_pool = ThreadPoolExecutor(max_workers=max(2, min(4, config.sources)),
+                                          thread_name_prefix="kadshare-io")
+        self.hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kadshare-hash")
+        self.hasher = hashlib.sha256()
+        self.hash_cursor = 0
+        self.hash_futures: list[Future[None]] = []
 
     def chunk_len(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
@@ -434,8 +441,16 @@ class _Download:
             raise destination_error(exc, self.part) from exc
         self.opened = True
         self.done_bytes = self.resumed
+        self._advance_hash()
 
     # -- transfer --------------------------------------------------------------------
+    def _verify_and_write(self, index: int, data: bytes) -> bool:
+        """Hash one chunk and write it if it matches (runs in a thread: both drop the GIL)."""
+        if hashlib.sha256(data).digest() != self.hashes[index]:
+            return False
+        self._write(index, data)
+        return True
+
     def _write(self, index: int, data: bytes) -> None:
         try:
             written = os.pwrite(self.fd, data, index * self.chunk_size)
@@ -443,6 +458,36 @@ class _Download:
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as exc:
             raise destination_error(exc, self.part) from exc
+
+    def _hash_from_disk(self, index: int) -> None:
+        self.hasher.update(os.pread(self.fd, self.chunk_len(index), index * self.chunk_size))
+
+    def _advance_hash(self, index: int = -1, data: bytes | None = None) -> None:
+        """Feed the whole-file SHA-256 in file order while chunks arrive.
+
+        The in-order chunk is hashed from memory; chunks that arrived earlier out of
+        order (or were resumed) are read back from the .part file. One dedicated
+        thread does it, so the final check costs almost nothing after the last chunk.
+        """
+        while self.hash_cursor < self.total_chunks and self.done[self.hash_cursor]:
+            if self.hash_cursor == index and data is not None:
+                fut = self.hash_pool.submit(self.hasher.update, data)
+            else:
+                fut = self.hash_pool.submit(self._hash_from_disk, self.hash_cursor)
+            self.hash_futures.append(fut)
+            self.hash_cursor += 1
+        if len(self.hash_futures) > 64:
+            for fut in [f for f in self.hash_futures if f.done()]:
+                fut.result()
+                self.hash_futures.remove(fut)
+
+    async def full_digest(self) -> str:
+        """The SHA-256 of the whole file, once every chunk has been fed."""
+        self._advance_hash()
+        for fut in self.hash_futures:
+            await asyncio.wrap_future(fut)
+        self.hash_futures.clear()
+        return self.hasher.hexdigest()
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -457,8 +502,27 @@ class _Download:
                 )
             )
 
-    async def _fetch_run(self, stub: kadshare_pb2_grpc.TransferServiceStub, run: _Run) -> None:
+    async def _accept(self, run: _Run, data: bytes) -> None:
+        """Verify and store the next chunk of ``run``; a bad hash drops the source."""
         assert self.sched is not None
+        index = run.next
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self.io_pool, self._verify_and_write, index, data):
+            raise _SourceFailed(f"sent a corrupted chunk (#{index}, hash mismatch)")
+        run.next += 1
+        if self.done[index]:
+            return
+        size = len(data)
+        self.sched.chunk_done(index)
+        self._advance_hash(index, data)
+        self.fetched += size
+        self.done_bytes += size
+        self.per_source[run.source] = self.per_source.get(run.source, 0) + size
+        if time.monotonic() - self._last_save >= self.config.state_interval:
+            self.save_state()
+        self._report()
+
+    async def _fetch_run(self, stub: kadshare_pb2_grpc.TransferServiceStub, run: _Run) -> None:
         offset = run.next * self.chunk_size
         length = min(run.end * self.chunk_size, self.size) - offset
         call = stub.Download(
@@ -481,28 +545,19 @@ class _Download:
                     ) from None
                 if msg.offset != expected or not msg.data:
                     raise _SourceFailed(f"sent bytes at offset {msg.offset}, wanted {expected}")
-                buf += msg.data
-                expected += len(msg.data)
+                data: bytes = msg.data
+                expected += len(data)
+                if not buf and len(data) == self.chunk_len(run.next):
+                    await self._accept(run, data)  # aligned message: no copy
+                    continue
+                buf += data
                 while run.next < run.end:
                     need = self.chunk_len(run.next)
                     if len(buf) < need:
                         break
-                    data = bytes(buf[:need])
+                    chunk = bytes(buf[:need])
                     del buf[:need]
-                    index = run.next
-                    if hashlib.sha256(data).digest() != self.hashes[index]:
-                        raise _SourceFailed(f"sent a corrupted chunk (#{index}, hash mismatch)")
-                    run.next += 1
-                    if self.done[index]:
-                        continue
-                    self._write(index, data)
-                    self.sched.chunk_done(index)
-                    self.fetched += need
-                    self.done_bytes += need
-                    self.per_source[run.source] = self.per_source.get(run.source, 0) + need
-                    if time.monotonic() - self._last_save >= self.config.state_interval:
-                        self.save_state()
-                    self._report()
+                    await self._accept(run, chunk)
         except grpc.aio.AioRpcError as exc:
             raise _SourceFailed(describe_rpc_error(exc)) from exc
         finally:
@@ -563,6 +618,8 @@ class _Download:
             )
 
     def close(self) -> None:
+        self.io_pool.shutdown(wait=True, cancel_futures=True)
+        self.hash_pool.shutdown(wait=True, cancel_futures=True)
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
@@ -629,8 +686,8 @@ async def download_file(
         await job.open_part()
         if job.total_chunks:
             await job.run()
+        actual = await job.full_digest()
         job.close()
-        actual = await asyncio.to_thread(sha256_file, job.part)
         if actual != file_id:
             job.opened = False
             for path in (job.part, job.state):
