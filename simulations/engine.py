@@ -284,6 +284,10 @@ class _Engine:
             for st in self.nodes.values():
                 if st.up_at is not None:
                     st.up_at = 0.0
+            remote = [s.handle for s in self.nodes.values()
+                      if s.state == "up" and s.handle.remote]
+            if remote:
+                await asyncio.gather(*(h.reset_counters() for h in remote))
             tick = asyncio.ensure_future(self.ticker(progress))
             await self.dispatch()
             # Let in-flight lookups finish, bounded by the lookup timeout.
@@ -292,6 +296,10 @@ class _Engine:
             tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await tick
+            remote = [s.handle for s in self.nodes.values()
+                      if s.state == "up" and s.handle.remote]
+            if remote:
+                await asyncio.gather(*(h.refresh() for h in remote))
             return self.outcome(warmup_s)
         finally:
             for t in list(self.tasks):
@@ -332,6 +340,8 @@ class _Engine:
             node_s += max(0.0, min(end, dur) - max(0.0, st.up_at))
         traffic = self.netmodel.traffic
         maint = traffic.bytes.get("maintenance", 0)
+        maint += sum(s.handle.maintenance_bytes() for s in self.nodes.values())
+        counted = all(s.handle.counts_traffic for s in self.nodes.values())
         marks = _marks(self.trace)
         summary = self.rec.summary(node_seconds=node_s, maintenance_bytes=maint,
                                    duration=dur, marks=[m["t"] for m in marks])
@@ -345,8 +355,9 @@ class _Engine:
         summary["alive_end"] = len(up)
         summary["join_failures"] = self.join_failures
         summary["warmup_s"] = round(warmup_s, 2)
-        if traffic.msgs.get("maintenance") is None and self.runner.name != "inproc":
-            summary["maintenance_bytes_per_node_s"] = None
+        if not counted:   # real kadshare-node processes: their datagrams are not visible
+            for key in ("maintenance_bytes_per_node_s", "msgs_per_lookup", "bytes_per_lookup"):
+                summary[key] = None
         return RunOutcome(
             impl=self.impl.name, runner=self.runner.name, summary=summary,
             timeseries=self.rec.timeseries(dur, traffic.per_second),

@@ -56,6 +56,21 @@ class ImplNode(abc.ABC):
         """Index records this node stores for others (0 when it stores none)."""
         return 0
 
+    #: False when this node's datagrams cannot be counted (a real kadshare-node process).
+    counts_traffic: bool = True
+    #: True when the node lives in another process and counts its own traffic.
+    remote: bool = False
+
+    async def refresh(self) -> None:  # noqa: B027 - optional hook
+        """Update cached figures (records, traffic) of a remote node."""
+
+    async def reset_counters(self) -> None:  # noqa: B027 - optional hook
+        """Forget traffic counted so far (called when the measured run starts)."""
+
+    def maintenance_bytes(self) -> int:
+        """Maintenance bytes a remote node reported (inproc nodes: counted centrally)."""
+        return 0
+
 
 class Impl(abc.ABC):
     """A design under test: shared infrastructure plus a node factory."""
