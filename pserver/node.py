@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 CONTACTS_FILE = "contacts.msgpack"
 MAX_SAVED_CONTACTS = 64
 BOOTSTRAP_TIMEOUT = 30.0
+#: Seconds between checks for an empty routing table (then the node rejoins).
+REJOIN_CHECK_SECONDS = 5.0
 LEAVE_TIMEOUT = 15.0
 
 
@@ -280,9 +282,44 @@ class Node:
                 log.exception("share folder scan failed; retrying")
 
     async def _contacts_loop(self) -> None:
+        """Save contacts now and then; rejoin when an outage or partition emptied the table."""
+        waited = 0.0
+        step = min(self.config.contacts_interval, REJOIN_CHECK_SECONDS)
+        backoff = next_try = 0.0
         while True:
-            await asyncio.sleep(self.config.contacts_interval)
-            self._save_contacts()
+            await asyncio.sleep(step)
+            waited += step
+            next_try -= step
+            if next_try <= 0 and self.dht is not None and not self.dht.contacts():
+                joined = await self._rejoin_if_alone()
+                backoff = 0.0 if joined else min(max(backoff * 2, step), 300.0)
+                next_try = backoff  # a long outage: retry at most every 5 min
+            if waited >= self.config.contacts_interval:
+                waited = 0.0
+                self._save_contacts()
+
+    async def _rejoin_if_alone(self) -> bool:
+        """A table emptied by a cut never refills by itself (nobody left to ask)."""
+        if self.dht is None or self.dht.contacts():
+            return True
+        saved = load_msgpack(self.config.data_dir / CONTACTS_FILE, [])
+        targets = list(self.config.bootstrap) + [
+            (str(c[0]), int(c[1]))
+            for c in (saved if isinstance(saved, list) else [])
+            if isinstance(c, list | tuple) and len(c) == 2 and isinstance(c[1], int)
+        ]
+        if not targets:
+            return False
+        try:
+            found = await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("rejoin failed: %s", exc or type(exc).__name__)
+            return False
+        if found:
+            log.info("routing table was empty; rejoined with %d contacts", found)
+        return bool(found)
 
     def _save_contacts(self) -> None:
         if self.dht is None:

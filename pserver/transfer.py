@@ -77,6 +77,40 @@ def check_upload_name(name: str) -> str:
     return name
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def chunk_header(offset: int, length: int) -> bytes:
+    """Protobuf wire bytes of ``Chunk`` up to the payload (offset 0 is omitted, as proto3 does)."""
+    head = b"\x08" + _varint(offset) if offset else b""
+    return head + b"\x12" + _varint(length)
+
+
+def read_chunk_message(fd: int, offset: int, length: int) -> bytes | None:
+    """A serialized ``Chunk{offset, data}`` read straight from the file, or None if short.
+
+    Why not ``kadshare_pb2.Chunk(...).SerializeToString()``: that copies the payload twice
+    more (into the message, then out of it); building the two-field wire format around a
+    ``preadv`` into one buffer costs a single copy. The bytes are exactly what protobuf
+    would produce, so any client decodes them with ``Chunk.FromString``.
+    """
+    header = chunk_header(offset, length)
+    buf = bytearray(len(header) + length)
+    buf[: len(header)] = header
+    got = os.preadv(fd, [memoryview(buf)[len(header):]], offset)
+    if got != length:
+        return None
+    return bytes(buf)
+
+
 class _UploadSink:
     """Writes arriving bytes to a temp file and hashes them per chunk (worker thread)."""
 
@@ -152,7 +186,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
 
     async def Download(
         self, request: kadshare_pb2.DownloadRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[kadshare_pb2.Chunk]:
+    ) -> AsyncIterator[bytes]:
         try:
             entry, fd = self.catalog.open_for_serving(request.file_id)
         except PeerError as exc:
@@ -167,12 +201,13 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             served = self.metrics.bytes_served
             pos = start
             while pos < end:
-                data = os.pread(fd, min(step, end - pos), pos)
-                if not data:
+                want = min(step, end - pos)
+                message = read_chunk_message(fd, pos, want)
+                if message is None:
                     raise FileNotShared(f"{entry.name} shrank while being served")
-                yield kadshare_pb2.Chunk(offset=pos, data=data)
-                served.inc(len(data))
-                pos += len(data)
+                yield message
+                served.inc(want)
+                pos += want
             outcome = "ok"
         except PeerError as exc:
             await context.abort(status_for(exc), str(exc))
@@ -303,6 +338,31 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             raise UploadRefused(UploadRefused.EXISTS, f"{final.name} already exists here")
 
 
+def transfer_handler(servicer: TransferServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers; ``Download`` yields pre-serialized ``Chunk`` bytes."""
+    pb = kadshare_pb2
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "GetInfo": grpc.unary_unary_rpc_method_handler(
+                servicer.GetInfo,
+                request_deserializer=pb.InfoRequest.FromString,
+                response_serializer=pb.FileInfo.SerializeToString,
+            ),
+            "Download": grpc.unary_stream_rpc_method_handler(
+                servicer.Download,
+                request_deserializer=pb.DownloadRequest.FromString,
+                response_serializer=bytes,
+            ),
+            "Upload": grpc.stream_unary_rpc_method_handler(
+                servicer.Upload,
+                request_deserializer=pb.UploadMessage.FromString,
+                response_serializer=pb.UploadReply.SerializeToString,
+            ),
+        },
+    )
+
+
 async def start_grpc_server(
     servicer: TransferServicer, host: str, port: int
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
@@ -314,7 +374,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    kadshare_pb2_grpc.add_TransferServiceServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((transfer_handler(servicer),))
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

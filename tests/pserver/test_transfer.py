@@ -290,3 +290,14 @@ class TestStandardServices:
             names = [s.name for s in answer.list_services_response.service]
             break
         assert SERVICE_NAME in names
+
+
+class TestWireFormat:
+    @pytest.mark.parametrize("offset", [0, 1, 127, 128, 300, 2**32 + 5, 2**64 - 1])
+    @pytest.mark.parametrize("length", [1, 127, 128, 1024 * 1024])
+    def test_prebuilt_chunk_equals_protobuf(self, offset: int, length: int) -> None:
+        from pserver.transfer import chunk_header
+
+        data = bytes(range(256)) * (length // 256) + bytes(length % 256)
+        want = kadshare_pb2.Chunk(offset=offset, data=data).SerializeToString()
+        assert chunk_header(offset, length) + data == want

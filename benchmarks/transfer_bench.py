@@ -1,0 +1,314 @@
+"""Transfer throughput: gRPC download from one kadshare peer vs a raw asyncio TCP socket.
+
+Both servers run as separate processes on 127.0.0.1 and send the same file; the client
+runs here. Figures printed (MB/s, 1 MB = 10^6 bytes):
+
+* ``raw tcp``        asyncio streams, 1 MiB reads/writes, bytes counted and dropped
+* ``grpc N stream``  ``GetInfo`` + ranged ``Download`` streams from a real
+                     ``kadshare-node``, every 1 MiB chunk checked against its SHA-256
+                     (hashing in a worker thread), bytes dropped
+* ``pclient get``    the real client path (``pclient.download.download_file``):
+                     verification, ``.part`` file on disk, final whole-file hash, rename
+
+and the ratios to raw TCP. Optionally (``--idle-files N``) the resident memory of an idle
+peer sharing N small files.
+
+    .venv/bin/python benchmarks/transfer_bench.py                 # 256 MiB, 3 rounds
+    .venv/bin/python benchmarks/transfer_bench.py --size-mib 64 --rounds 1 --idle-files 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from protos import kadshare_pb2, kadshare_pb2_grpc  # noqa: E402
+
+MiB = 1024 * 1024
+START_TIMEOUT = 120.0
+RPC_TIMEOUT = 300.0
+
+
+# ---- raw TCP baseline (server runs in a child process: ``--raw-server PATH``) -----------
+
+
+async def raw_server(path: Path) -> None:
+    """Send the whole file to every connection with 1 MiB read()+write()+drain()."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while True:
+                data = os.read(fd, MiB)
+                if not data:
+                    break
+                writer.write(data)
+                await writer.drain()
+        finally:
+            os.close(fd)
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await asyncio.sleep(3600)
+
+
+async def raw_client(port: int, hash_it: bool) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=4 * MiB)
+    total = 0
+    digest = hashlib.sha256()
+    while True:
+        data = await reader.read(4 * MiB)
+        if not data:
+            break
+        total += len(data)
+        if hash_it:
+            digest.update(data)
+    writer.close()
+    return total, digest.hexdigest()
+
+
+# ---- gRPC client paths --------------------------------------------------------------------
+
+
+def _channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address, options=[("grpc.max_receive_message_length", 8 * MiB)]
+    )
+
+
+async def grpc_download(address: str, file_id: str, streams: int) -> int:
+    """GetInfo, then ``streams`` ranged Downloads (one channel each); verify every chunk."""
+    channels = [_channel(address) for _ in range(streams)]
+    try:
+        stub = kadshare_pb2_grpc.TransferServiceStub(channels[0])
+        info = await stub.GetInfo(kadshare_pb2.InfoRequest(file_id=file_id), timeout=30)
+        chunk, size = info.chunk_size, info.size
+        hashes = list(info.chunk_hashes)
+        per = -(-len(hashes) // streams)
+
+        async def fetch(index: int) -> int:
+            first, last = index * per, min(len(hashes), (index + 1) * per)
+            if first >= last:
+                return 0
+            offset, end = first * chunk, min(size, last * chunk)
+            s = kadshare_pb2_grpc.TransferServiceStub(channels[index])
+            call = s.Download(
+                kadshare_pb2.DownloadRequest(file_id=file_id, offset=offset, length=end - offset),
+                timeout=RPC_TIMEOUT,
+            )
+            pending = bytearray()
+            n, got = first, 0
+            checks: list[asyncio.Future[bool]] = []
+            async for msg in call:
+                got += len(msg.data)
+                if not pending and len(msg.data) == chunk:
+                    piece = msg.data  # whole chunk in one message: no copy
+                else:
+                    pending += msg.data
+                    if len(pending) < chunk and offset + got < end:
+                        continue
+                    piece, pending = bytes(pending), bytearray()
+                checks.append(asyncio.to_thread(_check, piece, hashes[n]))
+                n += 1
+                if len(checks) >= 8:
+                    if not all(await asyncio.gather(*checks)):
+                        raise SystemExit("chunk hash mismatch")
+                    checks = []
+            if not all(await asyncio.gather(*checks)):
+                raise SystemExit("chunk hash mismatch")
+            return got
+
+        totals = await asyncio.gather(*(fetch(i) for i in range(streams)))
+        return sum(totals)
+    finally:
+        for ch in channels:
+            await ch.close()
+
+
+def _check(piece: bytes, want: bytes) -> bool:
+    return hashlib.sha256(piece).digest() == want
+
+
+async def pclient_get(address: str, file_id: str, dest: Path) -> int:
+    from pclient.download import download_file
+
+    result = await download_file(file_id, dest, [address])
+    size = result.size
+    result.path.unlink()
+    return size
+
+
+# ---- processes ----------------------------------------------------------------------------
+
+
+def start_node(tmp: Path, share: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    script = Path(sys.executable).parent / "kadshare-node"
+    out = tmp / "node.out"
+    with open(out, "wb") as sink, open(tmp / "node.err", "wb") as err:
+        proc = subprocess.Popen(
+            [str(script), "--share", str(share), "--data", str(tmp / "data"), "--dht-port", "0",
+             "--grpc-port", "0", "--rest-port", "0", "--log-level", "warning"],
+            stdout=sink, stderr=err,
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = out.read_text()
+        if text.endswith("\n"):
+            return proc, json.loads(text)
+        if proc.poll() is not None:
+            raise SystemExit(f"kadshare-node exited: {(tmp / 'node.err').read_text()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("kadshare-node printed no JSON line")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+async def interleaved(
+    rounds: int, size: int, jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, int]]]]
+) -> list[tuple[str, float]]:
+    """Best MB/s of each job over ``rounds``; jobs alternate within a round so a change in
+    machine load hits all of them alike (other work shares these cores)."""
+    best = {label: 0.0 for label, _ in jobs}
+    for _ in range(rounds):
+        for label, job in jobs:
+            started = time.perf_counter()
+            got = await job()
+            elapsed = time.perf_counter() - started
+            if got != size:
+                raise SystemExit(f"{label}: received {got} bytes, expected {size}")
+            best[label] = max(best[label], size / elapsed / 1e6)
+    return [(label, best[label]) for label, _ in jobs]
+
+
+def transfer(args: argparse.Namespace, tmp: Path) -> None:
+    """Write the file, start the peer and the raw server, measure, stop them."""
+    size = args.size_mib * MiB
+    share = tmp / "share"
+    share.mkdir()
+    path = share / "payload.bin"
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        for _ in range(args.size_mib):
+            block = os.urandom(MiB)
+            digest.update(block)
+            handle.write(block)
+    node, info = start_node(tmp, share)
+    raw = subprocess.Popen(
+        [sys.executable, __file__, "--raw-server", str(path)], stdout=subprocess.PIPE
+    )
+    try:
+        assert raw.stdout is not None
+        raw_port = int(raw.stdout.readline())
+        address = f"127.0.0.1:{info['grpc_port']}"
+        asyncio.run(measure(args, tmp, size, raw_port, address, digest.hexdigest()))
+    finally:
+        stop(node)
+        raw.kill()
+        raw.wait(timeout=30)
+
+
+async def measure(
+    args: argparse.Namespace, tmp: Path, size: int, raw_port: int, address: str, file_id: str
+) -> None:
+    # warm the page cache and both servers
+    await raw_client(raw_port, False)
+    await grpc_download(address, file_id, 1)
+    dest = tmp / "dest"
+    await asyncio.to_thread(dest.mkdir)
+    jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, int]]]] = [
+        ("raw tcp", lambda: _first(raw_client(raw_port, False))),
+        ("raw tcp + sha256", lambda: _first(raw_client(raw_port, True))),
+    ]
+    for streams in args.streams:
+        label = f"grpc {streams} stream{'s' if streams > 1 else ''}, verified"
+        jobs.append((label, lambda s=streams: grpc_download(address, file_id, s)))
+    jobs.append(("pclient get (disk, verified)", lambda: pclient_get(address, file_id, dest)))
+    rows = await interleaved(args.rounds, size, jobs)
+    load = os.getloadavg()[0]
+    base = rows[0][1]
+    print(f"file: {args.size_mib} MiB over 127.0.0.1, best of {args.rounds} interleaved "
+          f"rounds; {os.cpu_count()} cores, load average {load:.1f} at the end")
+    for label, mbps in rows:
+        print(f"  {label:32s} {mbps:8.0f} MB/s   ratio {mbps / base:5.2f}")
+
+
+def idle_memory(count: int, tmp: Path) -> None:
+    """RSS of a peer that shares ``count`` small files and does nothing else."""
+    share = tmp / "idle-share"
+    share.mkdir()
+    for i in range(count):
+        (share / f"file-{i:05d}.txt").write_bytes(f"small file number {i}\n".encode() * 8)
+    (tmp / "idle").mkdir()
+    node, _info = start_node(tmp / "idle", share)
+    try:
+        time.sleep(5.0)  # let the scan and the announcements settle
+        print(f"idle peer sharing {count} small files: RSS {rss_kib(node.pid) / 1024:.1f} MiB")
+    finally:
+        stop(node)
+
+
+async def _first(coro: Coroutine[Any, Any, tuple[int, str]]) -> int:
+    return (await coro)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--idle-files", type=int, default=0,
+                        help="also measure an idle peer sharing this many small files")
+    parser.add_argument("--skip-transfer", action="store_true")
+    parser.add_argument("--raw-server", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.raw_server:
+        asyncio.run(raw_server(Path(args.raw_server)))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="kadshare-bench-"))
+    try:
+        if not args.skip_transfer:
+            transfer(args, tmp)
+        if args.idle_files:
+            idle_memory(args.idle_files, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
