@@ -54,6 +54,7 @@ DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 STATE_VERSION = 1
+MAX_HASH_BACKLOG = 32  # chunks queued for the whole-file hash before receivers wait
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.state"
 
@@ -476,17 +477,24 @@ class _Download:
                 fut = self.hash_pool.submit(self._hash_from_disk, self.hash_cursor)
             self.hash_futures.append(fut)
             self.hash_cursor += 1
-        if len(self.hash_futures) > 64:
+        if len(self.hash_futures) > 16:
             for fut in [f for f in self.hash_futures if f.done()]:
                 fut.result()
                 self.hash_futures.remove(fut)
 
+    async def _hash_backpressure(self) -> None:
+        """Bound memory: wait while more than MAX_HASH_BACKLOG chunks await hashing."""
+        while len(self.hash_futures) > MAX_HASH_BACKLOG:
+            oldest = self.hash_futures[0]
+            await asyncio.wrap_future(oldest)
+            with contextlib.suppress(ValueError):
+                self.hash_futures.remove(oldest)
+
     async def full_digest(self) -> str:
         """The SHA-256 of the whole file, once every chunk has been fed."""
         self._advance_hash()
-        for fut in self.hash_futures:
-            await asyncio.wrap_future(fut)
-        self.hash_futures.clear()
+        while self.hash_futures:
+            await asyncio.wrap_future(self.hash_futures.pop(0))
         return self.hasher.hexdigest()
 
     def _report(self) -> None:
@@ -515,6 +523,7 @@ class _Download:
         size = len(data)
         self.sched.chunk_done(index)
         self._advance_hash(index, data)
+        await self._hash_backpressure()
         self.fetched += size
         self.done_bytes += size
         self.per_source[run.source] = self.per_source.get(run.source, 0) + size

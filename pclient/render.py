@@ -114,6 +114,7 @@ def peers_table(peers: list[dict[str, Any]], out: TextIO | None = None) -> None:
 
 def status_table(status: dict[str, Any], node_url: str, out: TextIO | None = None) -> None:
     table = _table("", "")
+    table.show_header = False
     table.add_row("node", node_url)
     for key in ("node_id", "host", "dht_port", "grpc_port", "rest_port", "peers", "files",
                 "records"):
