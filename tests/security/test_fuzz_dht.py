@@ -104,6 +104,8 @@ def _stats(node) -> dict:
 
 
 class TestOverUdp:
+    # the node's own background loops use `random` on their thread while examples run
+    @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
     def test_node_survives_fuzzed_datagrams(self, net: SmallNet) -> None:
         target, helper, _ = net.nodes
         fid = hashlib.sha256(b"survivor").hexdigest()
