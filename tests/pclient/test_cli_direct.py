@@ -159,9 +159,10 @@ class TestExitCodes:
 
     async def test_node_unreachable_exits_1_naming_the_url_and_how_to_start_one(self):
         url = "http://127.0.0.1:1"
-        for args in (["status"], ["ls"], ["peers"], ["search", "x"], ["get", "cat.jpg"],
-                     ["providers", "ab" * 32]):
-            code, out, err = await run_cli(*args, "--node", url)
+        commands = (["status"], ["ls"], ["peers"], ["search", "x"], ["get", "cat.jpg"],
+                    ["providers", "ab" * 32])
+        runs = await asyncio.gather(*(run_cli(*args, "--node", url) for args in commands))
+        for args, (code, _out, err) in zip(commands, runs, strict=True):
             assert code == 1, args
             assert url in err and "kadshare-node" in err
             assert "Traceback" not in err and len(err.strip().splitlines()) == 1

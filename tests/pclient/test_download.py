@@ -68,6 +68,16 @@ class TestMultiSource:
         assert result.path.read_bytes() == shared_file.read_bytes()
         assert "stalled" in result.dropped[stalled.address]
 
+    async def test_fast_source_does_more_of_the_work(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        slow = await make_provider(Behaviour(delay=0.05))
+        quick = await make_provider()
+        result = await download_file(file_id, tmp_path, [slow.address, quick.address],
+                                     config=fast(sources=2))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.sources[quick.address] > 2 * result.sources.get(slow.address, 0)
+
     async def test_progress_reports_reach_the_total(self, make_provider, file_id, tmp_path):
         prov = await make_provider()
         seen: list[DownloadProgress] = []
@@ -187,3 +197,23 @@ class TestProviderKilled:
         assert killed and killed[0] < result.size
         assert result.path.read_bytes() == shared_file.read_bytes()
         assert victim in result.dropped
+
+
+def test_public_api_is_complete():
+    import pclient
+
+    exported = set(pclient.__all__)
+    public = {n for n in dir(pclient) if not n.startswith("_")} - {
+        "client", "download", "errors", "render", "cli"}
+    assert public <= exported
+    assert all(hasattr(pclient, name) for name in exported)
+    assert issubclass(pclient.NoProviders, pclient.ClientError)
+    assert issubclass(pclient.ChecksumMismatch, pclient.TransferFailed)
+
+
+def test_pclient_never_imports_pserver():
+    import subprocess
+
+    code = ("import sys, pclient, pclient.cli; "
+            "sys.exit(any(m.split('.')[0] in ('pserver', 'dht') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
