@@ -73,7 +73,7 @@ def remove_leftovers() -> list[str]:
     return removed
 
 
-def _enter_netns(name: str) -> None:
+def enter_netns(name: str) -> None:
     """Move the calling thread into namespace ``name`` (setns affects one thread only)."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
@@ -99,7 +99,7 @@ class Host:
         """Call ``fn(*args)`` on a thread living in this host's namespace."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
-                max_workers=1, initializer=_enter_netns, initargs=(self.netns,)
+                max_workers=1, initializer=enter_netns, initargs=(self.netns,)
             )
         return self._pool.submit(fn, *args).result(timeout=timeout)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dht.config import DhtConfig
@@ -16,12 +16,33 @@ from dht.node import DhtNode
 
 
 class LoopThread:
-    """One asyncio loop on a daemon thread; ``run`` executes a coroutine there."""
+    """One asyncio loop on a daemon thread; ``run`` executes a coroutine there.
 
-    def __init__(self) -> None:
+    ``enter`` runs first on the thread (e.g. to move it into a network namespace, so
+    every socket the loop opens lives there).
+    """
+
+    def __init__(self, enter: Callable[[], None] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+        def main() -> None:
+            try:
+                if enter is not None:
+                    enter()
+            except BaseException as exc:  # reported to the creating thread
+                self._error = exc
+                self._ready.set()
+                return
+            self._ready.set()
+            self.loop.run_forever()
+
+        self._thread = threading.Thread(target=main, daemon=True)
         self._thread.start()
+        self._ready.wait(timeout=20)
+        if self._error is not None:
+            raise self._error
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
