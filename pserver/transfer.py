@@ -383,9 +383,15 @@ async def start_grpc_server(
         server,
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc's way of saying "address in use / not available"
+        bound = 0
+        cause: Exception | None = exc
+    else:
+        cause = None
     if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {address}")
+        raise OSError(f"cannot listen for gRPC on {address} (in use or not available)") from cause
     await server.start()
     await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health.set("", health_pb2.HealthCheckResponse.SERVING)

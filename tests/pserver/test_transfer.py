@@ -174,6 +174,29 @@ class TestDownload:
         assert bytes(rest) == BIG
 
 
+class TestBackpressure:
+    async def test_stalled_reader_is_not_buffered_whole(self, tmp_path: Path) -> None:
+        """A client that stops reading holds the server to grpc's flow-control window."""
+        (tmp_path / "share").mkdir()
+        data = content(40 * MiB, seed=3)
+        (tmp_path / "share" / "large.bin").write_bytes(data)
+        p = await Peer(tmp_path).start()
+        try:
+            call = p.stub.Download(
+                kadshare_pb2.DownloadRequest(file_id=sha(data)), timeout=RPC_TIMEOUT
+            )
+            first = await call.read()
+            assert first.offset == 0
+            served = []
+            for _ in range(8):  # give an unpaced server every chance to run ahead
+                await asyncio.sleep(0.25)
+                served.append(p.metrics.bytes_served._value.get())
+            assert max(served) < len(data) // 2
+            call.cancel()
+        finally:
+            await p.close()
+
+
 class TestLinks:
     async def test_symlink_leaving_share_is_never_served(self, tmp_path: Path) -> None:
         outside = tmp_path / "secret.txt"
