@@ -25,8 +25,9 @@ from kademlia.node import Node
 
 from .config import DhtConfig
 from .errors import InvalidRecord
-from .protocol import KadshareProtocol, parse_nodes
+from .protocol import KadshareProtocol, parse_contacts
 from .records import Record, decode_and_verify, storage_key
+from .routing import Peer
 from .transport import RpcError, RpcTimeout
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Lookup:
                  records: bool = False, wanted: int | None = None) -> None:
         self.protocol = protocol
         self.config = config
-        self.target = Node(target)
+        self.target = Peer(target)
         self.records = records
         self.wanted = wanted
         self.result = LookupResult()
@@ -204,7 +205,12 @@ class Lookup:
             self._state[node.id] = "failed"
             self.result.failed += 1
             return
-        self._push(parse_nodes(body.get("nodes"), self.config.k))
+        known = self._nodes
+        me = self.protocol.source_node.id
+        for nid, host, port in parse_contacts(body.get("nodes"), self.config.k):
+            if nid not in known and nid != me:
+                known[nid] = Peer(nid, host, port)
+                self._state[nid] = "new"
         if self.records:
             self._take_records(query, body)
             nxt = body.get("next")

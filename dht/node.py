@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kademlia.node import Node
-
 from .config import DhtConfig
 from .errors import DhtError, InvalidRecord
 from .identity import Identity
@@ -35,7 +33,7 @@ from .records import (
     make_withdrawal,
     storage_key,
 )
-from .routing import Contact
+from .routing import Contact, Peer
 from .storage import RecordStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +67,7 @@ class DhtNode:
                  ) -> None:
         self.config = (config or DhtConfig()).validate()
         self.identity = identity or Identity.generate()
-        self._node = Node(self.identity.node_id)
+        self._node = Peer(self.identity.node_id)
         self.store = RecordStore(self.config)
         self.protocol: KadshareProtocol | None = None
         self._transport: asyncio.DatagramTransport | None = None

@@ -30,7 +30,7 @@ from kademlia.protocol import KademliaProtocol
 
 from .config import DhtConfig
 from .errors import InvalidRecord
-from .routing import RoutingTable
+from .routing import Peer, RoutingTable
 from .storage import RecordStore
 from .transport import Address, BadRequest, RpcError, RpcTransport
 
@@ -46,23 +46,28 @@ def _check_id(value: object, what: str = "id") -> bytes:
     return value
 
 
-def parse_nodes(value: object, limit: int) -> list[Node]:
-    """Contacts from a reply; ill-shaped entries are skipped, at most ``limit``."""
-    nodes: list[Node] = []
-    if not isinstance(value, list):
-        return nodes
+def parse_contacts(value: object, limit: int) -> list[tuple[bytes, str, int]]:
+    """(id, host, port) triples from a reply; ill-shaped entries skipped, at most ``limit``."""
+    out: list[tuple[bytes, str, int]] = []
+    if type(value) is not list:
+        return out
     for item in value[: limit * 2]:
-        if (
-            isinstance(item, list) and len(item) == 3
-            and isinstance(item[0], bytes) and len(item[0]) == ID_LEN
-            and isinstance(item[1], str) and 0 < len(item[1]) <= 253
-            and isinstance(item[2], int) and not isinstance(item[2], bool)
-            and 0 < item[2] < 65536
-        ):
-            nodes.append(Node(item[0], item[1], item[2]))
-            if len(nodes) >= limit:
-                break
-    return nodes
+        if type(item) is list and len(item) == 3:
+            nid, host, port = item
+            if (
+                type(nid) is bytes and len(nid) == ID_LEN
+                and type(host) is str and 0 < len(host) <= 253
+                and type(port) is int and 0 < port < 65536
+            ):
+                out.append((nid, host, port))
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def parse_nodes(value: object, limit: int) -> list[Node]:
+    """Contacts from a reply as kademlia Nodes."""
+    return [Peer(*triple) for triple in parse_contacts(value, limit)]
 
 
 class KadshareProtocol(RpcTransport, KademliaProtocol):
@@ -129,12 +134,12 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             return
         self._probe_tokens -= 1
         self._probed[addr] = now
-        if len(self._probed) > 1024:
+        if len(self._probed) > 32:
             self._probed.popitem(last=False)
-        self.spawn(self.call_ping(Node(sender_id, addr[0], addr[1])))
+        self.spawn(self.call_ping(Peer(sender_id, addr[0], addr[1])))
 
     def _nodes_for(self, target: bytes, addr: Address) -> list[list]:
-        near = self.router.find_neighbors(Node(target), self.config.k)
+        near = self.router.find_neighbors(Peer(target), self.config.k)
         return [[n.id, n.ip, n.port] for n in near if (n.ip, n.port) != addr]
 
     def rpc_ping(self, sender: Address, sender_id: bytes) -> dict:
@@ -195,10 +200,14 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
                 or len(body["id"]) != ID_LEN:
             self.stats["bad_replies"] += 1
             raise RpcError(f"ill-shaped reply from {addr}")
-        responder = Node(body["id"], addr[0], addr[1])
-        if node is not None and node.id != responder.id:
-            self.router.remove_contact(node)  # same address, new identity
-        if responder.id != self._me():
+        rid = body["id"]
+        if node is not None and node.id == rid:
+            responder = node
+        else:
+            responder = Peer(rid, addr[0], addr[1])
+            if node is not None:
+                self.router.remove_contact(node)  # same address, new identity
+        if rid != self._me():
             self.welcome_if_new(responder)
         return responder, body
 
@@ -254,7 +263,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             return
         handoff: list[tuple[bytes, list[bytes]]] = []
         for key in self.storage.keys():
-            keynode = Node(key)  # already a digest: no second hash
+            keynode = Peer(key)  # already a digest: no second hash
             neighbors = self.router.find_neighbors(keynode)
             if neighbors:
                 new_close = node.distance_to(keynode) < neighbors[-1].distance_to(keynode)

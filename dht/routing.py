@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import bisect
-import heapq
 import ipaddress
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,39 @@ class Contact:
     port: int
 
 
+class Peer:
+    """A contact with kademlia's ``Node`` interface, but ``__slots__`` and interned hosts.
+
+    Upstream ``Node`` keeps a ``__dict__`` per contact; at a few hundred contacts per
+    node and thousands of nodes per simulation that dominates memory.  kademlia's
+    ``KBucket`` and ``RoutingTable`` only use the attributes and methods below.
+    """
+
+    __slots__ = ("id", "ip", "port", "long_id")
+
+    def __init__(self, node_id: bytes, ip: str | None = None, port: int | None = None
+                 ) -> None:
+        self.id = node_id
+        self.ip = sys.intern(ip) if ip is not None else None
+        self.port = port
+        self.long_id = int.from_bytes(node_id, "big")
+
+    def same_home_as(self, node: Any) -> bool:
+        return self.ip == node.ip and self.port == node.port
+
+    def distance_to(self, node: Any) -> int:
+        return self.long_id ^ node.long_id
+
+    def __iter__(self) -> Any:
+        return iter((self.id, self.ip, self.port))
+
+    def __repr__(self) -> str:
+        return f"Peer({self.id.hex()[:8]} {self.ip}:{self.port})"
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
 def address_prefix(host: str) -> str | None:
     """The /24 or /48 network of ``host``; None for loopback or a non-IP host."""
     try:
@@ -55,6 +88,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _first(pair: tuple[int, Node]) -> int:
+    return pair[0]
+
+
 class RoutingTable(_UpstreamRoutingTable):
     """Upstream table with correct neighbour search, bucket choice and prefix cap."""
 
@@ -66,10 +103,16 @@ class RoutingTable(_UpstreamRoutingTable):
 
     def flush(self) -> None:
         self.buckets = [KBucket(0, 2**160, self.ksize)]
+        self._uppers = [2**160]
+
+    def split_bucket(self, index: int) -> None:
+        super().split_bucket(index)
+        self._uppers = [b.range[1] for b in self.buckets]
 
     def get_bucket_for(self, node: Node) -> int:
-        uppers = [b.range[1] for b in self.buckets]
-        return min(bisect.bisect_left(uppers, node.long_id), len(self.buckets) - 1)
+        if len(self._uppers) != len(self.buckets):  # buckets replaced from outside
+            self._uppers = [b.range[1] for b in self.buckets]
+        return min(bisect.bisect_left(self._uppers, node.long_id), len(self.buckets) - 1)
 
     def lonely_buckets(self) -> list[KBucket]:
         cutoff = time.monotonic() - self.config.refresh_interval
@@ -112,19 +155,25 @@ class RoutingTable(_UpstreamRoutingTable):
         k = k or self.ksize
         self.buckets[self.get_bucket_for(node)].touch_last_updated()
         target = node.long_id
-        candidates = (
-            n
-            for bucket in self.buckets
-            for n in bucket.nodes.values()
-            if n.id != node.id and (exclude is None or not n.same_home_as(exclude))
-        )
-        return heapq.nsmallest(k, candidates, key=lambda n: n.long_id ^ target)
+        ranked = []
+        for bucket in self.buckets:
+            for n in bucket.nodes.values():
+                ranked.append((n.long_id ^ target, n))
+        ranked.sort(key=_first)
+        out = []
+        for dist, n in ranked:
+            if dist == 0 or (exclude is not None and n.same_home_as(exclude)):
+                continue
+            out.append(n)
+            if len(out) >= k:
+                break
+        return out
 
     def all_contacts(self) -> list[Node]:
         return [n for bucket in self.buckets for n in bucket.nodes.values()]
 
     def contains(self, node_id: bytes) -> bool:
-        probe = Node(node_id)
+        probe = Peer(node_id)
         return node_id in self.buckets[self.get_bucket_for(probe)].nodes
 
     def __len__(self) -> int:

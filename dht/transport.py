@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class RttEstimator:
 
     __slots__ = ("_per_addr", "_global", "_max_addrs", "_cfg")
 
-    def __init__(self, config: DhtConfig, max_addrs: int = 2048) -> None:
+    def __init__(self, config: DhtConfig, max_addrs: int = 32) -> None:
         self._per_addr: OrderedDict[Address, tuple[float, float]] = OrderedDict()
         self._global: tuple[float, float] | None = None
         self._max_addrs = max_addrs
@@ -197,7 +198,7 @@ class RpcTransport(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Decode, dispatch, reply. Never raises: bad input is dropped and counted."""
         try:
-            addr = (addr[0], addr[1])
+            addr = (sys.intern(addr[0]), addr[1])
             msg = decode_datagram(data, self.config.max_datagram)
         except MalformedDatagram as exc:
             self._drop("malformed", f"dropped malformed datagram from {addr}: {exc}")

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Benchmark kadshare's DhtNode against plain ``kademlia`` in one run (not a test).
+
+N nodes of each implementation run in this process on loopback (real UDP), one
+implementation after the other, with the same workload and seed:
+
+* join: every node bootstraps from a random earlier node (time per join);
+* puts: ``--keys`` keys from random nodes; a put that reports success but that a later
+  get cannot find is "silently lost";
+* completeness: 10 writers put one key, 5 readers get it (kadshare keeps every
+  provider; plain kademlia keeps the last writer);
+* lookups: ``--lookups`` sequential gets of random keys from random nodes
+  (success, p50/p95/p99);
+* churn: ``--kill`` of the nodes stop without leaving, then ``--churn-lookups`` gets
+  right away and again after ``--settle`` seconds (``--concurrency`` at a time);
+* memory per node: tracemalloc over node start, join and puts, divided by N.
+
+kadshare's get is ``find_providers(file_id, wanted=1)`` (stop at the first provider,
+as plain kademlia's ``get`` stops at the first value); completeness uses full lookups.
+Prints a table with kadshare/plain ratios and writes JSON (``--json``).
+
+    .venv/bin/python benchmarks/dht_bench.py --nodes 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import hashlib
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kademlia.network import Server  # noqa: E402
+
+from dht import DhtConfig, DhtNode  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class KadshareImpl:
+    name = "kadshare"
+
+    def __init__(self) -> None:
+        self.config = DhtConfig()
+
+    def make(self) -> DhtNode:
+        return DhtNode(config=self.config)
+
+    async def listen(self, node: DhtNode) -> int:
+        await node.listen(0, "127.0.0.1")
+        return node.port
+
+    async def bootstrap(self, node: DhtNode, addr: tuple[str, int]) -> None:
+        await node.bootstrap([addr])
+
+    async def put(self, node: DhtNode, key: str, value: str) -> bool:
+        fid = hashlib.sha256(key.encode()).hexdigest()
+        remote = await node.announce(fid, f"{key} {value}.bin", 1, grpc="127.0.0.1:1")
+        return remote > 0
+
+    async def get(self, node: DhtNode, key: str) -> bool:
+        fid = hashlib.sha256(key.encode()).hexdigest()
+        return bool(await node.find_providers(fid, wanted=1))
+
+    async def get_all(self, node: DhtNode, key: str) -> int:
+        fid = hashlib.sha256(key.encode()).hexdigest()
+        return len(await node.find_providers(fid))
+
+    def stop(self, node: DhtNode) -> None:
+        node.stop()
+
+
+class PlainImpl:
+    name = "kademlia"
+
+    def make(self) -> Server:
+        return Server()
+
+    async def listen(self, node: Server) -> int:
+        await node.listen(0, "127.0.0.1")
+        return node.transport.get_extra_info("sockname")[1]
+
+    async def bootstrap(self, node: Server, addr: tuple[str, int]) -> None:
+        await node.bootstrap([addr])
+
+    async def put(self, node: Server, key: str, value: str) -> bool:
+        return bool(await node.set(key, value))
+
+    async def get(self, node: Server, key: str) -> bool:
+        return (await node.get(key)) is not None
+
+    async def get_all(self, node: Server, key: str) -> int:
+        return 1 if (await node.get(key)) is not None else 0
+
+    def stop(self, node: Server) -> None:
+        node.stop()
+
+
+async def timed(coro: Any, budget: float) -> tuple[bool, float]:
+    start = time.perf_counter()
+    try:
+        ok = await asyncio.wait_for(coro, budget)
+    except Exception:  # a timeout or an error both count as a failed lookup
+        ok = False
+    return bool(ok), time.perf_counter() - start
+
+
+async def lookups(impl: Any, nodes: list, keys: list[str], count: int, rng: random.Random,
+                  concurrency: int, budget: float) -> dict:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> tuple[bool, float]:
+        node = rng.choice(nodes)
+        key = rng.choice(keys)
+        async with gate:
+            return await timed(impl.get(node, key), budget)
+
+    results = await asyncio.gather(*(one() for _ in range(count)))
+    lat = [dt for _, dt in results]
+    return {
+        "count": count,
+        "success": sum(ok for ok, _ in results) / count,
+        "p50_ms": pct(lat, 50) * 1000,
+        "p95_ms": pct(lat, 95) * 1000,
+        "p99_ms": pct(lat, 99) * 1000,
+    }
+
+
+async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
+    rng = random.Random(args.seed)
+    out: dict[str, Any] = {"impl": impl.name, "nodes": args.nodes}
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    nodes = [impl.make() for _ in range(args.nodes)]
+    ports = [await impl.listen(n) for n in nodes]
+    joins = []
+    for i, node in enumerate(nodes[1:], start=1):
+        start = time.perf_counter()
+        await impl.bootstrap(node, ("127.0.0.1", ports[rng.randrange(i)]))
+        joins.append(time.perf_counter() - start)
+    out["join_p50_ms"] = pct(joins, 50) * 1000
+    out["join_p99_ms"] = pct(joins, 99) * 1000
+
+    keys = [f"key{i:04d}" for i in range(args.keys)]
+    put_ok = []
+    for key in keys:
+        put_ok.append(await impl.put(rng.choice(nodes), key, "v"))
+    gc.collect()
+    out["memory_per_node_kb"] = (tracemalloc.get_traced_memory()[0] - base) / args.nodes / 1024
+    tracemalloc.stop()
+    out["puts_reported_ok"] = sum(put_ok) / len(keys)
+    lost = 0
+    for key, ok in zip(keys, put_ok):
+        if ok and not (await timed(impl.get(rng.choice(nodes), key), args.budget))[0]:
+            lost += 1
+    out["puts_silently_lost"] = lost
+
+    shared = "shared-key"
+    writers = rng.sample(nodes, 10)
+    for i, node in enumerate(writers):
+        await impl.put(node, shared, f"writer{i}")
+    readers = rng.sample([n for n in nodes if n not in writers], 5)
+    found = [await impl.get_all(r, shared) for r in readers]
+    out["completeness"] = statistics.mean(f / 10 for f in found)
+
+    out["lookups"] = await lookups(impl, nodes, keys, args.lookups, rng, 1, args.budget)
+
+    victims = set(rng.sample(range(len(nodes)), int(len(nodes) * args.kill)))
+    for i in victims:
+        impl.stop(nodes[i])
+    alive = [n for i, n in enumerate(nodes) if i not in victims]
+    out["after_kill"] = await lookups(
+        impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget
+    )
+    await asyncio.sleep(args.settle)
+    out["after_settle"] = await lookups(
+        impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget
+    )
+    for node in alive:
+        impl.stop(node)
+    await asyncio.sleep(0.2)
+    return out
+
+
+ROWS = [
+    ("join p50 (ms)", ("join_p50_ms",), "lower"),
+    ("join p99 (ms)", ("join_p99_ms",), "lower"),
+    ("memory per node (KB)", ("memory_per_node_kb",), "lower"),
+    ("puts reported ok", ("puts_reported_ok",), "higher"),
+    ("puts silently lost", ("puts_silently_lost",), "lower"),
+    ("completeness (10 writers)", ("completeness",), "higher"),
+    ("lookup success", ("lookups", "success"), "higher"),
+    ("lookup p50 (ms)", ("lookups", "p50_ms"), "lower"),
+    ("lookup p95 (ms)", ("lookups", "p95_ms"), "lower"),
+    ("lookup p99 (ms)", ("lookups", "p99_ms"), "lower"),
+    ("after kill: success", ("after_kill", "success"), "higher"),
+    ("after kill: p50 (ms)", ("after_kill", "p50_ms"), "lower"),
+    ("after kill: p95 (ms)", ("after_kill", "p95_ms"), "lower"),
+    ("after kill: p99 (ms)", ("after_kill", "p99_ms"), "lower"),
+    ("after settle: success", ("after_settle", "success"), "higher"),
+    ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
+    ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
+]
+
+
+def dig(d: dict, path: tuple[str, ...]) -> float | None:
+    for part in path:
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d  # type: ignore[return-value]
+
+
+def table(results: dict[str, dict]) -> str:
+    ks, pl = results.get("kadshare", {}), results.get("kademlia", {})
+    lines = [f"{'metric':28} {'kadshare':>12} {'kademlia':>12} {'ratio k/p':>10}"]
+    lines.append("-" * len(lines[0]))
+    for label, path, _ in ROWS:
+        a, b = dig(ks, path), dig(pl, path)
+        ratio = f"{a / b:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
+            and b else "-"
+        fa = f"{a:.3f}" if isinstance(a, float) else str(a if a is not None else "-")
+        fb = f"{b:.3f}" if isinstance(b, float) else str(b if b is not None else "-")
+        lines.append(f"{label:28} {fa:>12} {fb:>12} {ratio:>10}")
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    impls = {"kadshare": KadshareImpl, "kademlia": PlainImpl}
+    chosen = ["kadshare", "kademlia"] if args.impl == "both" else [args.impl]
+    results = {}
+    for name in chosen:
+        start = time.perf_counter()
+        print(f"running {name} with {args.nodes} nodes ...", file=sys.stderr, flush=True)
+        results[name] = await run_impl(impls[name](), args)
+        results[name]["wall_s"] = time.perf_counter() - start
+        print(f"  {name} done in {results[name]['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=64)
+    parser.add_argument("--keys", type=int, default=200)
+    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--churn-lookups", type=int, default=300)
+    parser.add_argument("--kill", type=float, default=0.3)
+    parser.add_argument("--settle", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=15.0, help="cap per lookup, seconds")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--impl", choices=["both", "kadshare", "kademlia"], default="both")
+    parser.add_argument("--json", default=None, help="write results here (default: stdout only)")
+    args = parser.parse_args()
+    if not 8 <= args.nodes <= 2000:
+        parser.error("--nodes must be within 8..2000")
+    logging.basicConfig(level=logging.ERROR)
+    for noisy in ("kademlia", "rpcudp", "dht"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    results = asyncio.run(main_async(args))
+    print(table(results))
+    text = json.dumps(results, indent=2, sort_keys=True)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+        print(f"JSON written to {args.json}")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
