@@ -96,8 +96,42 @@ def _channel(address: str) -> grpc.aio.Channel:
     )
 
 
-async def grpc_download(address: str, file_id: str, streams: int) -> int:
-    """GetInfo, then ``streams`` ranged Downloads (one channel each); verify every chunk."""
+DOWNLOAD_METHOD = "/kadshare.v1.TransferService/Download"
+
+
+def decode_chunk(raw: bytes) -> tuple[int, memoryview]:
+    """(offset, data) of a serialized ``Chunk`` without copying the payload."""
+    view = memoryview(raw)
+    pos, offset, data = 0, 0, view[:0]
+    while pos < len(view):
+        key, pos = _read_varint(view, pos)
+        if key == 0x08:
+            offset, pos = _read_varint(view, pos)
+        elif key == 0x12:
+            length, pos = _read_varint(view, pos)
+            data, pos = view[pos : pos + length], pos + length
+        else:
+            raise SystemExit(f"unexpected field key {key} in Chunk")
+    return offset, data
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+async def grpc_download(address: str, file_id: str, streams: int, zero_copy: bool = True) -> int:
+    """GetInfo, then ``streams`` ranged Downloads (one channel each); verify every chunk.
+
+    ``zero_copy`` decodes ``Chunk`` messages by hand from the raw bytes (a memoryview of
+    the payload is hashed); otherwise the generated stub decodes them (two more copies).
+    """
     channels = [_channel(address) for _ in range(streams)]
     try:
         stub = kadshare_pb2_grpc.TransferServiceStub(channels[0])
@@ -111,20 +145,35 @@ async def grpc_download(address: str, file_id: str, streams: int) -> int:
             if first >= last:
                 return 0
             offset, end = first * chunk, min(size, last * chunk)
-            s = kadshare_pb2_grpc.TransferServiceStub(channels[index])
-            call = s.Download(
-                kadshare_pb2.DownloadRequest(file_id=file_id, offset=offset, length=end - offset),
-                timeout=RPC_TIMEOUT,
+            request = kadshare_pb2.DownloadRequest(
+                file_id=file_id, offset=offset, length=end - offset
             )
+            if zero_copy:
+                method = channels[index].unary_stream(
+                    DOWNLOAD_METHOD,
+                    request_serializer=kadshare_pb2.DownloadRequest.SerializeToString,
+                    response_deserializer=None,
+                )
+                call = method(request, timeout=RPC_TIMEOUT)
+            else:
+                call = kadshare_pb2_grpc.TransferServiceStub(channels[index]).Download(
+                    request, timeout=RPC_TIMEOUT
+                )
             pending = bytearray()
             n, got = first, 0
             checks: list[asyncio.Future[bool]] = []
             async for msg in call:
-                got += len(msg.data)
-                if not pending and len(msg.data) == chunk:
-                    piece = msg.data  # whole chunk in one message: no copy
+                if zero_copy:
+                    at, data = decode_chunk(msg)
                 else:
-                    pending += msg.data
+                    at, data = msg.offset, msg.data
+                if at != offset + got:
+                    raise SystemExit(f"chunk at {at}, expected {offset + got}")
+                got += len(data)
+                if not pending and len(data) == chunk:
+                    piece = data  # a whole chunk in one message: hash it in place
+                else:
+                    pending += data
                     if len(pending) < chunk and offset + got < end:
                         continue
                     piece, pending = bytes(pending), bytearray()
@@ -145,7 +194,7 @@ async def grpc_download(address: str, file_id: str, streams: int) -> int:
             await ch.close()
 
 
-def _check(piece: bytes, want: bytes) -> bool:
+def _check(piece: bytes | memoryview, want: bytes) -> bool:
     return hashlib.sha256(piece).digest() == want
 
 
@@ -255,8 +304,10 @@ async def measure(
         ("raw tcp", lambda: _first(raw_client(raw_port, False))),
         ("raw tcp + sha256", lambda: _first(raw_client(raw_port, True))),
     ]
+    jobs.append(("grpc 1x, verified, stub decode", lambda: grpc_download(address, file_id, 1,
+                                                                     zero_copy=False)))
     for streams in args.streams:
-        label = f"grpc {streams} stream{'s' if streams > 1 else ''}, verified"
+        label = f"grpc {streams} stream{'s' if streams > 1 else ''}, zero-copy decode"
         jobs.append((label, lambda s=streams: grpc_download(address, file_id, s)))
     jobs.append(("pclient get (disk, verified)", lambda: pclient_get(address, file_id, dest)))
     rows = await interleaved(args.rounds, size, jobs)
