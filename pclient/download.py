@@ -54,6 +54,7 @@ DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 STATE_VERSION = 1
+INFO_QUORUM = 3  # providers asked for GetInfo at once; the majority description wins
 MAX_HASH_BACKLOG = 32  # chunks queued for the whole-file hash before receivers wait
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.state"
@@ -289,33 +290,59 @@ def _channel(address: str) -> grpc.aio.Channel:
     )
 
 
-async def fetch_info(
-    file_id: str, providers: list[str], timeout: float
-) -> tuple[kadshare_pb2.FileInfo, str, dict[str, str]]:
-    """GetInfo from the first provider that gives a consistent answer.
+async def _get_info(
+    address: str, file_id: str, timeout: float
+) -> tuple[kadshare_pb2.FileInfo | None, str]:
+    """One GetInfo call: (info, "") or (None, reason)."""
+    channel = _channel(address)
+    try:
+        stub = kadshare_pb2_grpc.TransferServiceStub(channel)
+        info = await stub.GetInfo(kadshare_pb2.InfoRequest(file_id=file_id), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        log.info("provider %s: GetInfo failed: %s", address, describe_rpc_error(exc))
+        return None, describe_rpc_error(exc)
+    finally:
+        await channel.close()
+    problem = _validate_info(info, file_id)
+    return (None, problem) if problem else (info, "")
 
-    Returns the info, the provider that gave it and the reasons others failed.
+
+async def fetch_info(
+    file_id: str, providers: list[str], timeout: float, quorum: int = INFO_QUORUM
+) -> tuple[kadshare_pb2.FileInfo, str, dict[str, str]]:
+    """Chunk list of the file, as described by most of the first ``quorum`` answers.
+
+    A single provider could lie in GetInfo (wrong chunk hashes would make every honest
+    source look corrupt), so up to ``quorum`` providers are asked at once and the
+    description most of them share wins; the others are dropped with a reason.
+    Returns the info, a provider that gave it and the reasons others were dropped.
     """
     reasons: dict[str, str] = {}
-    for address in providers:
-        channel = _channel(address)
-        try:
-            stub = kadshare_pb2_grpc.TransferServiceStub(channel)
-            info = await stub.GetInfo(
-                kadshare_pb2.InfoRequest(file_id=file_id), timeout=timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            reasons[address] = describe_rpc_error(exc)
-            log.info("provider %s: GetInfo failed: %s", address, reasons[address])
-            continue
-        finally:
-            await channel.close()
-        problem = _validate_info(info, file_id)
-        if problem:
-            reasons[address] = problem
-            continue
-        return info, address, reasons
-    raise TransferFailed("no provider could describe the file", reasons)
+    answers: list[tuple[str, kadshare_pb2.FileInfo]] = []
+    queue = list(providers)
+    while queue and len(answers) < quorum:
+        batch, queue = queue[: quorum - len(answers)], queue[quorum - len(answers) :]
+        results = await asyncio.gather(*(_get_info(a, file_id, timeout) for a in batch))
+        for address, (info, why) in zip(batch, results, strict=True):
+            if info is None:
+                reasons[address] = why
+            else:
+                answers.append((address, info))
+    if not answers:
+        raise TransferFailed("no provider could describe the file", reasons)
+    groups: dict[tuple[int, int, tuple[bytes, ...]], list[str]] = {}
+    for address, info in answers:
+        key = (info.size, info.chunk_size, tuple(info.chunk_hashes))
+        groups.setdefault(key, []).append(address)
+    best = max(groups, key=lambda k: len(groups[k]))  # ties: the earliest answer wins
+    for key, addresses in groups.items():
+        if key != best:
+            for address in addresses:
+                reasons[address] = (
+                    f"describes the file differently from {len(groups[best])} other provider(s)"
+                )
+    chosen = groups[best][0]
+    return dict(answers)[chosen], chosen, reasons
 
 
 class _Download:

@@ -6,7 +6,8 @@ a provider's behaviour, which the real peer would never do on purpose:
 - ``corrupt_chunks``: flip a byte in these chunks (a lying source),
 - ``stall_after``: stop sending (but keep the stream open) after this many bytes,
 - ``fail_after``: abort the stream with UNAVAILABLE after this many bytes,
-- ``delay``: sleep this long before each message (a slow source).
+- ``delay``: sleep this long before each message (a slow source),
+- ``bad_info``: lie in GetInfo (wrong hash for chunk 0).
 
 Run as a process (``python -m tests.pclient.provider FILE [--delay S]``) it prints its
 port on one line, so a test can kill -9 it.
@@ -38,6 +39,7 @@ class Behaviour:
     stall_after: int | None = None
     fail_after: int | None = None
     delay: float = 0.0
+    bad_info: bool = False
 
 
 class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
@@ -74,9 +76,12 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
     async def GetInfo(self, request, context):  # noqa: N802 - gRPC method name
         if request.file_id != self.file_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not shared here")
+        hashes = self.chunk_hashes()
+        if self.behaviour.bad_info:
+            hashes[0] = bytes(32)
         return kadshare_pb2.FileInfo(
             file_id=self.file_id, name=self.path.name, size=len(self.data),
-            chunk_size=self.chunk_size, chunk_hashes=self.chunk_hashes(),
+            chunk_size=self.chunk_size, chunk_hashes=hashes,
         )
 
     async def Download(self, request, context) -> AsyncIterator[kadshare_pb2.Chunk]:  # noqa: N802

@@ -56,6 +56,17 @@ class TestMultiSource:
         assert "corrupt" in result.dropped[bad.address]
         assert bad.address not in result.sources
 
+    async def test_provider_lying_in_getinfo_is_outvoted(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        liar = await make_provider(Behaviour(bad_info=True))
+        honest = [await make_provider() for _ in range(2)]
+        providers = [liar.address] + [p.address for p in honest]
+        result = await download_file(file_id, tmp_path, providers, config=fast(sources=3))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "differently" in result.dropped[liar.address]
+        assert liar.bytes_sent == 0
+
     async def test_stalled_source_times_out_and_download_continues(
         self, make_provider, shared_file, file_id, tmp_path
     ):
