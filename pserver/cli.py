@@ -36,6 +36,7 @@ Exit codes: 0 stopped by a signal, 1 failed while running, 2 bad usage or folder
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -200,8 +201,17 @@ async def run(config: NodeConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(Node.start(config))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # a signal during the start: undo what started, exit 0
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
+        return 0
+    stopping.cancel()
     try:
-        node = await Node.start(config)
+        node = starting.result()
     except ConfigError as exc:
         return _fail(str(exc), 2)
     except (OSError, DhtError) as exc:
