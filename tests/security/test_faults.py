@@ -1,0 +1,158 @@
+"""Crash faults with real ``kadshare-node`` processes on loopback.
+
+A peer killed with SIGKILL (power cut, OOM killer) and started again on the same data
+folder must come back as the same peer: same node id, rejoined without being told where
+(through the contacts it saved), sharing its files again without hashing them again,
+and downloadable by others. The pclient owner's tests cover a provider killed
+mid-download and a client interrupted and resumed (``tests/pclient``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from simulations.localnet import console_script
+
+RNG = random.Random(9)
+FILES = {f"crash survivor {i}.dat": RNG.randbytes(300_000 + i) for i in range(3)}
+IDS = {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
+POLL = 60.0
+
+
+class Proc:
+    """One kadshare-node process with fixed folders (so it can be restarted on them)."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.share = root / name / "share"
+        self.data = root / name / "data"
+        self.share.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.log = root / name / "stderr.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self, bootstrap: Proc | None = None) -> dict[str, Any]:
+        args = [console_script("kadshare-node"), "--share", str(self.share), "--data",
+                str(self.data), "--host", "127.0.0.1", "--dht-port", "0", "--grpc-port", "0",
+                "--rest-port", "0"]
+        if bootstrap is not None:
+            args += ["--bootstrap", f"127.0.0.1:{bootstrap.info['dht_port']}"]
+        out = self.log.with_suffix(f".{time.monotonic_ns()}.out")
+        with open(out, "wb") as stdout, open(self.log, "ab") as stderr:
+            self.proc = subprocess.Popen(args, stdout=stdout, stderr=stderr,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            text = out.read_text(errors="replace")
+            if "\n" in text:
+                self.info = json.loads(text.split("\n", 1)[0])
+                return self.info
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-2000:]
+            time.sleep(0.05)
+        raise AssertionError("node printed no JSON line in 90 s")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.info['rest_port']}"
+
+    def get(self, path: str, **params: str) -> Any:
+        reply = httpx.get(self.url + path, params=params, timeout=45.0)
+        reply.raise_for_status()
+        return reply.json() if "json" in reply.headers.get("content-type", "") else reply.text
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+
+
+def poll(pred: Any, timeout: float = POLL, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    for _ in range(int(timeout / interval) + 1):
+        last = pred()
+        if last or time.monotonic() > deadline:
+            break
+        time.sleep(interval)
+    return last
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[list[Proc]]:
+    made = [Proc(tmp_path, n) for n in ("seed", "other", "victim")]
+    try:
+        yield made
+    finally:
+        for p in made:
+            p.stop()
+
+
+class TestCrashRestart:
+    def test_sigkill_then_restart_same_data_folder(self, procs: list[Proc],
+                                                   tmp_path: Path) -> None:
+        seed, other, victim = procs
+        for name, data in FILES.items():
+            (victim.share / name).write_bytes(data)
+        seed.start()
+        other.start(bootstrap=seed)
+        first = victim.start(bootstrap=seed)
+        assert metric(victim.get("/metrics"), "kadshare_files_hashed") == len(FILES)
+
+        def seen_from_seed(grpc_port: int) -> bool:
+            for fid in IDS.values():
+                provs = seed.get(f"/providers/{fid}")["providers"]
+                if not any(p["node_id"] == first["node_id"]
+                           and p["grpc"].endswith(f":{grpc_port}") for p in provs):
+                    return False
+            return True
+
+        assert poll(lambda: seen_from_seed(first["grpc_port"]))
+        # state a crash-safe node has on disk before it can be killed
+        assert poll(lambda: (victim.data / "contacts.msgpack").exists()
+                    and (victim.data / "hashcache.msgpack").exists(), timeout=40)
+
+        victim.kill9()
+        again = victim.start()  # no --bootstrap: it must rejoin through saved contacts
+        assert again["node_id"] == first["node_id"]
+        assert metric(victim.get("/metrics"), "kadshare_files_hashed") == 0, "rehashed"
+        assert {f["file_id"] for f in victim.get("/files")["files"]} == set(IDS.values())
+        assert poll(lambda: victim.get("/peers")["peers"]), "did not rejoin"
+        # others see it again at its new gRPC port and can download from it
+        assert poll(lambda: seen_from_seed(again["grpc_port"])), "not re-announced"
+        fid = IDS["crash survivor 1.dat"]
+        out = tmp_path / "got"
+        out.mkdir()
+        res = subprocess.run(
+            [console_script("kadshare"), "--node", other.url, "get", fid, "-o", str(out),
+             "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        got = [p for p in out.iterdir() if not p.name.startswith(".")]
+        assert len(got) == 1 and hashlib.sha256(got[0].read_bytes()).hexdigest() == fid
