@@ -11,25 +11,13 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pclient.download import STATE_SUFFIX
+from tests.pclient.cli_runner import KADSHARE, ROOT, run_cli
 from tests.pclient.provider import Behaviour
-
-ROOT = Path(__file__).resolve().parents[2]
-KADSHARE = [sys.executable, "-m", "pclient.cli"]
-
-
-async def run_cli(*args: str, timeout: float = 120) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *KADSHARE, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
 
 
 async def wait_for_state(state: Path, tries: int = 600) -> None:

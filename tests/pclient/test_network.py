@@ -22,9 +22,8 @@ import pytest
 
 from pclient import Client, DownloadConfig, DownloadProgress, NotFound
 from pserver.node import Node, NodeConfig
-from tests.pclient.test_cli_direct import run_cli
+from tests.pclient.cli_runner import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
 HOLIDAY = "holiday photos.bin"
 
 
