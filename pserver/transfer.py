@@ -9,6 +9,7 @@ and are linked into place under their final name only once the declared hash mat
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -94,18 +95,51 @@ def chunk_header(offset: int, length: int) -> bytes:
     return head + b"\x12" + _varint(length)
 
 
-def read_chunk_message(fd: int, offset: int, length: int) -> bytes | None:
+_NOWAIT_FLAG = getattr(os, "RWF_NOWAIT", 0)
+_nowait_works = bool(_NOWAIT_FLAG)
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``offset`` (worker thread); returns the bytes read (short at EOF)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+async def read_chunk_message(fd: int, offset: int, length: int) -> bytes | None:
     """A serialized ``Chunk{offset, data}`` read straight from the file, or None if short.
 
     Why not ``kadshare_pb2.Chunk(...).SerializeToString()``: that copies the payload twice
     more (into the message, then out of it); building the two-field wire format around a
     ``preadv`` into one buffer costs a single copy. The bytes are exactly what protobuf
     would produce, so any client decodes them with ``Chunk.FromString``.
+
+    Bytes already in the page cache are read on the loop (``RWF_NOWAIT`` never blocks);
+    whatever would wait for the disk is read in a worker thread, so a cold file or a slow
+    disk never stalls the loop.
     """
+    global _nowait_works
     header = chunk_header(offset, length)
     buf = bytearray(len(header) + length)
     buf[: len(header)] = header
-    got = os.preadv(fd, [memoryview(buf)[len(header):]], offset)
+    view = memoryview(buf)[len(header) :]
+    got = 0
+    if _nowait_works:
+        try:
+            got = os.preadv(fd, [view], offset, _NOWAIT_FLAG)
+        except BlockingIOError:
+            got = 0
+        except OSError as exc:  # a filesystem or kernel without RWF_NOWAIT
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            _nowait_works = False
+            got = 0
+    if got < length:
+        got += await asyncio.to_thread(_pread_into, fd, view[got:], offset + got)
     if got != length:
         return None
     return bytes(buf)
@@ -202,7 +236,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             pos = start
             while pos < end:
                 want = min(step, end - pos)
-                message = read_chunk_message(fd, pos, want)
+                message = await read_chunk_message(fd, pos, want)
                 if message is None:
                     raise FileNotShared(f"{entry.name} shrank while being served")
                 yield message

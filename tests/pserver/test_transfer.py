@@ -147,6 +147,17 @@ class TestDownload:
         await peer.catalog.scan()
         assert await download(peer.stub, sha(b"different bytes now\n")) == b"different bytes now\n"
 
+    async def test_file_not_in_page_cache(self, peer: Peer) -> None:
+        """Bytes that must come from disk (read off the loop) arrive intact."""
+        path = peer.share / "big.bin"
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        assert await download(peer.stub, sha(BIG), 12345, 2 * MiB) == BIG[12345 : 12345 + 2 * MiB]
+
     async def test_fifty_concurrent_ranges_all_verify(self, peer: Peer) -> None:
         step = len(BIG) // 50
         ranges = [(i * step, step + (i % 7) * 1000) for i in range(50)]
