@@ -81,10 +81,16 @@ class Client:
     async def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             resp = await self._http.get(path, params=params)
-        except httpx.InvalidURL as exc:
-            raise NodeUnreachable(self.node_url, "not a valid URL") from exc
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise NodeUnreachable(self.node_url, "not an http:// or https:// URL") from exc
         except httpx.TimeoutException as exc:
             raise NodeUnreachable(self.node_url, "timed out") from exc
+        except httpx.ConnectError as exc:
+            raise NodeUnreachable(self.node_url, "connection refused") from exc
+        except httpx.RemoteProtocolError as exc:
+            raise NodeUnreachable(
+                self.node_url, "it does not answer HTTP; is that a gRPC or DHT port?"
+            ) from exc
         except (httpx.TransportError, ValueError) as exc:
             raise NodeUnreachable(self.node_url, type(exc).__name__) from exc
         try:
@@ -93,11 +99,17 @@ class Client:
             doc = None
         if resp.status_code >= 400:
             error = doc.get("error") if isinstance(doc, dict) else None
-            message = str(error or resp.reason_phrase or "error")
+            if not error:
+                raise NodeError(
+                    f"{self.node_url}{path} answered HTTP {resp.status_code} without a "
+                    f"kadshare error; is {self.node_url} the REST address of a kadshare node?",
+                    resp.status_code,
+                )
             if resp.status_code == 404:
-                raise NotFound(message)
+                raise NotFound(str(error))
             raise NodeError(
-                f"node {self.node_url} refused {path}: {message} (HTTP {resp.status_code})",
+                f"node {self.node_url} could not answer {path}: {error} "
+                f"(HTTP {resp.status_code})",
                 resp.status_code,
             )
         if not isinstance(doc, dict):

@@ -155,6 +155,14 @@ class TestExitCodes:
             assert url in err and "kadshare-node" in err
             assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
+    async def test_node_url_that_is_not_a_kadshare_node_exits_1(self, make_provider):
+        prov = await make_provider()
+        code, out, err = await run_cli("status", "--node", f"http://{prov.address}")
+        assert code == 1 and prov.address in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        code, out, err = await run_cli("status", "--node", "not a url at all")
+        assert code == 1 and "Traceback" not in err
+
     async def test_help_exits_0(self):
         code, out, _ = await run_cli("--help")
         assert code == 0 and "kadshare get" in out
