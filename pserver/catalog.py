@@ -18,7 +18,8 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ CACHE_VERSION = 1
 _FILE_ID = re.compile(r"[0-9a-f]{64}")
 #: Prefix of upload temp files inside the share folder (hidden, so never scanned).
 UPLOAD_TMP_PREFIX = ".kadshare-upload-"
+#: Seconds of hashing after which a scan shows (and caches) the files hashed so far.
+PUBLISH_EVERY = 5.0
 
 
 def normalise_file_id(value: str) -> str:
@@ -117,6 +120,8 @@ class Catalog:
         self._by_id: dict[str, SharedFile] = {}
         self._lock = asyncio.Lock()
         self._warned: set[str] = set()
+        #: Awaited when a long scan publishes partial results (the node announces them).
+        self.on_progress: Callable[[], Awaitable[None]] | None = None
 
     # ---- persistence -------------------------------------------------------------
 
@@ -204,11 +209,16 @@ class Catalog:
             listing = await asyncio.to_thread(self._walk)
             share_entries: list[SharedFile] = []
             seen: set[str] = set()
+            published_at, hashed_at_publish = time.monotonic(), self.hash_calls
             for name, real, st in listing:
                 seen.add(real)
                 entry = await self._entry_for(name, real, st, in_share_dir=True)
                 if entry is not None:
                     share_entries.append(entry)
+                if (self.hash_calls != hashed_at_publish
+                        and time.monotonic() - published_at >= PUBLISH_EVERY):
+                    await self._publish_partial(share_entries, seen)
+                    published_at, hashed_at_publish = time.monotonic(), self.hash_calls
             ref_entries: list[SharedFile] = []
             for real in self._refs:
                 try:
@@ -228,6 +238,21 @@ class Catalog:
             self._rebuild(share_entries + ref_entries)
             await asyncio.to_thread(self.save)
             return self._signature() != before
+
+    async def _publish_partial(self, done: list[SharedFile], seen: set[str]) -> None:
+        """During a long hashing run: show what is hashed so far and save the cache.
+
+        Files not reached yet keep their previous entries; a crash mid-run loses at most
+        ``PUBLISH_EVERY`` seconds of hashing.
+        """
+        pending = [e for e in self._by_id.values() if str(e.path) not in seen]
+        self._rebuild(done + pending)
+        await asyncio.to_thread(self.save)
+        if self.on_progress is not None:
+            try:
+                await self.on_progress()
+            except Exception:  # announcing is retried after the scan anyway
+                log.exception("publishing hashing progress failed")
 
     async def share_path(self, path: Path) -> SharedFile:
         """Share a file on this machine by reference (``POST /files``)."""

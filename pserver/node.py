@@ -102,6 +102,7 @@ class Node:
         )
         rest_port = await self._start_rest()
         self.announcer = Announcer(self.dht, self.catalog, _join_host_port(cfg.host, grpc_port))
+        self.catalog.on_progress = self.announcer.sync
         self.metrics.on_scrape(self._refresh_gauges)
         await self._join()
         self._save_contacts()  # so a crash right after joining can still rejoin

@@ -115,3 +115,25 @@ class TestShareByPath:
         for bad in (Path("relative.txt"), folders / "missing", folders / "share"):
             with pytest.raises(PeerError):
                 await catalog.share_path(bad)
+
+
+class TestLongScan:
+    async def test_partial_results_are_shown_and_cached(
+        self, folders: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import pserver.catalog as catalog_module
+
+        monkeypatch.setattr(catalog_module, "PUBLISH_EVERY", 0.0)
+        for i in range(3):
+            (folders / "share" / f"more{i}.txt").write_bytes(f"more {i}".encode())
+        catalog = make(folders)
+        seen: list[int] = []
+
+        async def progress() -> None:
+            seen.append(len(catalog))
+            assert (folders / "data" / "hashcache.msgpack").exists()
+
+        catalog.on_progress = progress
+        await catalog.scan()
+        assert seen and seen[0] < 5 and seen == sorted(seen)
+        assert len(catalog) == 5
