@@ -167,7 +167,7 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     tracemalloc.stop()
     out["puts_reported_ok"] = sum(put_ok) / len(keys)
     lost = 0
-    for key, ok in zip(keys, put_ok):
+    for key, ok in zip(keys, put_ok, strict=False):
         if ok and not (await timed(impl.get(rng.choice(nodes), key), args.budget))[0]:
             lost += 1
     out["puts_silently_lost"] = lost

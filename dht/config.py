@@ -24,12 +24,14 @@ class DhtConfig:
     """Bucket size and replication factor (paper: k). Default 20."""
     alpha: int = 3
     """Requests kept in flight by one lookup (paper: alpha). Default 3."""
-    rpc_timeout_min: float = 0.15
-    """Lower bound of the adaptive per-call timeout, seconds. Default 0.15 s."""
+    rpc_timeout_min: float = 0.1
+    """Lower bound of the adaptive (soft) per-call timeout, seconds. Default 0.1 s."""
     rpc_timeout_max: float = 2.0
     """Upper bound of the adaptive timeout and the hard timeout of a call, seconds."""
     rpc_timeout_initial: float = 0.5
     """Timeout used before any round-trip time to a peer has been measured, seconds."""
+    dead_contact_memory: float = 60.0
+    """How long a contact that missed the hard timeout is skipped by lookups, seconds."""
     lookup_timeout: float = 10.0
     """Wall-clock cap on one iterative lookup, seconds."""
     record_ttl: int = 3600
@@ -85,6 +87,7 @@ class DhtConfig:
                 raise ValueError(f"DhtConfig.{name} must be a positive int, got {value!r}")
         positive_floats = (
             "rpc_timeout_min", "rpc_timeout_max", "rpc_timeout_initial", "lookup_timeout",
+            "dead_contact_memory",
             "republish_interval", "refresh_interval", "expire_interval",
             "welcome_pings_per_second",
         )

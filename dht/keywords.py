@@ -24,11 +24,14 @@ _SPLIT = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def _fold(text: str) -> str:
-    """NFKD, drop combining marks, casefold; repeated so the result is a fixed point."""
-    for _ in range(3):
-        decomposed = unicodedata.normalize("NFKD", text)
-        stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-        folded = stripped.casefold()
+    """Casefold, NFKD, drop combining marks; repeated until nothing changes.
+
+    Casefolding first matters: some combining marks fold to letters (Greek
+    ypogegrammeni U+0345 becomes iota), so "ᾀ" and its casefold must meet.
+    """
+    for _ in range(4):
+        decomposed = unicodedata.normalize("NFKD", text.casefold())
+        folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
         if folded == text:
             break
         text = folded

@@ -94,7 +94,7 @@ class Lookup:
         for node in nodes:
             if node.id != me and node.id not in self._nodes:
                 self._nodes[node.id] = node
-                self._state[node.id] = "new"
+                self._state[node.id] = "slow" if self.protocol.is_suspect(node.id) else "new"
 
     def _dist(self, node_id: bytes) -> int:
         return self._nodes[node_id].long_id ^ self.target.long_id
@@ -156,6 +156,7 @@ class Lookup:
                 for query in self._queries.values():
                     if self._state[query.node.id] == "inflight" and now >= query.soft_deadline:
                         self._state[query.node.id] = "slow"
+                        self.protocol.suspect(query.node.id)
                 if now >= deadline:
                     log.debug("lookup of %s hit lookup_timeout", self.target.id.hex()[:8])
                     break
@@ -210,7 +211,7 @@ class Lookup:
         for nid, host, port in parse_contacts(body.get("nodes"), self.config.k):
             if nid not in known and nid != me:
                 known[nid] = Peer(nid, host, port)
-                self._state[nid] = "new"
+                self._state[nid] = "slow" if self.protocol.is_suspect(nid) else "new"
         if self.records:
             self._take_records(query, body)
             nxt = body.get("next")

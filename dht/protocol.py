@@ -85,6 +85,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._probe_tokens = config.welcome_pings_per_second
         self._probe_refill = time.monotonic()
         self.tasks: set[asyncio.Task] = set()
+        self._suspects: OrderedDict[bytes, float] = OrderedDict()
 
     def __getattr__(self, name: str) -> Any:
         # rpcudp turns every unknown attribute into a remote call; we do not
@@ -201,6 +202,8 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             self.stats["bad_replies"] += 1
             raise RpcError(f"ill-shaped reply from {addr}")
         rid = body["id"]
+        if self._suspects:
+            self._suspects.pop(rid, None)
         if node is not None and node.id == rid:
             responder = node
         else:
@@ -211,10 +214,38 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             self.welcome_if_new(responder)
         return responder, body
 
+    def suspect(self, node_id: bytes, for_seconds: float | None = None) -> None:
+        """A contact missed its soft timeout: other lookups skip it until it answers.
+
+        Right after a crash wave every lookup meets the same dead contacts; each then
+        costs one soft timeout per node rather than one per lookup.  A suspicion ends
+        when the contact answers anything or after ``for_seconds`` (default
+        ``rpc_timeout_max``; a contact that missed the hard timeout is remembered for
+        ``dead_contact_memory``).
+        """
+        span = self.config.rpc_timeout_max if for_seconds is None else for_seconds
+        until = time.monotonic() + span
+        if self._suspects.get(node_id, 0.0) > until:
+            return
+        self._suspects[node_id] = until
+        self._suspects.move_to_end(node_id)
+        if len(self._suspects) > 256:
+            self._suspects.popitem(last=False)
+
+    def is_suspect(self, node_id: bytes) -> bool:
+        until = self._suspects.get(node_id)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._suspects[node_id]
+        return False
+
     def contact_failed(self, node: Node) -> None:
         """No reply within the hard timeout: drop it (its replacement moves up)."""
         if node.id is not None:
             self.router.remove_contact(node)
+            self.suspect(node.id, self.config.dead_contact_memory)
 
     # -- outgoing ---------------------------------------------------------------------------
     async def _call(self, node: Node, method: str, args: list) -> dict:
