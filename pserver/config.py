@@ -20,6 +20,9 @@ DEFAULT_CONTACTS_INTERVAL = 30.0
 DEFAULT_LOOKUP_TIMEOUT = 30.0
 #: Seconds the start waits for the first scan and its announcements before printing.
 DEFAULT_STARTUP_INDEX_TIMEOUT = 30.0
+#: Seconds a transfer may wait on the other side (a reader taking no data, an uploader
+#: sending nothing) before the stream is closed, so stuck clients cannot pile up.
+DEFAULT_STALL_TIMEOUT = 60.0
 #: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 4
 
@@ -44,6 +47,7 @@ class NodeConfig:
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     startup_index_timeout: float = DEFAULT_STARTUP_INDEX_TIMEOUT
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
     #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
     dht_config: Any = field(default=None, repr=False)
 
@@ -62,7 +66,7 @@ class NodeConfig:
             raise ValueError("chunk_size must be 64 KiB..64 MiB")
         if not 16 * 1024 <= self.message_size <= 1024 * 1024:
             raise ValueError("message_size must be 16 KiB..1 MiB")
-        if self.scan_interval <= 0 or self.contacts_interval <= 0:
+        if self.scan_interval <= 0 or self.contacts_interval <= 0 or self.stall_timeout <= 0:
             raise ValueError("intervals must be > 0")
         if self.max_concurrent_uploads < 1:
             raise ValueError("max_concurrent_uploads must be >= 1")

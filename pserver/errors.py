@@ -38,6 +38,7 @@ class UploadRefused(PeerError):
     BAD_HASH = "bad_hash"
     BAD_STREAM = "bad_stream"
     EXISTS = "exists"
+    STALLED = "stalled"
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -40,6 +40,7 @@ _UPLOAD_CODES = {
     UploadRefused.BAD_HASH: grpc.StatusCode.INVALID_ARGUMENT,
     UploadRefused.BAD_STREAM: grpc.StatusCode.INVALID_ARGUMENT,
     UploadRefused.EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    UploadRefused.STALLED: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 
@@ -220,7 +221,9 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
 
     async def Download(
         self, request: kadshare_pb2.DownloadRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
+        """Stream the range with ``context.write``; each write may wait for flow control
+        (a slow reader paces us) but not longer than ``stall_timeout``."""
         try:
             entry, fd = self.catalog.open_for_serving(request.file_id)
         except PeerError as exc:
@@ -228,10 +231,12 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         gauge = self.metrics.active_transfers.labels("download")
         gauge.inc()
         outcome = "error"
+        failure: tuple[grpc.StatusCode, str] | None = None
         try:
             start, end = self._range(entry, request.offset, request.length)
             log.debug("Download %s [%d, %d)", entry.file_id[:12], start, end)
             step = self.config.message_size
+            stall = self.config.stall_timeout
             served = self.metrics.bytes_served
             pos = start
             while pos < end:
@@ -239,19 +244,28 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 message = await read_chunk_message(fd, pos, want)
                 if message is None:
                     raise FileNotShared(f"{entry.name} shrank while being served")
-                yield message
+                try:
+                    await asyncio.wait_for(context.write(message), stall)
+                except TimeoutError:
+                    failure = (grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"reader took no data for {stall:g} s; stream closed")
+                    log.info("Download %s: %s", entry.file_id[:12], failure[1])
+                    break
                 served.inc(want)
                 pos += want
-            outcome = "ok"
+            else:
+                outcome = "ok"
         except PeerError as exc:
-            await context.abort(status_for(exc), str(exc))
+            failure = (status_for(exc), str(exc))
         except OSError as exc:
             log.warning("reading %s failed: %s", entry.name, exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read {entry.name}")
+            failure = (grpc.StatusCode.UNAVAILABLE, f"cannot read {entry.name}")
         finally:
             os.close(fd)
             gauge.dec()
             self.metrics.transfers.labels("download", outcome).inc()
+        if failure is not None:
+            await context.abort(*failure)
 
     @staticmethod
     def _range(entry: SharedFile, offset: int, length: int) -> tuple[int, int]:
@@ -298,7 +312,8 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
     async def _receive(
         self, messages: AsyncIterator[kadshare_pb2.UploadMessage]
     ) -> kadshare_pb2.UploadReply:
-        first = await anext(aiter(messages), None)
+        stream = aiter(messages)
+        first = await self._next(stream)
         if first is None or first.WhichOneof("kind") != "header":
             raise UploadRefused(
                 UploadRefused.BAD_STREAM, "the first upload message must be a header"
@@ -322,7 +337,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         tmp = share_dir / f"{UPLOAD_TMP_PREFIX}{secrets.token_hex(8)}.part"
         sink = await asyncio.to_thread(_UploadSink, tmp, self.catalog.chunk_size)
         try:
-            async for message in messages:
+            while (message := await self._next(stream)) is not None:
                 if message.WhichOneof("kind") != "data":
                     raise UploadRefused(UploadRefused.BAD_STREAM, "a second header in one upload")
                 data = message.data
@@ -365,6 +380,18 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             if entry is not None:
                 await self.on_upload(entry)
         return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
+
+    async def _next(
+        self, stream: AsyncIterator[kadshare_pb2.UploadMessage]
+    ) -> kadshare_pb2.UploadMessage | None:
+        """The next upload message, None at the end; refuse a sender that goes quiet."""
+        try:
+            return await asyncio.wait_for(anext(stream, None), self.config.stall_timeout)
+        except TimeoutError:
+            raise UploadRefused(
+                UploadRefused.STALLED,
+                f"uploader sent nothing for {self.config.stall_timeout:g} s",
+            ) from None
 
     @staticmethod
     def _check_free(final: Path, file_id: str) -> None:

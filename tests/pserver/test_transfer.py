@@ -208,6 +208,34 @@ class TestBackpressure:
             await p.close()
 
 
+class TestStalls:
+    async def test_reader_that_stops_is_cut_off(self, tmp_path: Path) -> None:
+        """A stuck client does not hold a server stream and a file open forever."""
+        (tmp_path / "share").mkdir()
+        data = content(24 * MiB, seed=4)
+        (tmp_path / "share" / "large.bin").write_bytes(data)
+        p = await Peer(tmp_path, stall_timeout=0.5).start()
+        try:
+            call = p.stub.Download(
+                kadshare_pb2.DownloadRequest(file_id=sha(data)), timeout=RPC_TIMEOUT
+            )
+            await call.read()
+            active = p.metrics.active_transfers.labels("download")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if active._value.get() == 0:
+                    break
+            assert active._value.get() == 0
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                for _ in range(100):
+                    if await call.read() is grpc.aio.EOF:
+                        break
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert await download(p.stub, sha(data), 5, 10) == data[5:15]  # still serving
+        finally:
+            await p.close()
+
+
 class TestLinks:
     async def test_symlink_leaving_share_is_never_served(self, tmp_path: Path) -> None:
         outside = tmp_path / "secret.txt"
@@ -300,6 +328,24 @@ class TestUpload:
         code = await code_of(uploader.stub.Upload(messages(), timeout=RPC_TIMEOUT))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         self.assert_no_leftovers(uploader)
+
+    async def test_silent_uploader_is_cut_off(self, tmp_path: Path) -> None:
+        p = await Peer(tmp_path, accept_uploads=True, stall_timeout=0.5).start()
+        release = asyncio.Event()
+
+        async def messages():
+            header = kadshare_pb2.UploadHeader(name="slow.bin", size=10, file_id=sha(b"x" * 10))
+            yield kadshare_pb2.UploadMessage(header=header)
+            yield kadshare_pb2.UploadMessage(data=b"x" * 5)
+            await release.wait()  # then goes quiet
+
+        try:
+            code = await code_of(p.stub.Upload(messages(), timeout=RPC_TIMEOUT))
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+            self.assert_no_leftovers(p)
+        finally:
+            release.set()
+            await p.close()
 
     @staticmethod
     def assert_no_leftovers(p: Peer) -> None:
