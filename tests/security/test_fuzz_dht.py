@@ -112,6 +112,7 @@ class TestOverUdp:
         net.run(helper.announce(fid, "survivor file.txt", 8, grpc="127.0.0.1:9"))
         addr = ("127.0.0.1", target.port)
         before = target.stored_record_count()
+        rss_before = _rss_kib()
         sent = [0]
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
@@ -140,7 +141,18 @@ class TestOverUdp:
         assert target.protocol.pending_count() < 100
         # nothing unverifiable got stored; at most the genuine records we sent
         assert target.stored_record_count() <= before + len(GENUINE)
-        print(f"fuzz over UDP: {sent[0]} datagrams sent, node stats {stats}")
+        grown = _rss_kib() - rss_before
+        # the whole process (three nodes and hypothesis itself): bounded, not per datagram
+        assert grown < 256 * 1024, f"RSS grew {grown} KiB over {sent[0]} datagrams"
+        print(f"fuzz over UDP: {sent[0]} datagrams sent, RSS +{grown} KiB, node stats {stats}")
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 async def _ping(net: SmallNet, helper, target) -> bool:
