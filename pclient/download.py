@@ -55,7 +55,8 @@ DEFAULT_STATE_INTERVAL = 0.5
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 STATE_VERSION = 1
 INFO_QUORUM = 3  # providers asked for GetInfo at once; the majority description wins
-MAX_HASH_BACKLOG = 32  # chunks queued for the whole-file hash before receivers wait
+MAX_HASH_BACKLOG = 32
+IO_THREADS = 2  # chunk verify+write threads: more only add contention on small machines
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.state"
 
@@ -381,7 +382,7 @@ class _Download:
         self.active = 0
         self._last_save = 0.0
         self.sched: _Scheduler | None = None
-        self.io_pool = ThreadPoolExecutor(max_workers=max(2, min(4, config.sources)),
+        self.io_pool = ThreadPoolExecutor(max_workers=IO_THREADS,
                                           thread_name_prefix="kadshare-io")
         self.hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kadshare-hash")
         self.hasher = hashlib.sha256()
