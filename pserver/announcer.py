@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from pserver.catalog import Catalog
@@ -15,6 +16,8 @@ from pserver.catalog import Catalog
 log = logging.getLogger(__name__)
 
 ANNOUNCE_TIMEOUT = 30.0
+#: DHT announcements or withdrawals in flight at once.
+PARALLEL = 8
 
 
 class Announcer:
@@ -38,17 +41,25 @@ class Announcer:
             wanted = {
                 f.file_id: (f.name.rsplit("/", 1)[-1], f.size) for f in self.catalog.files()
             }
-            for file_id, announced in list(self.announced.items()):
-                if wanted.get(file_id) != announced:
-                    await self._withdraw(file_id)
-            for file_id, (name, size) in wanted.items():
-                if file_id not in self.announced:
-                    await self._announce(file_id, name, size)
+            gone = [f for f, announced in self.announced.items() if wanted.get(f) != announced]
+            await self._bounded(self._withdraw(f) for f in gone)
+            new = [(f, n, s) for f, (n, s) in wanted.items() if f not in self.announced]
+            await self._bounded(self._announce(f, n, s) for f, n, s in new)
+
+    async def _bounded(self, jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
+        """Run DHT operations ``PARALLEL`` at a time (a folder of thousands of files
+        would otherwise be announced one lookup after another)."""
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def gated(job: Coroutine[Any, Any, None]) -> None:
+            async with gate:
+                await job
+
+        await asyncio.gather(*(gated(job) for job in jobs))
 
     async def withdraw_all(self) -> None:
         async with self._lock:
-            for file_id in list(self.announced):
-                await self._withdraw(file_id)
+            await self._bounded(self._withdraw(f) for f in list(self.announced))
 
     async def _announce(self, file_id: str, name: str, size: int) -> None:
         try:
