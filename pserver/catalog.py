@@ -113,6 +113,8 @@ class Catalog:
         self.chunk_size = chunk_size
         #: How many files were actually hashed (the cache saves the rest); tests read it.
         self.hash_calls = 0
+        #: Seconds the last listing of the share folder took (the node paces scans by it).
+        self.last_walk_seconds = 0.0
         self._cache: dict[str, tuple[int, int, str, tuple[bytes, ...]]] = {}
         self._cache_dirty = False
         self._refs: list[str] = []  # real paths shared by reference (POST /files)
@@ -206,7 +208,9 @@ class Catalog:
         """Bring the index in step with the disk; True when the shared set changed."""
         async with self._lock:
             before = self._signature()
+            walk_started = time.monotonic()
             listing = await asyncio.to_thread(self._walk)
+            self.last_walk_seconds = time.monotonic() - walk_started
             share_entries: list[SharedFile] = []
             seen: set[str] = set()
             published_at, hashed_at_publish = time.monotonic(), self.hash_calls

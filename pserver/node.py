@@ -273,15 +273,19 @@ class Node:
         await self.announcer.sync()
 
     async def _scan_loop(self, first: asyncio.Task[None]) -> None:
+        """Rescan forever; a folder that takes long to walk is walked less often (at most
+        ~10% of the time goes to listing it)."""
         await first
+        pause = self.config.scan_interval
         while True:
-            await asyncio.sleep(self.config.scan_interval)
+            await asyncio.sleep(pause)
             try:
                 await self._index_once()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("share folder scan failed; retrying")
+            pause = max(self.config.scan_interval, 10 * self.catalog.last_walk_seconds)
 
     async def _contacts_loop(self) -> None:
         """Save contacts now and then; rejoin when an outage or partition emptied the table."""
