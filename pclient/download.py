@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -441,20 +442,36 @@ class _Download:
 
     # -- preparation -----------------------------------------------------------------
     async def open_part(self) -> None:
-        """Open (or create) the .part file and take over verified chunks from a state."""
-        claimed = self._load_state() if self.part.exists() else []
+        """Open (or create) and lock the .part file; take over verified chunks from a state.
+
+        The lock (flock, released when the fd closes) keeps a second ``kadshare get`` of
+        the same file into the same directory from truncating this one's progress.
+        """
+        existed = self.part.exists()
+        try:
+            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise destination_error(exc, self.part) from exc
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.close()
+            raise DestinationError(
+                f"another download is already writing {self.part}; wait for it to finish "
+                "or use another directory"
+            ) from exc
+        claimed = self._load_state() if existed else []
         try:
             if claimed:
                 good = await asyncio.to_thread(self._verify_claimed, claimed)
                 for i in good:
                     self.done[i] = 1
                     self.resumed += self.chunk_len(i)
-                self.fd = os.open(self.part, os.O_RDWR)
                 if good:
                     log.info("resuming %s: %d of %d chunks already verified",
                              self.final.name, len(good), self.total_chunks)
             else:
-                self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.ftruncate(self.fd, 0)
             os.ftruncate(self.fd, self.size)
             if self.size and hasattr(os, "posix_fallocate"):
                 try:
@@ -464,9 +481,9 @@ class _Download:
                         raise
         except OSError as exc:
             if not claimed:
-                self.close()
                 with contextlib.suppress(OSError):
                     self.part.unlink()
+            self.close()
             raise destination_error(exc, self.part) from exc
         self.opened = True
         self.done_bytes = self.resumed
@@ -724,18 +741,18 @@ async def download_file(
         if job.total_chunks:
             await job.run()
         actual = await job.full_digest()
-        job.close()
         if actual != file_id:
             job.opened = False
             for path in (job.part, job.state):
                 with contextlib.suppress(OSError):
                     path.unlink()
+            job.close()
             raise ChecksumMismatch(
                 f"the assembled file hashes to {actual[:16]}…, not {file_id[:16]}…; "
                 "the providers' chunk lists are wrong, nothing was kept"
             )
         try:
-            os.replace(job.part, final)
+            os.replace(job.part, final)  # still locked: nobody else can start on .part now
         except OSError as exc:
             raise destination_error(exc, final) from exc
         finished = True

@@ -169,6 +169,23 @@ class TestFailures:
         result = await download_file(file_id, tmp_path, [prov.address])
         assert result.already_present and prov.bytes_sent == 0
 
+    async def test_second_download_into_the_same_place_is_refused_while_first_runs(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        slow = await make_provider(Behaviour(delay=0.05))
+        state = tmp_path / (shared_file.name + STATE_SUFFIX)
+        first = asyncio.create_task(download_file(file_id, tmp_path, [slow.address],
+                                                  config=fast()))
+        for _ in range(400):  # bounded wait until the first one has started writing
+            if state.exists() or first.done():
+                break
+            await asyncio.sleep(0.025)
+        assert not first.done()
+        with pytest.raises(DestinationError, match="another download"):
+            await download_file(file_id, tmp_path, [slow.address], config=fast())
+        result = await first
+        assert result.path.read_bytes() == shared_file.read_bytes()
+
     async def test_destination_under_a_regular_file_is_a_clear_error(
         self, make_provider, file_id, tmp_path
     ):
