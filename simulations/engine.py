@@ -98,6 +98,8 @@ class _Engine:
         self.t0 = 0.0
         self.loop = asyncio.get_running_loop()
         self.join_failures = 0
+        self.lags: list[float] = []      # how late the 1 s ticker woke: loop overload
+        self.cpu0 = 0.0
 
     # ---- helpers -------------------------------------------------------------------
     def now(self) -> float:
@@ -255,6 +257,7 @@ class _Engine:
         last_print = -10.0
         for sec in range(int(self.cfg.duration) + 1):
             await asyncio.sleep(max(0.0, self.t0 + sec - self.loop.time()))
+            self.lags.append(max(0.0, self.loop.time() - (self.t0 + sec)))
             self.sample()
             if progress and (tty or sec - last_print >= 10):
                 last_print = sec
@@ -277,6 +280,7 @@ class _Engine:
             await self.warmup()
             warmup_s = time.monotonic() - w0
             self.t0 = self.loop.time()
+            self.cpu0 = time.process_time()
             self.netmodel.traffic.t0 = self.t0
             for tag in list(self.netmodel.traffic.bytes):
                 self.netmodel.traffic.bytes[tag] = 0
@@ -292,7 +296,7 @@ class _Engine:
             await self.dispatch()
             # Let in-flight lookups finish, bounded by the lookup timeout.
             if self.tasks:
-                await asyncio.wait(set(self.tasks), timeout=self.cfg.lookup_timeout + 5)
+                await asyncio.wait(set(self.tasks), timeout=self.cfg.lookup_timeout + 2)
             tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await tick
@@ -355,6 +359,11 @@ class _Engine:
         summary["alive_end"] = len(up)
         summary["join_failures"] = self.join_failures
         summary["warmup_s"] = round(warmup_s, 2)
+        # Validity of the run itself: a starved harness loop delays every node in it.
+        lag50, lag_max = percentile(self.lags, 50), max(self.lags, default=0.0)
+        summary["loop_lag_p50_ms"] = round((lag50 or 0.0) * 1000, 1)
+        summary["loop_lag_max_ms"] = round(lag_max * 1000, 1)
+        summary["harness_cpu_fraction"] = round((time.process_time() - self.cpu0) / dur, 3)
         if not counted:   # real kadshare-node processes: their datagrams are not visible
             for key in ("maintenance_bytes_per_node_s", "msgs_per_lookup", "bytes_per_lookup"):
                 summary[key] = None

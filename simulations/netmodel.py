@@ -146,6 +146,10 @@ class NetModel:
                     log.debug("late send to %s failed: %s", addr, exc)
 
         def sendto(data: bytes, addr: Any = None) -> None:
+            if transport.is_closing():
+                # A stopped node's pending handlers may still answer; the datagram would
+                # never leave, and asyncio would log a traceback for it.
+                return
             traffic.count(traffic_tag.get(), len(data), loop.time())
             if self.loss > 0 and rng.random() < self.loss:
                 traffic.dropped += 1

@@ -8,6 +8,7 @@ removes a departed provider. That is the behaviour kadshare is compared against.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -47,14 +48,19 @@ class KademliaSimNode(ImplNode):
         if bootstrap:
             await self.server.bootstrap(bootstrap)
 
-    async def announce(self, f: FileSpec) -> None:
+    async def _announce(self, f: FileSpec) -> None:
         current = _decode(await self.server.get(f.file_id))
         if self.provider_key not in current:
             current.append(self.provider_key)
         await self.server.set(f.file_id, json.dumps(current))
 
+    # rpcudp cannot be cancelled (its timeout then sets a result on a cancelled future and
+    # asyncio logs a traceback), so harness timeouts abandon the call instead: shield().
+    async def announce(self, f: FileSpec) -> None:
+        await asyncio.shield(self._announce(f))
+
     async def lookup(self, f: FileSpec) -> list[str]:
-        return _decode(await self.server.get(f.file_id))
+        return _decode(await asyncio.shield(self.server.get(f.file_id)))
 
     async def leave(self) -> None:
         # The package has no delete: a leaving user just closes the program.

@@ -13,8 +13,8 @@ from simulations.scenarios import build_trace
 
 
 async def test_steady_30_nodes_every_impl_finds_every_file() -> None:
-    trace = build_trace(SimConfig(scenario="steady", nodes=30, duration=5, files=10,
-                                  providers=3, lookup_rate=6, seed=11))
+    trace = build_trace(SimConfig(scenario="steady", nodes=30, duration=4, files=10,
+                                  providers=3, lookup_rate=7, seed=11))
     for impl in ("kadshare", "kademlia", "tracker"):
         out = await run_trace(trace, impl)
         m = out.summary
@@ -24,8 +24,9 @@ async def test_steady_30_nodes_every_impl_finds_every_file() -> None:
 
 
 async def test_mass_failure_tracker_dies_kadshare_holds() -> None:
-    cfg = SimConfig(scenario="mass-failure", nodes=30, duration=10, files=10, providers=3,
-                    lookup_rate=6, seed=5, kill=parse_kill("0.3@3"), kill_tracker=3.0)
+    cfg = SimConfig(scenario="mass-failure", nodes=30, duration=8, files=10, providers=3,
+                    lookup_rate=6, seed=5, lookup_timeout=5, kill=parse_kill("0.3@3"),
+                    kill_tracker=3.0)
     trace = build_trace(cfg)
     tracker = (await run_trace(trace, "tracker")).summary
     assert tracker["success_before_event"] == 1.0
@@ -38,7 +39,7 @@ async def test_mass_failure_tracker_dies_kadshare_holds() -> None:
 
 
 async def test_ten_providers_kadshare_complete_kademlia_last_writer_wins() -> None:
-    trace = build_trace(SimConfig(scenario="steady", nodes=30, duration=5, files=3,
+    trace = build_trace(SimConfig(scenario="steady", nodes=30, duration=4, files=3,
                                   providers=10, lookup_rate=4, seed=2))
     kad = (await run_trace(trace, "kadshare")).summary
     assert kad["completeness"] == 1.0, kad
@@ -48,8 +49,8 @@ async def test_ten_providers_kadshare_complete_kademlia_last_writer_wins() -> No
 
 
 async def test_latency_model_delays_lookups_and_loss_is_counted() -> None:
-    base = SimConfig(scenario="steady", nodes=12, duration=4, files=4, providers=2,
-                     lookup_rate=5, seed=4)
+    base = SimConfig(scenario="steady", nodes=12, duration=3, files=4, providers=2,
+                     lookup_rate=5, seed=4, lookup_timeout=4)
     slow = (await run_trace(build_trace(base.with_(latency=(0.05, 0.05))), "tracker")).summary
     assert slow["success"] == 1.0
     assert slow["latency_p50_ms"] >= 95      # one request and one answer, 50 ms each way
