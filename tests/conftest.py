@@ -21,3 +21,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+if os.environ.get("HYPOTHESIS_MAX_EXAMPLES"):  # e.g. a 10k run between "ci" and "long"
+    settings.register_profile(
+        "custom", settings.default, max_examples=int(os.environ["HYPOTHESIS_MAX_EXAMPLES"])
+    )
+    settings.load_profile("custom")

@@ -150,7 +150,7 @@ class TestRest:
             assert status < 500
 
     @given(bodies, st.booleans(), st.sampled_from(["POST", "DELETE"]), segment)
-    @settings(max_examples=150)
+    @settings(max_examples=max(1, settings.default.max_examples // 2))
     def test_write_calls(self, peer: Peer, body: bytes, good_token: bool, method: str,
                          fid: str) -> None:
         headers = {"Authorization": f"Bearer {peer.token}" if good_token else "Bearer nope"}
@@ -217,14 +217,14 @@ class TestGrpc:
             max_size=5,
         )
     )
-    @settings(max_examples=150)
+    @settings(max_examples=max(1, settings.default.max_examples // 2))
     def test_upload_messages(self, peer: Peer, messages: list) -> None:
         code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20))
         assert code in ALLOWED_GRPC, code
         _share_folder_is_clean(peer)
 
     @given(st.text(min_size=1, max_size=40), st.binary(max_size=4096))
-    @settings(max_examples=100)
+    @settings(max_examples=max(1, settings.default.max_examples // 3))
     def test_upload_valid_content_any_name(self, peer: Peer, name: str, data: bytes) -> None:
         header = pb.UploadHeader(name=name, size=len(data),
                                  file_id=hashlib.sha256(data).hexdigest())
