@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pclient.cli import main
 from pclient.download import STATE_SUFFIX
 from tests.pclient.cli_runner import KADSHARE, ROOT, run_cli
 from tests.pclient.provider import Behaviour
@@ -128,6 +129,9 @@ class TestGetDirect:
 
 
 class TestExitCodes:
+    """Most cases call ``pclient.cli.main`` (the console-script entry) in-process to save
+    process start-ups; one of each kind also runs as a real process."""
+
     @pytest.mark.parametrize(
         "args",
         [
@@ -140,32 +144,41 @@ class TestExitCodes:
             ["put", "/etc/hostname", "--to", "nowhere"],
         ],
     )
-    async def test_bad_usage_exits_2(self, args):
-        code, out, err = await run_cli(*args)
-        assert code == 2, (out, err)
-        assert "Traceback" not in err
+    def test_bad_usage_exits_2(self, args, capsys):
+        assert main(args) == 2
+        assert "Traceback" not in capsys.readouterr().err
 
-    async def test_node_unreachable_exits_1_naming_the_url_and_how_to_start_one(self):
+    async def test_bad_usage_exits_2_as_a_process(self):
+        code, out, err = await run_cli("frobnicate")
+        assert code == 2 and "Usage:" in err and "Traceback" not in err
+
+    @pytest.mark.parametrize("args", [["status"], ["ls"], ["peers"], ["search", "x"],
+                                      ["get", "cat.jpg"], ["providers", "ab" * 32]])
+    def test_node_unreachable_exits_1_naming_the_url_and_how_to_start_one(self, args, capsys):
         url = "http://127.0.0.1:1"
-        commands = (["status"], ["ls"], ["peers"], ["search", "x"], ["get", "cat.jpg"],
-                    ["providers", "ab" * 32])
-        runs = await asyncio.gather(*(run_cli(*args, "--node", url) for args in commands))
-        for args, (code, _out, err) in zip(commands, runs, strict=True):
-            assert code == 1, args
-            assert url in err and "kadshare-node" in err
-            assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-
-    async def test_node_url_that_is_not_a_kadshare_node_exits_1(self, make_provider):
-        prov = await make_provider()
-        code, out, err = await run_cli("status", "--node", f"http://{prov.address}")
-        assert code == 1 and prov.address in err
+        assert main([*args, "--node", url]) == 1
+        err = capsys.readouterr().err
+        assert url in err and "kadshare-node" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-        code, out, err = await run_cli("status", "--node", "not a url at all")
-        assert code == 1 and "Traceback" not in err
 
-    async def test_help_exits_0(self):
-        code, out, _ = await run_cli("--help")
-        assert code == 0 and "kadshare get" in out
+    async def test_node_unreachable_as_a_process_with_json(self):
+        code, out, err = await run_cli("status", "--node", "http://127.0.0.1:1", "--json")
+        assert code == 1 and json.loads(out)["exit_code"] == 1
+        assert "http://127.0.0.1:1" in json.loads(out)["error"]
+
+    async def test_node_url_that_is_not_a_kadshare_node_exits_1(self, make_provider, capsys):
+        prov = await make_provider()
+        assert await asyncio.to_thread(main, ["status", "--node", f"http://{prov.address}"]) == 1
+        err = capsys.readouterr().err
+        assert prov.address in err and "does not answer HTTP" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert await asyncio.to_thread(main, ["status", "--node", "not a url at all"]) == 1
+        assert "http:// or https://" in capsys.readouterr().err
+
+    def test_help_exits_0(self, capsys):
+        with pytest.raises(SystemExit) as info:
+            main(["--help"])
+        assert info.value.code in (0, None) and "kadshare get" in capsys.readouterr().out
 
 
 class TestPut:

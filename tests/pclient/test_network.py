@@ -83,46 +83,37 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
 class TestCommandsJson:
     async def test_every_command_prints_json_with_the_documented_fields(self, net: Net):
         u = ["--node", net.url, "--json"]
-        code, out, err = await run_cli("status", *u)
-        assert code == 0, err
-        doc = json.loads(out)
+        dest = net.tmp / "dl"
+        n1 = f"http://127.0.0.1:{net.nodes[1].info['rest_port']}"
+        runs = await asyncio.gather(
+            run_cli("status", *u), run_cli("peers", *u), run_cli("ls", *u),
+            run_cli("ls", "--node", n1, "--json"), run_cli("search", "holiday", *u),
+            run_cli("providers", net.holiday_id, *u),
+            run_cli("get", net.holiday_id, "-o", str(dest), *u),
+        )
+        for code, _out, err in runs:
+            assert code == 0, err
+        status, peers, ls3, ls1, search, providers, get = (json.loads(r[1]) for r in runs)
+
         assert {"node_id", "host", "dht_port", "grpc_port", "rest_port", "peers", "files",
-                "records"} <= set(doc)
+                "records"} <= set(status)
+        assert len(peers["peers"]) >= 3
+        assert all({"node_id", "host", "dht_port"} <= set(p) for p in peers["peers"])
+        assert ls3 == {"files": []}
+        assert {f["name"] for f in ls1["files"]} == {HOLIDAY, "report 2023.txt"}
+        assert all({"file_id", "name", "size"} <= set(f) for f in ls1["files"])
 
-        code, out, err = await run_cli("peers", *u)
-        assert code == 0, err
-        peers = json.loads(out)["peers"]
-        assert len(peers) >= 3 and all({"node_id", "host", "dht_port"} <= set(p) for p in peers)
-
-        code, out, err = await run_cli("ls", *u)
-        assert code == 0 and json.loads(out) == {"files": []}
-        code, out, err = await run_cli("ls", "--node", f"http://127.0.0.1:"
-                                       f"{net.nodes[1].info['rest_port']}", "--json")
-        files = json.loads(out)["files"]
-        assert {f["name"] for f in files} == {HOLIDAY, "report 2023.txt"}
-        assert all({"file_id", "name", "size"} <= set(f) for f in files)
-
-        code, out, err = await run_cli("search", "holiday", *u)
-        assert code == 0, err
-        doc = json.loads(out)
-        assert doc["query"] == "holiday"
-        hit = next(r for r in doc["results"] if r["name"] == HOLIDAY)
+        assert search["query"] == "holiday"
+        hit = next(r for r in search["results"] if r["name"] == HOLIDAY)
         assert hit == {"file_id": net.holiday_id, "name": HOLIDAY, "size": len(net.holiday),
                        "providers": 2}
 
-        code, out, err = await run_cli("providers", net.holiday_id, *u)
-        assert code == 0, err
-        doc = json.loads(out)
-        assert doc["file_id"] == net.holiday_id
-        assert {p["grpc"] for p in doc["providers"]} == {net.grpc(1), net.grpc(2)}
+        assert providers["file_id"] == net.holiday_id
+        assert {p["grpc"] for p in providers["providers"]} == {net.grpc(1), net.grpc(2)}
         assert all({"node_id", "grpc", "name", "size", "expires"} <= set(p)
-                   for p in doc["providers"])
+                   for p in providers["providers"])
 
-        dest = net.tmp / "dl"
-        code, out, err = await run_cli("get", net.holiday_id, "-o", str(dest), *u)
-        assert code == 0, err
-        doc = json.loads(out)
-        assert doc["size"] == len(net.holiday) and doc["name"] == HOLIDAY
+        assert get["size"] == len(net.holiday) and get["name"] == HOLIDAY
         assert (dest / HOLIDAY).read_bytes() == net.holiday  # noqa: ASYNC240
 
     async def test_tables_are_readable(self, net: Net):
@@ -145,28 +136,30 @@ class TestCommandsJson:
 class TestNameResolution:
     async def test_zero_one_and_two_matches(self, net: Net):
         dest = net.tmp / "names"
-        # 0: nothing by that name
-        code, out, err = await run_cli("get", "zebra.png", "--node", net.url, "-o", str(dest))
+        u = ["--node", net.url, "-o", str(dest)]
+        none, one, two, two_json, exact = await asyncio.gather(
+            run_cli("get", "zebra.png", *u),         # 0: nothing by that name
+            run_cli("get", "holiday", *u, "--json"),  # 1: a single match is fetched
+            run_cli("get", "report", *u),            # 2: both reports match
+            run_cli("get", "report", *u, "--json"),
+            run_cli("get", "report 2024.txt", *u),   # an exact name wins over other matches
+        )
+        code, out, err = none
         assert code == 1 and "no file named 'zebra.png'" in err
-        # 1: a single match is fetched, multi-source
-        code, out, err = await run_cli("get", "holiday", "--node", net.url, "-o", str(dest),
-                                       "--json")
+
+        code, out, err = one
         assert code == 0, err
-        doc = json.loads(out)
-        assert doc["file_id"] == net.holiday_id
+        assert json.loads(out)["file_id"] == net.holiday_id
         assert (dest / HOLIDAY).read_bytes() == net.holiday  # noqa: ASYNC240
-        # 2: both reports match "report": listed, exit 1, nothing written
-        code, out, err = await run_cli("get", "report", "--node", net.url, "-o", str(dest))
+
+        code, out, err = two
         assert code == 1
         assert "report 2023.txt" in err and "report 2024.txt" in err and "FILE_ID" in err
-        code, out, err = await run_cli("get", "report", "--node", net.url, "-o", str(dest),
-                                       "--json")
-        doc = json.loads(out)
-        assert code == 1 and len(doc["candidates"]) == 2
-        assert not list(dest.glob("report*"))
-        # an exact name wins over other matches
-        code, out, err = await run_cli("get", "report 2024.txt", "--node", net.url, "-o",
-                                       str(dest))
+        code, out, err = two_json
+        assert code == 1 and len(json.loads(out)["candidates"]) == 2
+        assert not (dest / "report 2023.txt").exists()  # noqa: ASYNC240
+
+        code, out, err = exact
         assert code == 0, err
         assert (dest / "report 2024.txt").read_text().startswith("report number 2")  # noqa: ASYNC240
 
