@@ -58,6 +58,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _kill_inside(name: str) -> None:
+    """SIGKILL every process living in namespace ``name``."""
+    for pid in _ip("netns", "pids", name, check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
 def remove_leftovers() -> list[str]:
     """Delete lab namespaces left by runs whose process is gone; return their names."""
     if shutil.which("ip") is None:
@@ -68,6 +75,7 @@ def remove_leftovers() -> list[str]:
         name = line.split()[0] if line.split() else ""
         m = _LEFTOVER.match(name)
         if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            _kill_inside(name)  # peers orphaned by a killed test run
             _ip("netns", "del", name, check=False)
             removed.append(name)
     return removed
