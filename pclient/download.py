@@ -201,7 +201,7 @@ class _Run:
 
 
 class _Scheduler:
-    """Shared queue of missing chunks, in-flight runs and work stealing."""
+    """Shared queue of missing chunks, in-flight runs, work stealing and an endgame."""
 
     def __init__(self, total_chunks: int, done: bytearray, run_chunks: int) -> None:
         self.total = total_chunks
@@ -219,6 +219,8 @@ class _Scheduler:
 
     def take(self, source: str) -> _Run | None:
         """Next run for ``source``: from the queue, else stolen; None if nothing now."""
+        while self.pending and self.done[self.pending[-1]]:
+            self.pending.pop()
         if self.pending:
             start = self.pending.pop()
             end = start + 1
@@ -229,22 +231,45 @@ class _Scheduler:
             self.inflight.append(run)
             return run
         victim = max(self.inflight, key=lambda r: r.end - r.next, default=None)
-        if victim is None or victim.end - victim.next < 2:
-            return None
-        mid = victim.next + (victim.end - victim.next) // 2
-        run = _Run(mid, victim.end, source)
-        victim.end = mid
-        self.inflight.append(run)
-        log.debug("%s steals chunks %d-%d from %s", source, mid, run.end - 1, victim.source)
-        return run
+        if victim is not None and victim.end - victim.next >= 2:
+            mid = victim.next + (victim.end - victim.next) // 2
+            run = _Run(mid, victim.end, source)
+            victim.end = mid
+            self.inflight.append(run)
+            log.debug("%s steals chunks %d-%d from %s", source, mid, run.end - 1, victim.source)
+            return run
+        return self._endgame(source)
+
+    def _endgame(self, source: str) -> _Run | None:
+        """Nothing to take or split: fetch a copy of a chunk another source still owes.
+
+        The first verified copy counts; once every chunk is in, the download ends and the
+        slow source's stream is cancelled, so one stalling source cannot hold up the end.
+        """
+        for run in self.inflight:
+            index = run.next
+            if (run.source != source and index < run.end and not self.done[index]
+                    and not self._covered(index, more_than=1)):
+                copy = _Run(index, index + 1, source)
+                self.inflight.append(copy)
+                log.debug("%s also fetches chunk %d (owed by %s)", source, index, run.source)
+                return copy
+        return None
+
+    def _covered(self, index: int, more_than: int = 0) -> bool:
+        """True if more than ``more_than`` in-flight runs still owe chunk ``index``."""
+        owners = sum(1 for r in self.inflight if r.next <= index < r.end)
+        return owners > more_than
 
     def finish(self, run: _Run) -> None:
-        """The worker stops working on ``run``; give unfinished chunks back."""
+        """The worker stops working on ``run``; give unfinished, unowned chunks back."""
         with contextlib.suppress(ValueError):
             self.inflight.remove(run)
-        back = [i for i in range(run.next, run.end) if not self.done[i]]
+        queued = set(self.pending)
+        back = [i for i in range(run.next, run.end)
+                if not self.done[i] and i not in queued and not self._covered(i)]
         if back:
-            self.pending.extend(reversed(back))
+            self.pending.extend(back)
             self.pending.sort(reverse=True)
             self.notify()
 

@@ -71,13 +71,18 @@ class TestMultiSource:
         self, make_provider, shared_file, file_id, tmp_path
     ):
         stalled = await make_provider(Behaviour(stall_after=64 * 1024))
-        good = await make_provider()
+        with pytest.raises(TransferFailed, match="stalled"):  # alone, it fails the download
+            await download_file(file_id, tmp_path, [stalled.address],
+                                config=fast(stall_timeout=0.5))
+        # with a second (paced, so the stall fires first) source the download completes
+        paced = await make_provider(Behaviour(delay=0.05))
         result = await download_file(
-            file_id, tmp_path, [stalled.address, good.address],
-            config=fast(sources=2, stall_timeout=1.0),
+            file_id, tmp_path, [stalled.address, paced.address],
+            config=fast(sources=2, stall_timeout=0.5),
         )
         assert result.path.read_bytes() == shared_file.read_bytes()
         assert "stalled" in result.dropped[stalled.address]
+        assert result.resumed_bytes > 0  # the first attempt's chunk was kept
 
     async def test_fast_source_does_more_of_the_work(
         self, make_provider, shared_file, file_id, tmp_path
@@ -88,6 +93,18 @@ class TestMultiSource:
                                      config=fast(sources=2))
         assert result.path.read_bytes() == shared_file.read_bytes()
         assert result.sources[quick.address] > 2 * result.sources.get(slow.address, 0)
+
+    async def test_last_chunk_owed_by_a_crawling_source_is_fetched_elsewhere(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        # one message every 20 s: never "stalled" (timeout 60 s), but useless
+        crawler = await make_provider(Behaviour(delay=20.0))
+        quick = await make_provider()
+        result = await download_file(file_id, tmp_path, [crawler.address, quick.address],
+                                     config=fast(sources=2, stall_timeout=60.0))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert crawler.address not in result.sources
+        assert result.sources[quick.address] == result.size
 
     async def test_progress_reports_reach_the_total(self, make_provider, file_id, tmp_path):
         prov = await make_provider()
