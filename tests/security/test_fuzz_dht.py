@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 from dht.identity import Identity
 from dht.records import encode_record, make_keyword, make_provider
 from dht.transport import MalformedDatagram, decode_datagram
+from tests.security.fuzzing import budget
 from tests.security.nodethread import SmallNet
 from tests.security.stranger import raw_request
 
+pytestmark = budget()
 OWNER = Identity.generate()
 FILE_ID = hashlib.sha256(b"fuzz target file").hexdigest()
 NOW = time.time()

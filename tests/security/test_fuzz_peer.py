@@ -30,14 +30,17 @@ from protos import kadshare_pb2 as pb
 from protos import kadshare_pb2_grpc as pb_grpc
 from pserver.config import NodeConfig
 from pserver.node import Node
+from tests.security.fuzzing import budget
 from tests.security.nodethread import LoopThread
 
 CONTENT = b"kadshare fuzz target " * 5000
 FILE_ID = hashlib.sha256(CONTENT).hexdigest()
 MAX_UPLOAD = 64 * 1024
 # the node's background loops use `random` on their thread while examples run
-pytestmark = pytest.mark.filterwarnings(
-    "ignore::hypothesis.errors.HypothesisDeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
+    budget(),
+]
 ALLOWED_GRPC = {
     grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
     grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.RESOURCE_EXHAUSTED,

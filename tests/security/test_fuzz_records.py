@@ -27,7 +27,9 @@ from dht.records import (
     make_provider,
     make_withdrawal,
 )
+from tests.security.fuzzing import budget
 
+pytestmark = budget()
 CONFIG = DhtConfig.for_tests(record_ttl=600)
 OWNER = Identity.generate()
 FILE_ID = hashlib.sha256(b"holiday photos").hexdigest()
