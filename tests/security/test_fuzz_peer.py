@@ -181,6 +181,16 @@ class TestRest:
         assert status in (401, 403)
 
 
+class TestRestLimits:
+    def test_oversized_body_is_refused_with_json(self, peer: Peer) -> None:
+        headers = {"Authorization": f"Bearer {peer.token}"}
+        reply = peer.http.post("/files", content=b"{" + b" " * 200_000 + b"}", headers=headers)
+        assert check_rest(reply) == 413
+
+    def test_overlong_query_is_400(self, peer: Peer) -> None:
+        assert check_rest(peer.http.get("/search", params={"q": "a" * 5000})) == 400
+
+
 def grpc_code(call: Any) -> grpc.StatusCode:
     try:
         result = call()
