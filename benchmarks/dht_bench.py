@@ -13,7 +13,7 @@ implementation after the other, with the same workload and seed:
   (success, p50/p95/p99);
 * churn: ``--kill`` of the nodes stop without leaving, then ``--churn-lookups`` gets
   right away and again after ``--settle`` seconds (``--concurrency`` at a time);
-* memory per node: tracemalloc over node start, join and puts, divided by N.
+* memory per node: tracemalloc over node start and join (no records yet), divided by N.
 
 kadshare's get is ``find_providers(file_id, wanted=1)`` (stop at the first provider,
 as plain kademlia's ``get`` stops at the first value); completeness uses full lookups.
@@ -145,6 +145,9 @@ async def lookups(impl: Any, nodes: list, keys: list[str], count: int, rng: rand
 async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     out: dict[str, Any] = {"impl": impl.name, "nodes": args.nodes}
+    phases: dict[str, float] = {}
+    out["phase_seconds"] = phases
+    t0 = time.perf_counter()
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
@@ -157,14 +160,16 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
         joins.append(time.perf_counter() - start)
     out["join_p50_ms"] = pct(joins, 50) * 1000
     out["join_p99_ms"] = pct(joins, 99) * 1000
+    gc.collect()
+    out["memory_per_node_kb"] = (tracemalloc.get_traced_memory()[0] - base) / args.nodes / 1024
+    tracemalloc.stop()
+    phases["join"] = time.perf_counter() - t0
 
     keys = [f"key{i:04d}" for i in range(args.keys)]
     put_ok = []
     for key in keys:
         put_ok.append(await impl.put(rng.choice(nodes), key, "v"))
-    gc.collect()
-    out["memory_per_node_kb"] = (tracemalloc.get_traced_memory()[0] - base) / args.nodes / 1024
-    tracemalloc.stop()
+    phases["puts"] = time.perf_counter() - t0 - phases["join"]
     out["puts_reported_ok"] = sum(put_ok) / len(keys)
     lost = 0
     for key, ok in zip(keys, put_ok, strict=False):
@@ -180,7 +185,9 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     found = [await impl.get_all(r, shared) for r in readers]
     out["completeness"] = statistics.mean(f / 10 for f in found)
 
+    phases["check_and_completeness"] = time.perf_counter() - t0 - sum(phases.values())
     out["lookups"] = await lookups(impl, nodes, keys, args.lookups, rng, 1, args.budget)
+    phases["lookups"] = time.perf_counter() - t0 - sum(phases.values())
 
     victims = set(rng.sample(range(len(nodes)), int(len(nodes) * args.kill)))
     for i in victims:
@@ -189,10 +196,12 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     out["after_kill"] = await lookups(
         impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget
     )
+    phases["after_kill"] = time.perf_counter() - t0 - sum(phases.values())
     await asyncio.sleep(args.settle)
     out["after_settle"] = await lookups(
         impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget
     )
+    phases["settle_and_after"] = time.perf_counter() - t0 - sum(phases.values())
     for node in alive:
         impl.stop(node)
     await asyncio.sleep(0.2)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ID_LEN = 20
 FIND_OVERHEAD = 64  # envelope, map keys, "next" field
+HANDOFF_DELAY = 0.5  # seconds newcomers are collected before one handoff pass
 
 
 def _check_id(value: object, what: str = "id") -> bytes:
@@ -86,6 +87,8 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._probe_refill = time.monotonic()
         self.tasks: set[asyncio.Task] = set()
         self._suspects: OrderedDict[bytes, float] = OrderedDict()
+        self._newcomers: dict[bytes, Node] = {}
+        self._handoff_timer: asyncio.TimerHandle | None = None
 
     def __getattr__(self, name: str) -> Any:
         # rpcudp turns every unknown attribute into a remote call; we do not
@@ -111,6 +114,9 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
 
     def close(self) -> None:
         super().close()
+        if self._handoff_timer is not None:
+            self._handoff_timer.cancel()
+            self._handoff_timer = None
         for task in list(self.tasks):
             task.cancel()
 
@@ -288,25 +294,50 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
 
     # -- routing table admission and handoff ------------------------------------------------
     def welcome_if_new(self, node: Node) -> None:
-        """Add a verified contact; hand it the records it is now responsible for (§2.5)."""
+        """Add a verified contact; hand it the records it is now responsible for (§2.5).
+
+        The handoff check is batched: newcomers are collected for ``HANDOFF_DELAY``
+        seconds and then checked against every stored key at once, so the cost is one
+        pass over the store per batch rather than per new contact.
+        """
         if not self.router.is_new_node(node):
             self.router.add_contact(node)  # refresh its position (least recently seen)
             return
-        handoff: list[tuple[bytes, list[bytes]]] = []
-        for key in self.storage.keys():
-            keynode = Peer(key)  # already a digest: no second hash
-            neighbors = self.router.find_neighbors(keynode)
-            if neighbors:
-                new_close = node.distance_to(keynode) < neighbors[-1].distance_to(keynode)
-                me_closest = self.source_node.distance_to(keynode) < \
-                    neighbors[0].distance_to(keynode)
-                if not (new_close and me_closest):
-                    continue
-            handoff.append((key, [enc for _, enc in self.storage.records(key)]))
         self.router.add_contact(node)
-        if handoff:
-            self.stats["handoffs"] += 1
-            self.spawn(self._hand_off(node, handoff))
+        if not self.storage.keys() or self._closed:
+            return
+        self._newcomers[node.id] = node
+        if self._handoff_timer is None:
+            loop = asyncio.get_running_loop()
+            self._handoff_timer = loop.call_later(HANDOFF_DELAY, self._handoff_batch)
+
+    def _handoff_batch(self) -> None:
+        self._handoff_timer = None
+        newcomers = [n for n in self._newcomers.values() if self.router.contains(n.id)]
+        self._newcomers.clear()
+        if not newcomers or self._closed:
+            return
+        new_ids = {n.id for n in newcomers}
+        k = self.config.k
+        plans: dict[bytes, list[tuple[bytes, list[bytes]]]] = {}
+        for key in self.storage.keys():
+            keynode = Peer(key)  # already a digest: no second hash (upstream hashed again)
+            ranked = self.router.find_neighbors(keynode, k + len(new_ids))
+            neighbors = [n for n in ranked if n.id not in new_ids][:k]
+            me = self.source_node.long_id ^ keynode.long_id
+            if neighbors and me >= neighbors[0].long_id ^ keynode.long_id:
+                continue  # someone we know is closer: leave the handoff to them
+            limit = neighbors[-1].long_id ^ keynode.long_id if len(neighbors) >= k else None
+            for newcomer in newcomers:
+                if limit is None or newcomer.long_id ^ keynode.long_id < limit:
+                    encoded = [enc for _, enc in self.storage.records(key)]
+                    if encoded:
+                        plans.setdefault(newcomer.id, []).append((key, encoded))
+        for newcomer in newcomers:
+            items = plans.get(newcomer.id)
+            if items:
+                self.stats["handoffs"] += 1
+                self.spawn(self._hand_off(newcomer, items))
 
     async def _hand_off(self, node: Node, items: list[tuple[bytes, list[bytes]]]) -> None:
         for key, encoded in items:

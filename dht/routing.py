@@ -88,10 +88,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _first(pair: tuple[int, Node]) -> int:
-    return pair[0]
-
-
 class RoutingTable(_UpstreamRoutingTable):
     """Upstream table with correct neighbour search, bucket choice and prefix cap."""
 
@@ -155,11 +151,11 @@ class RoutingTable(_UpstreamRoutingTable):
         k = k or self.ksize
         self.buckets[self.get_bucket_for(node)].touch_last_updated()
         target = node.long_id
-        ranked = []
-        for bucket in self.buckets:
-            for n in bucket.nodes.values():
-                ranked.append((n.long_id ^ target, n))
-        ranked.sort(key=_first)
+        # ids are unique, so distances are too: tuples never compare the Peer part
+        ranked = [
+            (n.long_id ^ target, n) for bucket in self.buckets for n in bucket.nodes.values()
+        ]
+        ranked.sort()
         out = []
         for dist, n in ranked:
             if dist == 0 or (exclude is not None and n.same_home_as(exclude)):

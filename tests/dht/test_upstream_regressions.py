@@ -126,8 +126,11 @@ class TestWelcomeIfNewHash:
 
         proto.call_store_records = fake_store  # type: ignore[method-assign]
         proto.welcome_if_new(Peer(newcomer.id, newcomer.ip, newcomer.port))
-        for _ in range(5):
-            await asyncio.sleep(0)
+
+        async def handed() -> bool:
+            return bool(calls)
+
+        assert await eventually(handed, 40, 0.05)
         assert calls == [(newcomer.id, key, 1)]
         proto.close()
 
