@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = kadshare_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name
 MAX_NAME_BYTES = 255
+#: After refusing an upload, bytes and seconds spent reading what the client still sends.
+DRAIN_BYTES = 16 * 1024 * 1024
+DRAIN_SECONDS = 2.0
 
 _UPLOAD_CODES = {
     UploadRefused.NOT_ACCEPTING: grpc.StatusCode.PERMISSION_DENIED,
@@ -301,6 +304,8 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         except PeerError as exc:
             self.metrics.transfers.labels("upload", "refused").inc()
             log.info("upload refused: %s", exc)
+            if not (isinstance(exc, UploadRefused) and exc.reason == UploadRefused.STALLED):
+                await self._drain(request_iterator)
             await context.abort(status_for(exc), str(exc))
         except OSError as exc:
             self.metrics.transfers.labels("upload", "error").inc()
@@ -308,6 +313,26 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store upload: {exc}")
         self.metrics.transfers.labels("upload", "ok").inc()
         return reply
+
+    @staticmethod
+    async def _drain(messages: AsyncIterator[kadshare_pb2.UploadMessage]) -> None:
+        """Read (and drop) what the client is still sending, a little: grpc clients that
+        are mid-write when the status arrives may report "Internal error from Core"
+        instead of our status. Bounded by ``DRAIN_BYTES`` and ``DRAIN_SECONDS``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        seen = 0
+        try:
+            while seen < DRAIN_BYTES:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                message = await asyncio.wait_for(anext(messages, None), left)
+                if message is None:
+                    return
+                seen += message.ByteSize()
+        except (TimeoutError, grpc.RpcError, StopAsyncIteration):
+            return
 
     async def _receive(
         self, messages: AsyncIterator[kadshare_pb2.UploadMessage]

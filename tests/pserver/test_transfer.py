@@ -73,10 +73,23 @@ async def uploader(tmp_path: Path):
     await p.close()
 
 
-async def code_of(coro) -> grpc.StatusCode:
+class _Code:
+    """A status code that shows the server's details when a comparison fails."""
+
+    def __init__(self, error: grpc.aio.AioRpcError) -> None:
+        self.code, self.details = error.code(), error.details()
+
+    def __eq__(self, other: object) -> bool:
+        return self.code == other
+
+    def __repr__(self) -> str:
+        return f"{self.code} ({self.details!r})"
+
+
+async def code_of(coro) -> _Code:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await coro
-    return info.value.code()
+    return _Code(info.value)
 
 
 class TestInfo:
