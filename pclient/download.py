@@ -145,9 +145,11 @@ def is_file_id(text: str) -> bool:
 def safe_name(name: str, fallback: str) -> str:
     """The last path component of a provider-given name, or ``fallback`` if unusable."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    # file systems allow 255 bytes; keep room for ".part.state.tmp"; cut on a character
+    base = base.encode("utf-8", "replace")[:240].decode("utf-8", "ignore").strip()
     if not base or base in (".", "..") or base.startswith(".") or "\x00" in base:
         return fallback
-    return base[:255]
+    return base
 
 
 def sha256_file(path: Path, block: int = 4 * 1024 * 1024) -> str:
@@ -265,9 +267,8 @@ class _Scheduler:
         """The worker stops working on ``run``; give unfinished, unowned chunks back."""
         with contextlib.suppress(ValueError):
             self.inflight.remove(run)
-        queued = set(self.pending)
         back = [i for i in range(run.next, run.end)
-                if not self.done[i] and i not in queued and not self._covered(i)]
+                if not self.done[i] and not self._covered(i)]
         if back:
             self.pending.extend(back)
             self.pending.sort(reverse=True)
