@@ -106,7 +106,8 @@ class Node:
         self.metrics.on_scrape(self._refresh_gauges)
         await self._join()
         self._save_contacts()  # so a crash right after joining can still rejoin
-        first = asyncio.create_task(self._index_once())
+        first = asyncio.create_task(self._index_once(), name="first-scan")
+        self._tasks.append(first)  # cancelled by stop() even if the start is interrupted
         try:
             await asyncio.wait_for(asyncio.shield(first), cfg.startup_index_timeout)
         except TimeoutError:
@@ -214,9 +215,7 @@ class Node:
         try:
             for task in self._tasks:
                 task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(BaseException):
-                    await task
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             self._save_contacts()
             if self._health is not None:
                 with contextlib.suppress(Exception):
