@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from simulations.metrics import percentile  # noqa: E402
 from simulations.report import load_results  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,25 +48,48 @@ def _mark(ax: Any, marks: list[dict]) -> None:
     return None
 
 
-def _timeline(out: Path, results: dict, ts: list[dict[str, str]]) -> None:
+def _windows(rows: list[dict[str, str]], width: int) -> list[tuple[float, float | None,
+                                                                  float | None]]:
+    """(window start, success %, p99 ms) of eligible lookups per ``width``-second window."""
+    buckets: dict[int, list[dict[str, str]]] = {}
+    for r in rows:
+        if r["eligible"] == "True":
+            buckets.setdefault(int(float(r["t"]) // width), []).append(r)
+    out = []
+    for b in sorted(buckets):
+        recs = buckets[b]
+        ok = [1000.0 * float(r["latency"]) for r in recs if r["success"] == "True"]
+        p99 = percentile(ok, 99)
+        out.append((b * width + width / 2, 100.0 * len(ok) / len(recs), p99))
+    return out
+
+
+def _timeline(out: Path, results: dict, ts: list[dict[str, str]],
+              lookups: list[dict[str, str]]) -> None:
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     marks = results["runs"][0]["marks"] if results["runs"] else []
+    duration = float(results["config"].get("duration") or 60)
+    width = max(1, int(duration // 30))
     for run in results["runs"]:
         impl = run["impl"]
-        rows = [r for r in ts if r["impl"] == impl]
-        t = [int(r["t"]) for r in rows]
         color = _COLORS.get(impl)
-        for ax, key, scale in ((axes[0], "success", 100.0), (axes[1], "latency_p99_ms", 1.0),
-                               (axes[2], "alive", 1.0)):
-            pts = [(x, _f(r[key])) for x, r in zip(t, rows, strict=True)]
-            pts2 = [(x, y * scale) for x, y in pts if y is not None]
-            if pts2:
-                ax.plot([p[0] for p in pts2], [p[1] for p in pts2], label=impl, color=color,
-                        linewidth=1.2, marker="." if len(pts2) < 40 else None)
-    axes[0].set_ylabel("success %")
+        win = _windows([r for r in lookups if r["impl"] == impl], width)
+        style = {"label": impl, "color": color, "linewidth": 1.4,
+                 "marker": "." if len(win) < 40 else None}
+        if win:
+            axes[0].plot([w[0] for w in win], [w[1] for w in win], **style)
+            lat = [(w[0], w[2]) for w in win if w[2] is not None]
+            if lat:
+                axes[1].plot([x for x, _ in lat], [y for _, y in lat], **style)
+        alive = [(int(r["t"]), _f(r["alive"])) for r in ts if r["impl"] == impl]
+        alive2 = [(x, y) for x, y in alive if y is not None]
+        if alive2:
+            axes[2].plot([x for x, _ in alive2], [y for _, y in alive2], label=impl,
+                         color=color, linewidth=1.2)
+    axes[0].set_ylabel(f"success % ({width} s windows)")
     axes[0].set_ylim(-5, 105)
-    axes[1].set_ylabel("p99 latency ms")
-    axes[1].set_yscale("symlog", linthresh=10)
+    axes[1].set_ylabel("p99 latency ms (log)")
+    axes[1].set_yscale("log")
     axes[2].set_ylabel("live nodes")
     axes[2].set_xlabel("seconds")
     for ax in axes:
@@ -138,7 +162,7 @@ def draw_all(out: Path) -> list[str]:
     results = load_results(out)
     ts = _read_csv(out / "timeseries.csv")
     lookups = _read_csv(out / "lookups.csv")
-    _timeline(out, results, ts)
+    _timeline(out, results, ts, lookups)
     _cdf(out, results, lookups)
     _comparison(out, results)
     return list(PLOT_FILES)

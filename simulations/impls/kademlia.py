@@ -9,6 +9,7 @@ removes a departed provider. That is the behaviour kadshare is compared against.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -20,7 +21,9 @@ from simulations.scenarios import FileSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KademliaImpl", "KademliaSimNode"]
+__all__ = ["KademliaImpl", "KademliaSimNode", "BOOTSTRAP_WAIT"]
+
+BOOTSTRAP_WAIT = 20.0
 
 
 def _decode(value: Any) -> list[str]:
@@ -46,7 +49,12 @@ class KademliaSimNode(ImplNode):
         sock = self.server.transport.get_extra_info("sockname")
         self.addr = (self.host, int(sock[1]))
         if bootstrap:
-            await self.server.bootstrap(bootstrap)
+            # Under churn the package's bootstrap crawl waits 5 s for each dead contact
+            # in every round; a user's program would keep running meanwhile, so after
+            # BOOTSTRAP_WAIT the node counts as up and the crawl finishes in the background.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.server.bootstrap(bootstrap)),
+                                       BOOTSTRAP_WAIT)
 
     async def _announce(self, f: FileSpec) -> None:
         current = _decode(await self.server.get(f.file_id))
