@@ -271,7 +271,14 @@ class Catalog:
             raise PeerError(f"{path} is not a regular file")
         if not os.access(real, os.R_OK):
             raise PeerError(f"cannot read {path}: permission denied")
-        inside = self.share_dir is not None and _is_within(real, str(self.share_dir))
+        inside = (
+            self.share_dir is not None
+            and _is_within(real, str(self.share_dir))
+            and not any(
+                part.startswith(".")
+                for part in Path(real).relative_to(self.share_dir).parts
+            )
+        )  # a hidden file inside the folder is not scanned, so it is shared by reference
         async with self._lock:
             name = os.path.basename(real)
             entry = await self._entry_for(name, real, st, in_share_dir=inside)

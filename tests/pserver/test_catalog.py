@@ -110,6 +110,13 @@ class TestShareByPath:
         await restarted.share_path(folders / "share" / "a.txt")  # shared again
         assert restarted.get(sha(b"alpha")).name == "a.txt"
 
+    async def test_hidden_file_in_share_folder(self, folders: Path) -> None:
+        catalog = make(folders)
+        await catalog.scan()
+        entry = await catalog.share_path(folders / "share" / ".git" / "config")
+        assert entry.file_id == sha(b"not shared either")
+        assert sha(b"not shared either") in {f.file_id for f in catalog.files()}
+
     async def test_bad_paths(self, folders: Path) -> None:
         catalog = make(folders)
         for bad in (Path("relative.txt"), folders / "missing", folders / "share"):
