@@ -364,11 +364,12 @@ async def fetch_info(
         groups.setdefault(key, []).append(address)
     best = max(groups, key=lambda k: len(groups[k]))  # ties: the earliest answer wins
     for key, addresses in groups.items():
-        if key != best:
-            for address in addresses:
-                reasons[address] = (
-                    f"describes the file differently from {len(groups[best])} other provider(s)"
-                )
+        if key == best or (key[0] == best[0] and key[1] != best[1]):
+            continue  # another chunk size is honest too: its bytes are checked against ours
+        for address in addresses:
+            reasons[address] = (
+                f"describes the file differently from {len(groups[best])} other provider(s)"
+            )
     chosen = groups[best][0]
     return dict(answers)[chosen], chosen, reasons
 

@@ -67,6 +67,16 @@ class TestMultiSource:
         assert "differently" in result.dropped[liar.address]
         assert liar.bytes_sent == 0
 
+    async def test_providers_with_another_chunk_size_still_serve_bytes(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        small = await make_provider(chunk_size=64 * 1024)
+        big = await make_provider(chunk_size=256 * 1024)
+        result = await download_file(file_id, tmp_path, [small.address, big.address],
+                                     config=fast(sources=2))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert not result.dropped and set(result.sources) == {small.address, big.address}
+
     async def test_stalled_source_times_out_and_download_continues(
         self, make_provider, shared_file, file_id, tmp_path
     ):
