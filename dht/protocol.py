@@ -19,6 +19,8 @@ measuring distances; here a stored key is already the 160-bit digest.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import logging
 import time
 from collections import OrderedDict
@@ -47,6 +49,17 @@ def _check_id(value: object, what: str = "id") -> bytes:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def usable_host(host: str) -> bool:
+    """An IP literal a contact may have: never a name (resolving it would block the loop
+    and let a stranger steer our packets), never unspecified, multicast or broadcast."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_multicast or host == "255.255.255.255")
+
+
 def parse_contacts(value: object, limit: int) -> list[tuple[bytes, str, int]]:
     """(id, host, port) triples from a reply; ill-shaped entries skipped, at most ``limit``."""
     out: list[tuple[bytes, str, int]] = []
@@ -59,6 +72,7 @@ def parse_contacts(value: object, limit: int) -> list[tuple[bytes, str, int]]:
                 type(nid) is bytes and len(nid) == ID_LEN
                 and type(host) is str and 0 < len(host) <= 253
                 and type(port) is int and 0 < port < 65536
+                and usable_host(host)
             ):
                 out.append((nid, host, port))
                 if len(out) >= limit:

@@ -306,6 +306,38 @@ class TestRouting:
         finally:
             dead.close()
 
+    async def test_contacts_given_by_name_are_never_resolved_or_contacted(
+        self, nodes: list[DhtNode]
+    ) -> None:
+        """A reply may only point at IP literals: a host name would make the node resolve
+        it (a blocking DNS lookup on the event loop, for a server the attacker may slow
+        down at will) and send wherever it resolves."""
+        victim = nodes[0]
+        trap = await Stranger.open()  # listens on 127.0.0.1; reachable as "localhost"
+        evil_id = os.urandom(20)
+
+        def answer(method: str, args: list, addr: tuple[str, int]) -> dict:
+            if method == "ping":
+                return {"id": evil_id}
+            named = [[os.urandom(20), name, trap.address[1]]
+                     for name in ("localhost", "localhost.", "ip6-localhost")]
+            return {"id": evil_id, "nodes": named, "records": [], "next": None}
+
+        evil = await Stranger.open(answer=answer)
+        try:
+            await evil.request(("127.0.0.1", victim.port), "ping", [evil_id])
+
+            async def knows_evil() -> bool:
+                return evil_id.hex() in {c.node_id for c in victim.contacts()}
+
+            assert await wait_for(knows_evil)
+            for i in range(3):
+                await victim.find_providers(fid(f"anything {i}"))
+            assert trap.requests_seen == [], trap.requests_seen
+        finally:
+            evil.close()
+            trap.close()
+
     async def test_prefix_cap_limits_one_subnet_per_bucket(self) -> None:
         """With the cap applied to loopback, one /24 gets at most N contacts in a bucket."""
         cfg = DhtConfig.for_tests(prefix_cap_on_loopback=True, max_contacts_per_prefix=2)
