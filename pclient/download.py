@@ -54,9 +54,10 @@ DEFAULT_STALL_TIMEOUT = 15.0
 DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 STATE_VERSION = 1
 INFO_QUORUM = 3  # providers asked for GetInfo at once; the majority description wins
-MAX_HASH_BACKLOG = 32
+MAX_HASH_BACKLOG_BYTES = 64 * 1024 * 1024  # chunk bytes queued for the whole-file hash
 IO_THREADS = 2  # chunk verify+write threads: more only add contention on small machines
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.state"
@@ -299,6 +300,8 @@ def _validate_info(info: kadshare_pb2.FileInfo, file_id: str) -> str | None:
         return "answered GetInfo for a different file"
     if info.size > 0 and info.chunk_size == 0:
         return "sent a chunk size of 0"
+    if info.chunk_size > MAX_CHUNK_SIZE:
+        return f"sent a chunk size of {info.chunk_size} bytes (at most {MAX_CHUNK_SIZE} taken)"
     expected = -(-info.size // info.chunk_size) if info.size else 0
     if len(info.chunk_hashes) != expected:
         return f"sent {len(info.chunk_hashes)} chunk hashes for {expected} chunks"
@@ -555,8 +558,9 @@ class _Download:
                 self.hash_futures.remove(fut)
 
     async def _hash_backpressure(self) -> None:
-        """Bound memory: wait while more than MAX_HASH_BACKLOG chunks await hashing."""
-        while len(self.hash_futures) > MAX_HASH_BACKLOG:
+        """Bound memory: wait while more than MAX_HASH_BACKLOG_BYTES await hashing."""
+        limit = max(2, MAX_HASH_BACKLOG_BYTES // self.chunk_size)
+        while len(self.hash_futures) > limit:
             oldest = self.hash_futures[0]
             await asyncio.wrap_future(oldest)
             with contextlib.suppress(ValueError):
