@@ -248,21 +248,44 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
-async def interleaved(
-    rounds: int, size: int, jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, int]]]]
-) -> list[tuple[str, float]]:
-    """Best MB/s of each job over ``rounds``; jobs alternate within a round so a change in
-    machine load hits all of them alike (other work shares these cores)."""
-    best = {label: 0.0 for label, _ in jobs}
+Job = tuple[str, int, Callable[[], Coroutine[Any, Any, int]]]  # label, server pid, job
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def interleaved(rounds: int, size: int, jobs: list[Job]) -> list[tuple[str, float, float,
+                                                                             float]]:
+    """Per job: best MB/s, and least server and client CPU seconds per GiB, over ``rounds``.
+
+    Jobs alternate within a round so a change in machine load hits all of them alike
+    (other work shares these cores). CPU seconds do not depend on that load, so they show
+    where the time goes even on a busy machine.
+    """
+    best = {label: 0.0 for label, _, _ in jobs}
+    server_cpu = {label: float("inf") for label, _, _ in jobs}
+    client_cpu = {label: float("inf") for label, _, _ in jobs}
+    gib = size / 2**30
     for _ in range(rounds):
-        for label, job in jobs:
-            started = time.perf_counter()
+        for label, pid, job in jobs:
+            s0, c0, started = process_cpu(pid), own_cpu(), time.perf_counter()
             got = await job()
             elapsed = time.perf_counter() - started
+            s1, c1 = process_cpu(pid), own_cpu()
             if got != size:
                 raise SystemExit(f"{label}: received {got} bytes, expected {size}")
             best[label] = max(best[label], size / elapsed / 1e6)
-    return [(label, best[label]) for label, _ in jobs]
+            server_cpu[label] = min(server_cpu[label], (s1 - s0) / gib)
+            client_cpu[label] = min(client_cpu[label], (c1 - c0) / gib)
+    return [(label, best[label], server_cpu[label], client_cpu[label]) for label, _, _ in jobs]
 
 
 def transfer(args: argparse.Namespace, tmp: Path) -> None:
@@ -285,7 +308,8 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
         assert raw.stdout is not None
         raw_port = int(raw.stdout.readline())
         address = f"127.0.0.1:{info['grpc_port']}"
-        asyncio.run(measure(args, tmp, size, raw_port, address, digest.hexdigest()))
+        asyncio.run(measure(args, tmp, size, (raw.pid, raw_port), (node.pid, address),
+                            digest.hexdigest()))
     finally:
         stop(node)
         raw.kill()
@@ -293,30 +317,37 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
 
 
 async def measure(
-    args: argparse.Namespace, tmp: Path, size: int, raw_port: int, address: str, file_id: str
+    args: argparse.Namespace, tmp: Path, size: int, raw: tuple[int, int],
+    node: tuple[int, str], file_id: str,
 ) -> None:
+    (raw_pid, raw_port), (node_pid, address) = raw, node
     # warm the page cache and both servers
     await raw_client(raw_port, False)
     await grpc_download(address, file_id, 1)
     dest = tmp / "dest"
     await asyncio.to_thread(dest.mkdir)
-    jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, int]]]] = [
-        ("raw tcp", lambda: _first(raw_client(raw_port, False))),
-        ("raw tcp + sha256", lambda: _first(raw_client(raw_port, True))),
+    jobs: list[Job] = [
+        ("raw tcp", raw_pid, lambda: _first(raw_client(raw_port, False))),
+        ("raw tcp + sha256", raw_pid, lambda: _first(raw_client(raw_port, True))),
+        ("grpc 1 stream, stub decode", node_pid,
+         lambda: grpc_download(address, file_id, 1, zero_copy=False)),
     ]
-    jobs.append(("grpc 1x, verified, stub decode", lambda: grpc_download(address, file_id, 1,
-                                                                     zero_copy=False)))
     for streams in args.streams:
-        label = f"grpc {streams} stream{'s' if streams > 1 else ''}, zero-copy decode"
-        jobs.append((label, lambda s=streams: grpc_download(address, file_id, s)))
-    jobs.append(("pclient get (disk, verified)", lambda: pclient_get(address, file_id, dest)))
+        label = f"grpc {streams} stream{'s' if streams > 1 else ''}, zero-copy"
+        jobs.append((label, node_pid, lambda s=streams: grpc_download(address, file_id, s)))
+    jobs.append(("pclient get (disk, verified)", node_pid,
+                 lambda: pclient_get(address, file_id, dest)))
     rows = await interleaved(args.rounds, size, jobs)
     load = os.getloadavg()[0]
-    base = rows[0][1]
+    base_rate = rows[0][1]
     print(f"file: {args.size_mib} MiB over 127.0.0.1, best of {args.rounds} interleaved "
           f"rounds; {os.cpu_count()} cores, load average {load:.1f} at the end")
-    for label, mbps in rows:
-        print(f"  {label:32s} {mbps:8.0f} MB/s   ratio {mbps / base:5.2f}")
+    print(f"  {'':30s} {'MB/s':>6s} {'ratio':>6s}   CPU s/GiB: {'server':>6s} {'client':>6s}")
+    for label, mbps, server, client in rows:
+        print(f"  {label:30s} {mbps:6.0f} {mbps / base_rate:6.2f}   {'':10s} {server:6.2f} "
+              f"{client:6.2f}")
+    print("  grpc rows check every 1 MiB chunk against GetInfo's SHA-256 (in worker threads);"
+          " CPU s/GiB is the least seen (10 ms ticks)")
 
 
 def idle_memory(count: int, tmp: Path) -> None:
