@@ -11,6 +11,7 @@ these generate them.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import socket
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from dht.records import encode_record, make_keyword, make_provider
 from dht.transport import MalformedDatagram, decode_datagram
 from tests.security.fuzzing import budget
 from tests.security.nodethread import SmallNet
-from tests.security.stranger import raw_request
+from tests.security.stranger import Stranger, raw_request
 
 pytestmark = budget()
 OWNER = Identity.generate()
@@ -159,3 +160,62 @@ def _rss_kib() -> int:
 
 async def _ping(net: SmallNet, helper, target) -> bool:
     return await helper.protocol.ping_address(("127.0.0.1", target.port)) is not None
+
+
+def _steerable(host: str) -> bool:
+    """True for an address outside this machine (never send fuzz traffic there)."""
+    try:
+        return not ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class TestReplies:
+    """The node as a client: a contact in its table answers lookups with anything."""
+
+    @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
+    def test_lookups_survive_fuzzed_replies(self, net: SmallNet) -> None:
+        victim, helper, _ = net.nodes
+        fid = hashlib.sha256(b"reply fuzz target").hexdigest()
+        net.run(helper.announce(fid, "reply target.txt", 3, grpc="127.0.0.1:9"))
+        genuine = [encode_record(r) for r in net.run(helper.find_providers(fid))]
+        evil_id = bytes(range(20))
+        current: list = [None]
+
+        def answer(method: str, args: list, addr: tuple[str, int]):  # noqa: ANN202
+            return {"id": evil_id} if method == "ping" else current[0]
+
+        evil = net.run(Stranger.open(answer=answer))
+        ports = st.sampled_from([helper.port, victim.port, evil.address[1]]) | st.sampled_from(
+            [0, -1, 65536, 70000]) | values
+        hosts = st.sampled_from(["127.0.0.1", "127.0.0.2", "localhost", "0.0.0.0", "::1",
+                                 "255.255.255.255", "224.0.0.1", "", "a" * 300]) | st.text(
+            max_size=20).filter(lambda h: not _steerable(h))
+        contact = st.tuples(ids | st.just(evil_id) | values, hosts, ports).map(list)
+        records = st.lists(st.sampled_from(genuine) | mutated_records | values, max_size=30)
+        replies = values | st.fixed_dictionaries(
+            {"id": st.just(evil_id) | ids | values},
+            optional={"nodes": st.lists(contact | values, max_size=25) | values,
+                      "records": records | values,
+                      "next": st.none() | st.integers(-3, 2**64 - 1) | values},
+        )
+        runs = [0]
+        try:
+            @given(replies)
+            @settings(database=None, max_examples=max(1, settings.default.max_examples // 3))
+            def lookup(reply: object) -> None:
+                current[0] = reply
+                if evil_id.hex() not in {c.node_id for c in victim.contacts()}:
+                    net.run(evil.request(("127.0.0.1", victim.port), "ping", [evil_id]))
+                found = net.run(victim.find_providers(fid), timeout=60)
+                assert {r.node_id for r in found} <= {helper.node_id}, found
+                runs[0] += 1
+
+            lookup()
+        finally:
+            evil.close()
+        stats = dict(victim.stats)
+        assert stats.get("internal_errors", 0) == 0, stats
+        assert [r.node_id for r in net.run(victim.find_providers(fid))] == [helper.node_id]
+        assert net.run(_ping(net, helper, victim), timeout=30)
+        print(f"fuzzed replies: {runs[0]} lookups, victim stats {stats}")
