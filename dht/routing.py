@@ -93,6 +93,9 @@ class RoutingTable(_UpstreamRoutingTable):
 
     def __init__(self, protocol: Any, ksize: int, node: Node, config: DhtConfig) -> None:
         self.config = config
+        self._ids: list[int] = []
+        self._by_long: dict[int, Node] = {}
+        self._dirty = True
         super().__init__(protocol, ksize, node)
         self.rejected_by_prefix = 0
         self.rejected_address_change = 0
@@ -100,10 +103,22 @@ class RoutingTable(_UpstreamRoutingTable):
     def flush(self) -> None:
         self.buckets = [KBucket(0, 2**160, self.ksize)]
         self._uppers = [2**160]
+        self._dirty = True
 
     def split_bucket(self, index: int) -> None:
         super().split_bucket(index)
         self._uppers = [b.range[1] for b in self.buckets]
+        self._dirty = True
+
+    def _index(self) -> tuple[list[int], dict[int, Node]]:
+        """All contacts' ids as ints, rebuilt only after the membership changed."""
+        if self._dirty or len(self._ids) != len(self._by_long):
+            self._by_long = {
+                n.long_id: n for bucket in self.buckets for n in bucket.nodes.values()
+            }
+            self._ids = list(self._by_long)
+            self._dirty = False
+        return self._ids, self._by_long
 
     def get_bucket_for(self, node: Node) -> int:
         if len(self._uppers) != len(self.buckets):  # buckets replaced from outside
@@ -123,9 +138,13 @@ class RoutingTable(_UpstreamRoutingTable):
             # (remove_contact), so a stranger cannot redirect a contact to itself.
             self.rejected_address_change += 1
             return
-        if known is None and not self._prefix_allows(bucket, node):
+        if known is not None:
+            bucket.add_node(node)  # seen again: move to the tail (most recently seen)
+            return
+        if not self._prefix_allows(bucket, node):
             self.rejected_by_prefix += 1
             return
+        self._dirty = True
         super().add_contact(node)
 
     def remove_contact(self, node: Node) -> None:
@@ -134,6 +153,7 @@ class RoutingTable(_UpstreamRoutingTable):
         known = bucket.nodes.get(node.id)
         if known is not None and (known.ip, known.port) != (node.ip, node.port):
             return  # a timeout at an address someone else advertised says nothing of it
+        self._dirty = True
         super().remove_contact(node)
 
     def _prefix_allows(self, bucket: KBucket, node: Node) -> bool:
@@ -150,15 +170,13 @@ class RoutingTable(_UpstreamRoutingTable):
         """The k contacts closest to ``node`` by XOR distance, over every bucket."""
         k = k or self.ksize
         self.buckets[self.get_bucket_for(node)].touch_last_updated()
-        target = node.long_id
-        # ids are unique, so distances are too: tuples never compare the Peer part
-        ranked = [
-            (n.long_id ^ target, n) for bucket in self.buckets for n in bucket.nodes.values()
-        ]
-        ranked.sort()
+        ids, by_long = self._index()
+        # sorted() with int.__xor__ as key runs in C: no Python code per contact
+        ranked = sorted(ids, key=node.long_id.__xor__)
         out = []
-        for dist, n in ranked:
-            if dist == 0 or (exclude is not None and n.same_home_as(exclude)):
+        for long_id in ranked:
+            n = by_long[long_id]
+            if long_id == node.long_id or (exclude is not None and n.same_home_as(exclude)):
                 continue
             out.append(n)
             if len(out) >= k:
@@ -166,11 +184,11 @@ class RoutingTable(_UpstreamRoutingTable):
         return out
 
     def all_contacts(self) -> list[Node]:
-        return [n for bucket in self.buckets for n in bucket.nodes.values()]
+        return list(self._index()[1].values())
 
     def contains(self, node_id: bytes) -> bool:
         probe = Peer(node_id)
         return node_id in self.buckets[self.get_bucket_for(probe)].nodes
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self.buckets)
+        return len(self._index()[0])
