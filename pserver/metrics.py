@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "PeerMetrics"]
 
@@ -49,6 +51,10 @@ class PeerMetrics:
         )
         self._refreshers: list[Callable[[], None]] = []
 
+    def add_dht_stats(self, source: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the DHT's own counters (timeouts, refused records, ...) at each scrape."""
+        self.registry.register(_DhtStats(source))
+
     def on_scrape(self, refresh: Callable[[], None]) -> None:
         """Run ``refresh`` before each exposition to update the gauges read from state."""
         self._refreshers.append(refresh)
@@ -58,3 +64,25 @@ class PeerMetrics:
         for refresh in self._refreshers:
             refresh()
         return generate_latest(self.registry)
+
+
+class _DhtStats(Collector):
+    """``kadshare_dht_events_total{event=...}`` read from ``DhtNode.stats()``."""
+
+    def __init__(self, source: Callable[[], Mapping[str, int]]) -> None:
+        self.source = source
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily("kadshare_dht_events", "DHT protocol events", labels=["event"])]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "kadshare_dht_events", "DHT protocol events by kind", labels=["event"]
+        )
+        try:
+            counts = dict(self.source())
+        except Exception:  # a scrape never fails because of the DHT
+            counts = {}
+        for event, value in sorted(counts.items()):
+            family.add_metric([str(event)], float(value))
+        yield family

@@ -104,6 +104,7 @@ class Node:
         self.announcer = Announcer(self.dht, self.catalog, _join_host_port(cfg.host, grpc_port))
         self.catalog.on_progress = self.announcer.sync
         self.metrics.on_scrape(self._refresh_gauges)
+        self.metrics.add_dht_stats(self.dht.stats)
         await self._join()
         self._save_contacts()  # so a crash right after joining can still rejoin
         first = asyncio.create_task(self._index_once(), name="first-scan")

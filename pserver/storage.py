@@ -62,13 +62,17 @@ def load_msgpack(path: Path, default: Any) -> Any:
 def load_or_create_token(path: Path) -> str:
     """Return the REST write token, creating it with mode 0600 the first time."""
     try:
-        token = path.read_text().strip()
-        if token:
+        token = path.read_text(encoding="ascii").strip()
+        if token and all(33 <= ord(c) < 127 for c in token):  # usable in a header
             if path.stat().st_mode & 0o077:
                 os.chmod(path, 0o600)
             return token
+        if token:
+            log.warning("token file %s is damaged; writing a new token", path)
     except FileNotFoundError:
         pass
+    except UnicodeDecodeError:
+        log.warning("token file %s is damaged; writing a new token", path)
     token = secrets.token_urlsafe(32)
     write_atomic(path, (token + "\n").encode(), mode=0o600)
     return token

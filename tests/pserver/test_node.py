@@ -242,6 +242,8 @@ class TestMetrics:
         assert samples[("kadshare_records_stored", ())] >= 1
         assert samples[("kadshare_lookups_total", (("kind", "search"), ("outcome", "ok")))] == 1
         assert ("kadshare_active_transfers", (("direction", "download"),)) in samples
+        families = {f.name for f in text_string_to_metric_families(reply.text)}
+        assert "kadshare_dht_events" in families  # the DHT's own counters
         other = (await http.get(rest_url(b) + "/metrics")).text
         assert "kadshare_bytes_served_total 0.0" in other
 
