@@ -156,3 +156,42 @@ class TestCrashRestart:
         assert res.returncode == 0, res.stdout + res.stderr
         got = [p for p in out.iterdir() if not p.name.startswith(".")]
         assert len(got) == 1 and hashlib.sha256(got[0].read_bytes()).hexdigest() == fid
+
+
+def garble(path: Path, how: str) -> None:
+    data = path.read_bytes() if path.exists() else b""
+    path.write_bytes({"empty": b"", "half": data[: len(data) // 2],
+                      "noise": RNG.randbytes(300)}[how])
+
+
+class TestDamagedDataFolder:
+    """Files in the data folder damaged between runs (disk error, half-written copy)."""
+
+    @pytest.mark.parametrize("how", ["noise", "half"])
+    def test_damaged_state_files_never_cost_the_identity_or_a_traceback(
+        self, procs: list[Proc], how: str
+    ) -> None:
+        seed, _, victim = procs
+        (victim.share / "kept.txt").write_bytes(b"still shared after the damage")
+        first = victim.start()
+        victim.stop()
+        for name in ("hashcache.msgpack", "contacts.msgpack", "node.json", "token"):
+            garble(victim.data / name, how)
+        again = victim.start()  # caches and contacts are rebuilt, the identity is kept
+        assert again["node_id"] == first["node_id"]
+        assert [f["name"] for f in victim.get("/files")["files"]] == ["kept.txt"]
+        token = (victim.data / "token").read_text().strip()
+        assert token, "a damaged token must be replaced by a fresh one"
+        reply = httpx.post(victim.url + "/files", json={"path": "/nonexistent"},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert reply.status_code in (400, 404), reply.text
+        victim.stop()
+        garble(victim.data / "identity.key", how)
+        assert victim.proc is not None
+        log_before = victim.log.read_text(errors="replace")
+        with pytest.raises(AssertionError):
+            victim.start()  # must refuse: a new identity would silently be another peer
+        assert victim.proc.wait(timeout=30) != 0
+        tail = victim.log.read_text(errors="replace")[len(log_before):]
+        assert "Traceback" not in tail, tail
+        assert "identity" in tail.lower(), tail
