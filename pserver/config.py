@@ -23,6 +23,8 @@ DEFAULT_STARTUP_INDEX_TIMEOUT = 30.0
 #: Seconds a transfer may wait on the other side (a reader taking no data, an uploader
 #: sending nothing) before the stream is closed, so stuck clients cannot pile up.
 DEFAULT_STALL_TIMEOUT = 60.0
+#: Seconds ``POST /files`` waits for the hash before answering 202 (hashing goes on).
+DEFAULT_SHARE_WAIT = 20.0
 #: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 4
 
@@ -48,6 +50,7 @@ class NodeConfig:
     startup_index_timeout: float = DEFAULT_STARTUP_INDEX_TIMEOUT
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    share_wait: float = DEFAULT_SHARE_WAIT
     #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
     dht_config: Any = field(default=None, repr=False)
 
@@ -68,5 +71,7 @@ class NodeConfig:
             raise ValueError("message_size must be 16 KiB..1 MiB")
         if self.scan_interval <= 0 or self.contacts_interval <= 0 or self.stall_timeout <= 0:
             raise ValueError("intervals must be > 0")
+        if self.share_wait < 0:
+            raise ValueError("share_wait must be >= 0")
         if self.max_concurrent_uploads < 1:
             raise ValueError("max_concurrent_uploads must be >= 1")

@@ -46,6 +46,11 @@ REJOIN_CHECK_SECONDS = 5.0
 LEAVE_TIMEOUT = 15.0
 
 
+def _log_late_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("sharing by path failed: %s", task.exception())
+
+
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -397,7 +402,19 @@ class Node:
         except DhtError as exc:
             raise LookupUnavailable(f"the DHT lookup failed: {exc}") from exc
 
-    async def share_path(self, path: Path) -> SharedFile:
+    async def share_path(self, path: Path) -> SharedFile | None:
+        """Share a file by path; None when hashing outlasts ``share_wait`` (it goes on and
+        the file is announced when done; a failure then is logged)."""
+        self._tasks = [t for t in self._tasks if not t.done()]
+        task = asyncio.create_task(self._share_and_announce(path), name=f"share {path.name}")
+        self._tasks.append(task)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self.config.share_wait)
+        except TimeoutError:
+            task.add_done_callback(_log_late_failure)
+            return None
+
+    async def _share_and_announce(self, path: Path) -> SharedFile:
         entry = await self.catalog.share_path(path)
         assert self.announcer is not None
         await self.announcer.sync()

@@ -58,7 +58,10 @@ def openapi_document() -> dict[str, Any]:
                     "security": _AUTH,
                     "requestBody": {"required": True, "content": {"application/json": {
                         "schema": _obj(path=string)}}},
-                    "responses": {"201": _ok(file_ref, "Shared"), "400": _err("Bad path"),
+                    "responses": {"201": _ok(file_ref, "Shared"),
+                                  "202": _ok(_obj(path=string, status=string, message=string),
+                                             "Large file: hashing goes on"),
+                                  "400": _err("Bad path"),
                                   "401": _err("No token"), "403": _err("Wrong token")},
                 },
             },

@@ -51,7 +51,7 @@ class PeerApi(Protocol):
     def peers(self) -> list[dict[str, Any]]: ...
     async def search(self, query: str) -> list[dict[str, Any]]: ...
     async def providers(self, file_id: str) -> list[dict[str, Any]]: ...
-    async def share_path(self, path: Path) -> SharedFile: ...
+    async def share_path(self, path: Path) -> SharedFile | None: ...
     async def unshare(self, file_id: str) -> SharedFile: ...
 
 
@@ -68,6 +68,7 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
     app.config.KEEP_ALIVE_TIMEOUT = 15
+    app.config.RESPONSE_TIMEOUT = 120  # above the 30 s lookup and 20 s share waits
 
     def guarded(
         handler: Callable[..., Awaitable[HTTPResponse]],
@@ -118,6 +119,12 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         if not path or "\x00" in path or not path.startswith("/"):
             raise _HttpError(400, "path must be an absolute path")
         entry = await peer.share_path(Path(path))
+        if entry is None:
+            return json(
+                {"path": path, "status": "hashing",
+                 "message": "large file: still hashing; it appears in /files when done"},
+                status=202,
+            )
         return json(entry.as_json(), status=201)
 
     @app.delete("/files/<file_id:str>")

@@ -172,6 +172,23 @@ class TestWriteCalls:
         assert again.status_code == 404
 
 
+    async def test_slow_hash_answers_202_then_shares(
+        self, peers: Peers, http: httpx.AsyncClient, tmp_path: Path
+    ) -> None:
+        node = await peers.start(share_wait=0.0)
+        outside = tmp_path / "huge.iso"
+        outside.write_bytes(content(3_000_000, 8))
+        token = (node.config.data_dir / "token").read_text().strip()
+        reply = await http.post(rest_url(node) + "/files", json={"path": str(outside)},
+                                headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == 202 and reply.json()["status"] == "hashing"
+
+        async def listed() -> bool:
+            return await shared_names(http, node) == {"huge.iso"}
+
+        await eventually(listed)
+
+
 class TestShareFolderChanges:
     async def test_added_removed_renamed_show_in_files_and_search(
         self, peers: Peers, http: httpx.AsyncClient
