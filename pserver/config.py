@@ -25,6 +25,8 @@ DEFAULT_STARTUP_INDEX_TIMEOUT = 30.0
 DEFAULT_STALL_TIMEOUT = 60.0
 #: Seconds ``POST /files`` waits for the hash before answering 202 (hashing goes on).
 DEFAULT_SHARE_WAIT = 20.0
+#: Downloads served at the same time (each holds an open file); more get RESOURCE_EXHAUSTED.
+DEFAULT_MAX_CONCURRENT_DOWNLOADS = 256
 #: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 4
 
@@ -49,6 +51,7 @@ class NodeConfig:
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     startup_index_timeout: float = DEFAULT_STARTUP_INDEX_TIMEOUT
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
+    max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     share_wait: float = DEFAULT_SHARE_WAIT
     #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
@@ -73,5 +76,5 @@ class NodeConfig:
             raise ValueError("intervals must be > 0")
         if self.share_wait < 0:
             raise ValueError("share_wait must be >= 0")
-        if self.max_concurrent_uploads < 1:
-            raise ValueError("max_concurrent_uploads must be >= 1")
+        if self.max_concurrent_uploads < 1 or self.max_concurrent_downloads < 1:
+            raise ValueError("max_concurrent_uploads/downloads must be >= 1")

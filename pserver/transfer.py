@@ -208,6 +208,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         self.metrics = metrics
         self.on_upload = on_upload
         self._upload_slots = asyncio.Semaphore(config.max_concurrent_uploads)
+        self._downloads = 0
 
     async def GetInfo(
         self, request: kadshare_pb2.InfoRequest, context: grpc.aio.ServicerContext
@@ -227,10 +228,16 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
     ) -> None:
         """Stream the range with ``context.write``; each write may wait for flow control
         (a slow reader paces us) but not longer than ``stall_timeout``."""
+        if self._downloads >= self.config.max_concurrent_downloads:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"this peer is serving {self._downloads} downloads; retry later",
+            )
         try:
             entry, fd = self.catalog.open_for_serving(request.file_id)
         except PeerError as exc:
             await context.abort(status_for(exc), str(exc))
+        self._downloads += 1
         gauge = self.metrics.active_transfers.labels("download")
         gauge.inc()
         outcome = "error"
@@ -265,6 +272,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             failure = (grpc.StatusCode.UNAVAILABLE, f"cannot read {entry.name}")
         finally:
             os.close(fd)
+            self._downloads -= 1
             gauge.dec()
             self.metrics.transfers.labels("download", outcome).inc()
         if failure is not None:

@@ -249,6 +249,33 @@ class TestStalls:
             await p.close()
 
 
+class TestLimits:
+    async def test_downloads_over_the_limit_are_refused_not_queued(self, tmp_path: Path) -> None:
+        (tmp_path / "share").mkdir()
+        data = content(24 * MiB, seed=6)
+        (tmp_path / "share" / "large.bin").write_bytes(data)
+        p = await Peer(tmp_path, max_concurrent_downloads=2).start()
+        try:
+            held = [p.stub.Download(kadshare_pb2.DownloadRequest(file_id=sha(data)),
+                                    timeout=RPC_TIMEOUT) for _ in range(2)]
+            for call in held:
+                await call.read()  # both streams are now open and stalled
+            code = await code_of(download(p.stub, sha(data), 0, 10))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for call in held:
+                call.cancel()
+            for _ in range(100):  # the server notices the cancellations
+                try:
+                    assert await download(p.stub, sha(data), 0, 10) == data[:10]
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("slots never came back")
+        finally:
+            await p.close()
+
+
 class TestLinks:
     async def test_symlink_leaving_share_is_never_served(self, tmp_path: Path) -> None:
         outside = tmp_path / "secret.txt"
