@@ -468,6 +468,7 @@ async def start_grpc_server(
             ("grpc.max_send_message_length", 16 * 1024 * 1024),
             ("grpc.max_receive_message_length", 4 * 1024 * 1024 + 1024),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", 128),  # per connection; the rest wait in HTTP/2
         ]
     )
     server.add_generic_rpc_handlers((transfer_handler(servicer),))
