@@ -53,6 +53,8 @@ DEFAULT_RUN_BYTES = 8 * 1024 * 1024
 DEFAULT_STALL_TIMEOUT = 15.0
 DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
+DEFAULT_ADAPTIVE_BYTES = 64 * 1024 * 1024
+REPROBE_WINDOWS = 10  # after a step that did not pay, wait this many windows to retry
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 STATE_VERSION = 1
@@ -73,6 +75,9 @@ class DownloadConfig:
     info_timeout: seconds for ``GetInfo`` per provider.
     state_interval: seconds between resume-state saves while downloading.
     force: replace an existing different file at the destination.
+    adaptive_bytes: downloads with at least this many bytes left ramp sources up one at a
+        time and keep one more only if it raised the rate by ``adaptive_gain`` (0 = off).
+    probe_seconds: length of each ramp-up measurement window.
     """
 
     sources: int = DEFAULT_SOURCES
@@ -81,6 +86,9 @@ class DownloadConfig:
     info_timeout: float = DEFAULT_INFO_TIMEOUT
     state_interval: float = DEFAULT_STATE_INTERVAL
     force: bool = False
+    adaptive_bytes: int = DEFAULT_ADAPTIVE_BYTES
+    adaptive_gain: float = 1.1
+    probe_seconds: float = 0.5
 
     def __post_init__(self) -> None:
         if self.sources < 1:
@@ -410,6 +418,9 @@ class _Download:
         self.resumed = 0
         self.done_bytes = 0
         self.per_source: dict[str, int] = {}
+        self.fetch_seconds: dict[str, float] = {}
+        self.live: dict[str, None] = {}  # workers alive, in provider order
+        self.slots = config.sources  # workers allowed to fetch at once (ramp-up lowers it)
         self.active = 0
         self._last_save = 0.0
         self.sched: _Scheduler | None = None
@@ -648,30 +659,93 @@ class _Download:
         finally:
             call.cancel()
 
+    def _rate(self, address: str) -> float:
+        spent = self.fetch_seconds.get(address, 0.0)
+        return self.per_source.get(address, 0) / spent if spent > 0 else -1.0
+
+    def _may_fetch(self, address: str) -> bool:
+        """Only the ``slots`` fastest live sources fetch; untried ones queue behind them."""
+        if self.slots >= len(self.live):
+            return True
+        ranked = sorted(self.live, key=lambda a: -self._rate(a))  # stable: provider order
+        return address in ranked[: self.slots]
+
     async def _worker(self, address: str) -> None:
         """Fetch runs from one source until the file is complete or the source fails."""
         assert self.sched is not None
         sched = self.sched
         channel = _channel(address)
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
+        self.live[address] = None
+        fetched_before = False
         try:
             while not sched.complete:
+                if not self._may_fetch(address):
+                    if fetched_before:  # hand the slot over: wake whoever may use it
+                        fetched_before = False
+                        sched.notify()
+                    await sched.wait_change()
+                    continue
                 run = sched.take(address)
                 if run is None:
                     await sched.wait_change()
                     continue
+                fetched_before = True
                 self.active += 1
+                started = time.monotonic()
                 try:
                     await self._fetch_run(stub, run)
                 finally:
                     self.active -= 1
+                    self.fetch_seconds[address] = (
+                        self.fetch_seconds.get(address, 0.0) + time.monotonic() - started
+                    )
                     sched.finish(run)
         except _SourceFailed as exc:
             self.dropped[address] = str(exc)
             log.info("dropped source %s: %s", address, exc)
             self._report()
         finally:
+            self.live.pop(address, None)
+            sched.notify()
             await channel.close(grace=None)
+
+    async def _ramp_up(self) -> None:
+        """Add sources (doubling) while each step still raises the total rate.
+
+        On a machine where CPU, not the peers, is the limit (loopback, small boxes), more
+        parallel streams only add contention; on a real network each added peer adds its
+        uplink. Measuring tells the two apart. A step that did not pay is undone and tried
+        again later (rates are noisy and peers change), so a download is not stuck on
+        fewer sources than help.
+        """
+        assert self.sched is not None
+        self.slots = 1
+        prev = await self._measure()
+        while True:
+            most = min(self.config.sources, len(self.live))
+            if self.slots >= most:
+                await asyncio.sleep(self.config.probe_seconds * REPROBE_WINDOWS)
+                prev = await self._measure()
+                continue
+            before = self.slots
+            self.slots = min(most, self.slots * 2)
+            self.sched.notify()
+            rate = await self._measure()
+            if rate >= prev * self.config.adaptive_gain:
+                prev = rate
+                continue
+            self.slots = before
+            self.sched.notify()
+            log.info("ramp-up: staying at %d source(s) (%.0f MB/s; %d gave %.0f MB/s)",
+                     before, prev / 1e6, self.slots, rate / 1e6)
+            await asyncio.sleep(self.config.probe_seconds * REPROBE_WINDOWS)
+            prev = await self._measure()
+
+    async def _measure(self) -> float:
+        start, fetched = time.monotonic(), self.fetched
+        await asyncio.sleep(self.config.probe_seconds)
+        return (self.fetched - fetched) / max(1e-6, time.monotonic() - start)
 
     async def run(self) -> None:
         """Fetch every missing chunk, replacing dropped sources with spare providers."""
@@ -681,6 +755,12 @@ class _Download:
         self.sched = _Scheduler(self.total_chunks, self.done, min(run_chunks, max(1, per_source)))
         spare = [p for p in self.providers if p not in self.dropped]
         tasks: set[asyncio.Task[None]] = set()
+        tuner: asyncio.Task[None] | None = None
+        missing_bytes = self.size - self.resumed
+        if (0 < self.config.adaptive_bytes <= missing_bytes and self.config.sources > 1
+                and len(spare) > 1):
+            self.slots = 1
+            tuner = asyncio.create_task(self._ramp_up())
         self._report()
         try:
             while not self.sched.complete:
@@ -692,6 +772,9 @@ class _Download:
                 for task in finished:
                     task.result()  # re-raise DestinationError and bugs
         finally:
+            if tuner is not None:
+                tuner.cancel()
+                tasks.add(tuner)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -116,6 +116,18 @@ class TestMultiSource:
         assert crawler.address not in result.sources
         assert result.sources[quick.address] == result.size
 
+    async def test_ramp_up_adds_sources_while_they_raise_the_rate(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        # paced peers (~2 MB/s each): every added source adds its rate, so all are kept
+        paced = [await make_provider(Behaviour(delay=0.03)) for _ in range(3)]
+        result = await download_file(
+            file_id, tmp_path, [p.address for p in paced],
+            config=fast(sources=3, adaptive_bytes=1024 * 1024, probe_seconds=0.15),
+        )
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert paced[0].address in result.sources and len(result.sources) >= 2
+
     async def test_progress_reports_reach_the_total(self, make_provider, file_id, tmp_path):
         prov = await make_provider()
         seen: list[DownloadProgress] = []
