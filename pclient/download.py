@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -36,6 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: downloads work, without the .part lock
+    fcntl = None  # type: ignore[assignment]
 
 from pclient.errors import (
     ChecksumMismatch,
@@ -494,7 +498,8 @@ class _Download:
         except OSError as exc:
             raise destination_error(exc, self.part) from exc
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             self.close()
             raise DestinationError(
