@@ -214,7 +214,8 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         self, request: kadshare_pb2.InfoRequest, context: grpc.aio.ServicerContext
     ) -> kadshare_pb2.FileInfo:
         try:
-            entry = self.catalog.get(request.file_id)
+            entry, fd = self.catalog.open_for_serving(request.file_id)  # still those bytes?
+            os.close(fd)
         except PeerError as exc:
             await context.abort(status_for(exc), str(exc))
         log.debug("GetInfo %s", entry.file_id[:12])

@@ -157,6 +157,8 @@ class TestDownload:
         path.write_bytes(b"different bytes now\n")
         os.utime(path, ns=(1, 1))
         assert await code_of(download(peer.stub, old)) == grpc.StatusCode.NOT_FOUND
+        info = peer.stub.GetInfo(kadshare_pb2.InfoRequest(file_id=old), timeout=RPC_TIMEOUT)
+        assert await code_of(info) == grpc.StatusCode.NOT_FOUND
         await peer.catalog.scan()
         assert await download(peer.stub, sha(b"different bytes now\n")) == b"different bytes now\n"
 
