@@ -5,7 +5,7 @@ Usage:
   kadshare providers FILE_ID [--node URL] [--json] [-v]
   kadshare get FILE [-o DIR] [--sources N] [--from ADDR]... [--force] [--timeout S]
                [--node URL] [--json] [-v]
-  kadshare put PATH --to ADDR [--name NAME] [--json] [-v]
+  kadshare put PATH --to ADDR [--name NAME] [--node URL] [--json] [-v]
   kadshare ls [--node URL] [--json] [-v]
   kadshare peers [--node URL] [--json] [-v]
   kadshare status [--node URL] [--json] [-v]
