@@ -51,6 +51,27 @@ def _log_late_failure(task: asyncio.Task[Any]) -> None:
         log.warning("sharing by path failed: %s", task.exception())
 
 
+def advertised_host(host: str, bootstrap: tuple[tuple[str, int], ...]) -> str:
+    """The address other peers should dial for our gRPC port.
+
+    A wildcard bind (``0.0.0.0`` / ``::``) cannot be dialled; use the local address the
+    kernel would pick to reach the first bootstrap node (a UDP ``connect`` sends nothing),
+    else the loopback address.
+    """
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    family = socket.AF_INET6 if host == "::" else socket.AF_INET
+    for target_host, target_port in bootstrap:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((target_host, target_port))
+                return str(probe.getsockname()[0])
+        except OSError:
+            continue
+    log.warning("listening on %s without a bootstrap: advertising loopback for gRPC", host)
+    return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
 def _join_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -106,11 +127,12 @@ class Node:
             servicer, cfg.host, cfg.grpc_port
         )
         rest_port = await self._start_rest()
-        self.announcer = Announcer(self.dht, self.catalog, _join_host_port(cfg.host, grpc_port))
-        self.catalog.on_progress = self.announcer.sync
         self.metrics.on_scrape(self._refresh_gauges)
         self.metrics.add_dht_stats(self.dht.stats)
-        await self._join()
+        joined_through = await self._join()
+        advertised = advertised_host(cfg.host, joined_through)
+        self.announcer = Announcer(self.dht, self.catalog, _join_host_port(advertised, grpc_port))
+        self.catalog.on_progress = self.announcer.sync
         self._save_contacts()  # so a crash right after joining can still rejoin
         first = asyncio.create_task(self._index_once(), name="first-scan")
         self._tasks.append(first)  # cancelled by stop() even if the start is interrupted
@@ -183,8 +205,9 @@ class Node:
         self._rest = server
         return int(sock.getsockname()[1])
 
-    async def _join(self) -> None:
-        """Bootstrap from the given addresses, else from the contacts of the last run."""
+    async def _join(self) -> tuple[tuple[str, int], ...]:
+        """Bootstrap from the given addresses, else from the contacts of the last run;
+        returns the addresses tried."""
         assert self.dht is not None
         targets = list(self.config.bootstrap)
         if not targets:
@@ -198,13 +221,14 @@ class Node:
                 log.info("rejoining through %d saved contacts", len(targets))
         if not targets:
             log.info("no bootstrap: first node of a new network")
-            return
+            return ()
         try:
             await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer keeps running and can be reached later
             log.warning("bootstrap failed (%s); continuing alone", exc or type(exc).__name__)
+        return tuple(targets)
 
     async def stop(self, graceful: bool = True) -> None:
         """Withdraw records (when ``graceful``), close every listener, save state."""
@@ -274,8 +298,8 @@ class Node:
             await self.catalog.scan()
         except OSError as exc:
             log.warning("scanning the share folder failed: %s", exc)
-        assert self.announcer is not None
-        await self.announcer.sync()
+        if self.announcer is not None:  # None while still joining: the first scan syncs
+            await self.announcer.sync()
 
     async def _scan_loop(self, first: asyncio.Task[None]) -> None:
         """Rescan forever; a folder that takes long to walk is walked less often (at most
@@ -416,14 +440,14 @@ class Node:
 
     async def _share_and_announce(self, path: Path) -> SharedFile:
         entry = await self.catalog.share_path(path)
-        assert self.announcer is not None
-        await self.announcer.sync()
+        if self.announcer is not None:  # None while still joining: the first scan syncs
+            await self.announcer.sync()
         return entry
 
     async def unshare(self, file_id: str) -> SharedFile:
         entry = await self.catalog.unshare(file_id)
-        assert self.announcer is not None
-        await self.announcer.sync()
+        if self.announcer is not None:  # None while still joining: the first scan syncs
+            await self.announcer.sync()
         return entry
 
 

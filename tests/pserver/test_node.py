@@ -291,3 +291,13 @@ class TestRestart:
     async def test_unreadable_share_is_a_config_error(self, peers: Peers, tmp_path: Path) -> None:
         with pytest.raises(ConfigError):
             await peers.start(share_dir=tmp_path / "missing")
+
+
+class TestAdvertisedAddress:
+    def test_wildcard_bind_advertises_a_dialable_address(self) -> None:
+        from pserver.node import advertised_host
+
+        assert advertised_host("127.0.0.1", ()) == "127.0.0.1"
+        assert advertised_host("0.0.0.0", (("127.0.0.1", 9),)) == "127.0.0.1"
+        assert advertised_host("0.0.0.0", ()) == "127.0.0.1"
+        assert advertised_host("::", ()) == "::1"
