@@ -125,11 +125,7 @@ class DhtNode:
         self.host, self.port = sockname[0], sockname[1]
         self._node.ip, self._node.port = self.host, self.port
         self._publish_gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
-        self._loops = [
-            asyncio.ensure_future(self._every(self.config.republish_interval, self._republish)),
-            asyncio.ensure_future(self._every(self.config.refresh_interval, self._refresh)),
-            asyncio.ensure_future(self._every(self.config.expire_interval, self._expire)),
-        ]
+        self._loops = [asyncio.ensure_future(self._maintain())]
         log.info("dht node %s listening on %s:%d", self.node_id[:8], self.host, self.port)
 
     def _require_protocol(self) -> KadshareProtocol:
@@ -314,9 +310,25 @@ class DhtNode:
         return hits
 
     # -- background loops ----------------------------------------------------------------
-    async def _every(self, interval: float, job) -> None:  # type: ignore[no-untyped-def]
+    async def _maintain(self) -> None:
+        """One task per node runs the three periodic jobs (cheaper than three tasks).
+
+        Each job's next run is drawn with 10 % jitter so that nodes started together
+        do not republish in lockstep.  A failing job is logged and retried next time.
+        """
+        cfg = self.config
+        jobs = [
+            (cfg.republish_interval, self._republish),
+            (cfg.refresh_interval, self._refresh),
+            (cfg.expire_interval, self._expire),
+        ]
+        loop = asyncio.get_running_loop()
+        due = [loop.time() + every * random.uniform(0.9, 1.0) for every, _ in jobs]
         while not self._stopped:
-            await asyncio.sleep(interval * random.uniform(0.9, 1.0))
+            index = min(range(len(jobs)), key=due.__getitem__)
+            await asyncio.sleep(max(0.0, due[index] - loop.time()))
+            every, job = jobs[index]
+            due[index] = loop.time() + every * random.uniform(0.9, 1.0)
             try:
                 await job()
             except asyncio.CancelledError:

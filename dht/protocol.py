@@ -155,7 +155,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             return
         self._probe_tokens -= 1
         self._probed[addr] = now
-        if len(self._probed) > 32:
+        if len(self._probed) > 16:
             self._probed.popitem(last=False)
         self.spawn(self.call_ping(Peer(sender_id, addr[0], addr[1])))
 

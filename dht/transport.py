@@ -118,7 +118,7 @@ class RttEstimator:
 
     __slots__ = ("_per_addr", "_global", "_max_addrs", "_cfg")
 
-    def __init__(self, config: DhtConfig, max_addrs: int = 32) -> None:
+    def __init__(self, config: DhtConfig, max_addrs: int = 16) -> None:
         self._per_addr: OrderedDict[Address, tuple[float, float]] = OrderedDict()
         self._global: tuple[float, float] | None = None
         self._max_addrs = max_addrs

@@ -176,3 +176,20 @@ class TestFlood:
             await asyncio.sleep(0)
         finally:
             stop_all(nodes)
+
+
+class TestPaging:
+    async def test_a_key_with_more_records_than_one_datagram_is_read_in_pages(self) -> None:
+        nodes = await start_network(3)
+        try:
+            fid = file_id_of("very popular")
+            holder = nodes[1]
+            owners = [Identity.generate() for _ in range(70)]
+            for i, ident in enumerate(owners):
+                rec = make_provider(ident, fid, "Very Popular File.iso", 1, f"10.0.0.{i}:9000", 30)
+                holder.store.put(file_key(fid), rec)
+            assert len(holder.store.records(file_key(fid))) == 70  # ~14 KB > 8 KB datagram
+            found = await nodes[2].find_providers(fid)
+            assert {p.node_id for p in found} == {o.node_id_hex for o in owners}
+        finally:
+            stop_all(nodes)
