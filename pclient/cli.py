@@ -43,6 +43,7 @@ Exit codes: 0 ok, 1 not found or failed, 2 bad usage, 130 interrupted (resume st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -203,6 +204,16 @@ def _fail(message: str, as_json: bool, code: int, extra: dict[str, Any] | None =
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kadshare`` console script; returns the exit code."""
     try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (e.g. `kadshare search x | head -1`): stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         args = docopt(__doc__, argv=argv, version=VERSION)
     except DocoptExit as exc:
         print(str(exc), file=sys.stderr)
@@ -233,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         log.debug("failure", exc_info=True)
         return _fail(str(exc), as_json, EXIT_FAILED)
+    except Exception as exc:  # a bug or an unforeseen failure: one line, details with -v
+        log.info("unexpected failure", exc_info=True)
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for details)",
+                     as_json, EXIT_FAILED)
 
 
 def run() -> None:

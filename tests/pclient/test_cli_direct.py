@@ -175,6 +175,14 @@ class TestExitCodes:
         assert await asyncio.to_thread(main, ["status", "--node", "not a url at all"]) == 1
         assert "http:// or https://" in capsys.readouterr().err
 
+    def test_reader_going_away_is_not_a_traceback(self):
+        proc = subprocess.Popen([*KADSHARE, "--help"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # like `kadshare --help | head -0`
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) in (0, 1) and "Traceback" not in err
+
     def test_help_exits_0(self, capsys):
         with pytest.raises(SystemExit) as info:
             main(["--help"])
