@@ -77,7 +77,9 @@ class TestPrefixAdmission:
             async def table() -> list[str]:
                 for _ in range(100):  # probes are answered within a second; bounded wait
                     hosts = [c.host for c in observer.contacts()]
-                    if set(honest_addrs) <= set(hosts):
+                    sybils = [h for h in hosts if _prefix(h) == "10.213.9.0/24"]
+                    if set(honest_addrs) <= set(hosts) and len(sybils) >= 2 \
+                            and observer.protocol.router.rejected_by_prefix >= 4:
                         break
                     await asyncio.sleep(0.1)
                 return [c.host for c in observer.contacts()]

@@ -273,7 +273,12 @@ class TestRouting:
         try:
             for _ in range(3):
                 await s.request(("127.0.0.1", victim.port), "ping", [os.urandom(20)])
-            await asyncio.sleep(1.0)
+
+            async def probed() -> bool:
+                return any(m == "ping" for m, _ in s.requests_seen)
+
+            assert await wait_for(probed), "the victim never probed the stranger"
+            await asyncio.sleep(0.5)  # let the probe's answer be processed
             ports = {c.port for c in victim.contacts() if c.node_id == honest_peer.node_id}
             assert ports == {honest_peer.port}, f"contact hijacked: {ports}"
             # and lookups from the victim still reach the honest peer's records
@@ -350,7 +355,11 @@ class TestRouting:
                 s = await Stranger.open(answer=lambda m, a, addr, sid=sid: {"id": sid})
                 sybils.append(s)
                 await s.request(("127.0.0.1", node.port), "ping", [sid])
-            await asyncio.sleep(1.0)
+
+            async def all_probed() -> bool:
+                return len(node.contacts()) + node.protocol.router.rejected_by_prefix >= 8
+
+            assert await wait_for(all_probed)
             assert len(node.contacts()) == 2, node.contacts()
             assert node.protocol.router.rejected_by_prefix >= 6
         finally:
