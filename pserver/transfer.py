@@ -271,6 +271,9 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         except OSError as exc:
             log.warning("reading %s failed: %s", entry.name, exc)
             failure = (grpc.StatusCode.UNAVAILABLE, f"cannot read {entry.name}")
+        except Exception:  # a bug must still end in a status a client understands
+            log.exception("Download %s failed", entry.file_id[:12])
+            failure = (grpc.StatusCode.INTERNAL, "internal error (see the peer's log)")
         finally:
             os.close(fd)
             self._downloads -= 1
@@ -320,6 +323,10 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             self.metrics.transfers.labels("upload", "error").inc()
             log.warning("upload failed: %s", exc)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"cannot store upload: {exc}")
+        except Exception:  # a bug must still end in a status a client understands
+            self.metrics.transfers.labels("upload", "error").inc()
+            log.exception("upload failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the peer's log)")
         self.metrics.transfers.labels("upload", "ok").inc()
         return reply
 
