@@ -95,6 +95,7 @@ class Node:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._saved_contacts: list[list[Any]] = []
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -361,8 +362,9 @@ class Node:
             return
         try:
             contacts = [[c.host, c.port] for c in self.dht.contacts()][:MAX_SAVED_CONTACTS]
-            if contacts:
+            if contacts and contacts != self._saved_contacts:
                 save_msgpack(self.config.data_dir / CONTACTS_FILE, contacts)
+                self._saved_contacts = contacts
         except Exception as exc:  # never let bookkeeping stop a shutdown
             log.warning("saving contacts failed: %s", exc)
 
