@@ -237,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:  # --help and --version print, then exit 0
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
+    except BrokenPipeError:  # `kadshare-node --help | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     try:
         config, level = build_config(args, os.environ)
     except UsageError as exc:
