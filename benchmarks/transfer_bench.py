@@ -1,20 +1,25 @@
 """Transfer throughput: gRPC download from one kadshare peer vs a raw asyncio TCP socket.
 
 Both servers run as separate processes on 127.0.0.1 and send the same file; the client
-runs here. Figures printed (MB/s, 1 MB = 10^6 bytes):
+runs here. Rows (MB/s with 1 MB = 10^6 bytes, ratio to raw TCP, and CPU seconds per GiB
+of the server process and of this client process):
 
-* ``raw tcp``        asyncio streams, 1 MiB reads/writes, bytes counted and dropped
-* ``grpc N stream``  ``GetInfo`` + ranged ``Download`` streams from a real
-                     ``kadshare-node``, every 1 MiB chunk checked against its SHA-256
-                     (hashing in a worker thread), bytes dropped
-* ``pclient get``    the real client path (``pclient.download.download_file``):
-                     verification, ``.part`` file on disk, final whole-file hash, rename
+* ``raw tcp``           asyncio streams, 1 MiB reads/writes, bytes counted and dropped
+* ``raw tcp + sha256``  the same, hashing the stream inline (the cost of verifying)
+* ``grpc N stream(s)``  ``GetInfo`` + N ranged ``Download`` streams (one channel each)
+                        from a real ``kadshare-node``; every 1 MiB chunk checked against
+                        its SHA-256 in a worker thread; bytes dropped. ``stub decode``
+                        uses the generated stub, ``zero-copy`` decodes the wire bytes
+                        into a memoryview (two payload copies fewer)
+* ``pclient get``       the real client path (``pclient.download.download_file``):
+                        verification, ``.part`` file on disk, final whole-file hash, rename
 
-and the ratios to raw TCP. Optionally (``--idle-files N``) the resident memory of an idle
-peer sharing N small files.
+Rounds are interleaved (each round runs every row once) and the best of each row is kept,
+because other work may share the cores. Optionally (``--idle-files N``) the resident
+memory of an idle peer sharing N small files.
 
-    .venv/bin/python benchmarks/transfer_bench.py                 # 256 MiB, 3 rounds
-    .venv/bin/python benchmarks/transfer_bench.py --size-mib 64 --rounds 1 --idle-files 1000
+    .venv/bin/python benchmarks/transfer_bench.py --rounds 5      # 256 MiB
+    .venv/bin/python benchmarks/transfer_bench.py --skip-transfer --idle-files 1000
 """
 
 from __future__ import annotations
