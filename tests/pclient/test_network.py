@@ -116,21 +116,20 @@ class TestCommandsJson:
         assert get["size"] == len(net.holiday) and get["name"] == HOLIDAY
         assert (dest / HOLIDAY).read_bytes() == net.holiday  # noqa: ASYNC240
 
-    async def test_tables_are_readable(self, net: Net):
-        code, out, err = await run_cli("search", "holiday", "--node", net.url)
+    async def test_tables_are_readable_and_not_found_exits_1(self, net: Net):
+        u = ["--node", net.url]
+        search, status, zebra, nobody, get_nobody = await asyncio.gather(
+            run_cli("search", "holiday", *u), run_cli("status", *u),
+            run_cli("search", "zebra", *u), run_cli("providers", "ab" * 32, *u),
+            run_cli("get", "ab" * 32, *u, "-o", str(net.tmp / "x")),
+        )
+        code, out, err = search
         assert code == 0, err
         assert HOLIDAY in out and "5.0 MiB" in out and net.holiday_id[:12] in out
-        code, out, err = await run_cli("status", "--node", net.url)
+        code, out, err = status
         assert code == 0 and net.nodes[3].info["node_id"] in out
-
-    async def test_not_found_cases_exit_1(self, net: Net):
-        code, out, err = await run_cli("search", "zebra", "--node", net.url)
-        assert code == 1
-        code, out, err = await run_cli("providers", "ab" * 32, "--node", net.url)
-        assert code == 1
-        code, out, err = await run_cli("get", "ab" * 32, "--node", net.url, "-o",
-                                       str(net.tmp / "x"))
-        assert code == 1 and "nobody provides" in err
+        assert zebra[0] == 1 and nobody[0] == 1
+        assert get_nobody[0] == 1 and "nobody provides" in get_nobody[2]
 
 
 class TestNameResolution:
@@ -163,16 +162,12 @@ class TestNameResolution:
         assert code == 0, err
         assert (dest / "report 2024.txt").read_text().startswith("report number 2")  # noqa: ASYNC240
 
-    async def test_library_resolve(self, net: Net):
+class TestRealProviders:
+    async def test_library_resolves_and_downloads_from_two_real_providers(self, net: Net):
         async with Client(net.url) as client:
             assert (await client.resolve(HOLIDAY))["file_id"] == net.holiday_id
             with pytest.raises(NotFound):
                 await client.resolve("zebra")
-
-
-class TestRealProviders:
-    async def test_two_real_providers_share_the_download(self, net: Net):
-        async with Client(net.url) as client:
             result = await client.download(
                 net.holiday_id, net.tmp / "multi",
                 config=DownloadConfig(sources=2, run_bytes=1024 * 1024),
