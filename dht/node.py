@@ -139,6 +139,9 @@ class DhtNode:
         loop = asyncio.get_running_loop()
         targets: list[tuple[str, int]] = []
         for host, port in addrs:
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+                log.warning("ignoring bootstrap address %s:%s: bad port", host, port)
+                continue
             try:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
             except (OSError, UnicodeError) as exc:
@@ -230,8 +233,11 @@ class DhtNode:
             stores = [protocol.call_store_records(n, key, [encoded]) for n in result.closest]
             done = await asyncio.gather(*stores)
         ok = sum(1 for d in done if d > 0)
-        if result.closest and ok == 0:
-            log.warning("no remote node accepted a record under %s", key.hex()[:8])
+        if result.closest and ok == 0 and not self._stopped:
+            self.store.stats["publish_unstored"] += 1
+            level = logging.WARNING if self.store.stats["publish_unstored"] == 1 else logging.DEBUG
+            log.log(level, "no remote node accepted a record under %s (counted in "
+                    "stats['store_publish_unstored'])", key.hex()[:8])
         return ok
 
     async def withdraw(self, file_id: str) -> None:

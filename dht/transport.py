@@ -270,7 +270,7 @@ class RpcTransport(asyncio.DatagramProtocol):
             return
         try:
             self.transport.sendto(data, addr)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, OverflowError) as exc:
             self._drop("send_errors", f"send to {addr} failed: {exc}")
 
     # -- outgoing calls ----------------------------------------------------------------
