@@ -19,7 +19,8 @@ Options:
   --runner R           inproc | process | netns [default: inproc].
   --impl I             kadshare | kademlia | tracker [default: kadshare].
   --impls LIST         Impls for compare, comma separated [default: kadshare,kademlia,tracker].
-  --out DIR            Output folder [default: results/SCENARIO-IMPL-seedSEED].
+  --out DIR            Output folder (default: results/SCENARIO-IMPL-seedSEED, IMPL
+                       is "compare" for compare).
   --session SPEC       Session times: weibull:k,scale | exp:mean | pareto:a,xm (seconds)
                        [default: weibull:0.5,60].
   --kill SPEC          Crash FRACTION of live nodes at T seconds, e.g. 0.5@20.
@@ -32,6 +33,7 @@ Options:
   --latency SPEC       One-way delay per node pair, e.g. 20-80ms [default: 0ms].
   --loss P             Datagram loss probability [default: 0].
   --lookup-timeout S   Give up on a lookup after S seconds [default: 10].
+  --settle S           Quiet seconds after warm-up, before measuring [default: 0].
   --trace FILE         Replay a saved trace (its scenario and workload win over flags).
   --save-trace FILE    Also write the drawn trace to FILE.
   -q --quiet           No progress line.
@@ -88,6 +90,7 @@ def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
         latency=parse_latency(opts["--latency"]),
         loss=_num(opts, "--loss", float),
         lookup_timeout=_num(opts, "--lookup-timeout", float),
+        settle=_num(opts, "--settle", float),
         progress=not opts["--quiet"],
     )
     return cfg.validate()

@@ -61,6 +61,7 @@ class SimConfig:
     loss: float = 0.0
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     join_concurrency: int = 16
+    settle: float = 0.0               # quiet seconds between warm-up and the measured run
     progress: bool = True
 
     def validate(self) -> SimConfig:
@@ -89,6 +90,8 @@ class SimConfig:
             raise SpecError("--graceful must be in [0, 1]")
         if not 0.1 <= self.lookup_timeout <= 120:
             raise SpecError("--lookup-timeout must be between 0.1 and 120 s")
+        if not 0 <= self.settle <= 3600:
+            raise SpecError("--settle must be between 0 and 3600 seconds")
         if self.kill_tracker is not None and not 0 <= self.kill_tracker:
             raise SpecError("--kill-tracker must be >= 0 seconds")
         return self

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ["run_trace", "RunOutcome"]
 
 JOIN_TIMEOUT = 30.0
-LEAVE_TIMEOUT = 10.0
+LEAVE_TIMEOUT = 20.0
 ANNOUNCE_TIMEOUT = 30.0
 WARMUP_ANNOUNCE_CONCURRENCY = 256
 
@@ -278,6 +278,8 @@ class _Engine:
         try:
             await self.runner.start()
             await self.warmup()
+            if self.cfg.settle > 0:   # let the burst of initial announces settle
+                await asyncio.sleep(self.cfg.settle)
             warmup_s = time.monotonic() - w0
             self.t0 = self.loop.time()
             self.cpu0 = time.process_time()

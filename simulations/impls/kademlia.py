@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from kademlia.network import Server
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 __all__ = ["KademliaImpl", "KademliaSimNode", "BOOTSTRAP_WAIT"]
 
 BOOTSTRAP_WAIT = 20.0
+T = TypeVar("T")
 
 
 def _decode(value: Any) -> list[str]:
@@ -35,6 +37,23 @@ def _decode(value: Any) -> list[str]:
     except ValueError:
         return []
     return [x for x in data if isinstance(x, str)] if isinstance(data, list) else []
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("abandoned kademlia call ended with %r", task.exception())
+
+
+async def _detached(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` in its own task that a caller's timeout abandons, never cancels.
+
+    The package's calls are not cancellation-safe (rpcudp later sets a result on the
+    cancelled future), and its own bugs (``set`` with no reachable neighbour raises
+    ValueError from ``max([])``) would otherwise be logged as never-retrieved errors.
+    """
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
 
 
 class KademliaSimNode(ImplNode):
@@ -53,7 +72,7 @@ class KademliaSimNode(ImplNode):
             # in every round; a user's program would keep running meanwhile, so after
             # BOOTSTRAP_WAIT the node counts as up and the crawl finishes in the background.
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.server.bootstrap(bootstrap)),
+                await asyncio.wait_for(_detached(self.server.bootstrap(bootstrap)),
                                        BOOTSTRAP_WAIT)
 
     async def _announce(self, f: FileSpec) -> None:
@@ -65,10 +84,10 @@ class KademliaSimNode(ImplNode):
     # rpcudp cannot be cancelled (its timeout then sets a result on a cancelled future and
     # asyncio logs a traceback), so harness timeouts abandon the call instead: shield().
     async def announce(self, f: FileSpec) -> None:
-        await asyncio.shield(self._announce(f))
+        await _detached(self._announce(f))
 
     async def lookup(self, f: FileSpec) -> list[str]:
-        return _decode(await asyncio.shield(self.server.get(f.file_id)))
+        return _decode(await _detached(self.server.get(f.file_id)))
 
     async def leave(self) -> None:
         # The package has no delete: a leaving user just closes the program.

@@ -14,16 +14,17 @@ from simulations.plots import PLOT_FILES
 
 def test_compare_writes_results_timeseries_plots_and_report(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cmp"
-    code = main(["compare", "mass-failure", "--nodes", "12", "--duration", "4",
-                 "--impls", "tracker,kademlia", "--kill", "0.25@2", "--kill-tracker", "2",
+    code = main(["compare", "steady", "--nodes", "12", "--duration", "4",
+                 "--impls", "tracker,kademlia", "--kill-tracker", "2",
                  "--files", "4", "--seed", "9", "--lookup-timeout", "3", "--quiet",
                  "--out", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "| tracker |" in table and "| kademlia |" in table
     results = json.loads((out / "results.json").read_text())
-    assert results["seed"] == 9 and results["scenario"] == "mass-failure"
-    assert results["command"][:3] == ["kadshare-sim", "compare", "mass-failure"]
+    assert results["seed"] == 9 and results["scenario"] == "steady"
+    assert results["command"][:3] == ["kadshare-sim", "compare", "steady"]
+    assert results["runs"][0]["marks"] == [{"t": 2.0, "label": "tracker killed"}]
     assert results["versions"]["kademlia"]
     assert [r["impl"] for r in results["runs"]] == ["tracker", "kademlia"]
     for run in results["runs"]:
