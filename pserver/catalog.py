@@ -127,6 +127,29 @@ class Catalog:
 
     # ---- persistence -------------------------------------------------------------
 
+    def remove_stale_uploads(self) -> int:
+        """Delete upload temp files a killed run left in the share folder; returns how many.
+
+        Only this peer writes them (the data-folder lock makes it the only one running).
+        """
+        if self.share_dir is None:
+            return 0
+        removed = 0
+        try:
+            names = os.listdir(self.share_dir)
+        except OSError:
+            return 0
+        for name in names:
+            if name.startswith(UPLOAD_TMP_PREFIX) and name.endswith(".part"):
+                try:
+                    os.unlink(self.share_dir / name)
+                    removed += 1
+                except OSError as exc:
+                    log.warning("cannot remove stale upload %s: %s", name, exc.strerror)
+        if removed:
+            log.info("removed %d unfinished upload(s) left by a previous run", removed)
+        return removed
+
     def load(self) -> None:
         """Read the hash cache and the share list left by a previous run."""
         raw = load_msgpack(self.data_dir / CACHE_FILE, {})

@@ -121,6 +121,7 @@ class Node:
         identity = Identity.load_or_create(cfg.data_dir / "identity.key")
         self.token = load_or_create_token(cfg.data_dir / "token")
         self.catalog.load()
+        self.catalog.remove_stale_uploads()
         self.dht = DhtNode(identity=identity, config=cfg.dht_config or DhtConfig())
         await self.dht.listen(port=cfg.dht_port, interface=cfg.host)
         servicer = TransferServicer(self.catalog, cfg, self.metrics, self._after_upload)

@@ -283,6 +283,16 @@ class TestRestart:
         table = (await http.get(rest_url(again) + "/peers")).json()["peers"]
         assert a.info["node_id"] in {p["node_id"] for p in table}  # rejoined via contacts
 
+    async def test_unfinished_upload_of_a_killed_run_is_removed(
+        self, peers: Peers, tmp_path: Path
+    ) -> None:
+        share = tmp_path / "up" / "share"
+        share.mkdir(parents=True)
+        (share / ".kadshare-upload-0123456789abcdef.part").write_bytes(b"half an upload")
+        (share / "kept.txt").write_bytes(b"kept")
+        await peers.start(base=tmp_path / "up")
+        assert sorted(p.name for p in share.iterdir()) == ["kept.txt"]
+
     async def test_one_data_folder_one_peer(self, peers: Peers, tmp_path: Path) -> None:
         await peers.start(base=tmp_path / "same")
         with pytest.raises(ConfigError):
