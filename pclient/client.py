@@ -154,7 +154,17 @@ class Client:
         """
         if is_file_id(file):
             return {"file_id": file.lower(), "name": "", "size": None}
-        hits = [h for h in await self.search(file) if isinstance(h, dict) and "file_id" in h]
+        try:
+            found = await self.search(file)
+        except NodeError as exc:
+            if exc.status != 400:
+                raise
+            found = []  # no searchable word in the name (the node refuses an empty query)
+        except ClientError as exc:
+            if type(exc) is not ClientError:
+                raise
+            found = []  # only blanks
+        hits = [h for h in found if isinstance(h, dict) and "file_id" in h]
         exact = [h for h in hits if h.get("name") == file]
         if not exact:
             exact = [h for h in hits if str(h.get("name", "")).rsplit("/", 1)[-1] == file]

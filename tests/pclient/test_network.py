@@ -139,13 +139,16 @@ class TestNameResolution:
             run_cli("get", "holiday", *u, "--json"),  # 1: a single match is fetched
             run_cli("get", "report 2024.txt", *u),   # an exact name wins over other matches
         )
-        none, two, two_json = [await run_main(capsys, *args) for args in (
+        none, wordless, two, two_json = [await run_main(capsys, *args) for args in (
             ["get", "zebra.png", *u],        # 0: nothing by that name
+            ["get", "!!!", *u],              # no searchable word at all
             ["get", "report", *u],           # 2: both reports match
             ["get", "report", *u, "--json"],
         )]
         code, out, err = none
         assert code == 1 and "no file named 'zebra.png'" in err
+        code, out, err = wordless
+        assert code == 1 and "no file named '!!!'" in err
 
         code, out, err = one
         assert code == 0, err
