@@ -31,6 +31,7 @@ from pserver.storage import (
     DataDirLock,
     load_msgpack,
     load_or_create_token,
+    remove_stale_temps,
     save_msgpack,
     write_atomic,
 )
@@ -118,6 +119,7 @@ class Node:
         cfg = self.config
         self._prepare_folders()
         self._lock.acquire()
+        remove_stale_temps(cfg.data_dir)
         identity = Identity.load_or_create(cfg.data_dir / "identity.key")
         self.token = load_or_create_token(cfg.data_dir / "token")
         self.catalog.load()

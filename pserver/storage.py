@@ -38,6 +38,20 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temporary files ``write_atomic`` left behind when a run was killed mid-write."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            try:
+                os.unlink(folder / name)
+            except OSError:
+                pass
+
+
 def save_msgpack(path: Path, value: Any) -> None:
     """Atomically store ``value`` as msgpack (never pickle)."""
     write_atomic(path, msgpack.packb(value, use_bin_type=True))

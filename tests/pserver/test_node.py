@@ -290,8 +290,12 @@ class TestRestart:
         share.mkdir(parents=True)
         (share / ".kadshare-upload-0123456789abcdef.part").write_bytes(b"half an upload")
         (share / "kept.txt").write_bytes(b"kept")
+        data = tmp_path / "up" / "data"
+        data.mkdir()
+        (data / ".hashcache.msgpack.k2j3h4.tmp").write_bytes(b"torn write")
         await peers.start(base=tmp_path / "up")
         assert sorted(p.name for p in share.iterdir()) == ["kept.txt"]
+        assert not list(data.glob("*.tmp"))
 
     async def test_one_data_folder_one_peer(self, peers: Peers, tmp_path: Path) -> None:
         await peers.start(base=tmp_path / "same")
