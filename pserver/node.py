@@ -142,7 +142,7 @@ class Node:
         self._tasks.append(first)  # cancelled by stop() even if the start is interrupted
         try:
             await asyncio.wait_for(asyncio.shield(first), cfg.startup_index_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             log.info("share folder still being hashed; continuing in the background")
         self.info = {
             "node_id": self.dht.node_id,
@@ -424,7 +424,7 @@ class Node:
 
         try:
             return await asyncio.wait_for(call, self.config.lookup_timeout)
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:
             raise LookupUnavailable("the DHT lookup timed out", status=504) from exc
         except NoKnownPeers:
             return []
@@ -439,7 +439,7 @@ class Node:
         self._tasks.append(task)
         try:
             return await asyncio.wait_for(asyncio.shield(task), self.config.share_wait)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             task.add_done_callback(_log_late_failure)
             return None
 

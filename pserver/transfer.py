@@ -257,7 +257,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                     raise FileNotShared(f"{entry.name} shrank while being served")
                 try:
                     await asyncio.wait_for(context.write(message), stall)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     failure = (grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"reader took no data for {stall:g} s; stream closed")
                     log.info("Download %s: %s", entry.file_id[:12], failure[1])
@@ -347,7 +347,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 if message is None:
                     return
                 seen += message.ByteSize()
-        except (TimeoutError, grpc.RpcError, StopAsyncIteration):
+        except (asyncio.TimeoutError, grpc.RpcError, StopAsyncIteration):
             return
 
     async def _receive(
@@ -428,7 +428,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         """The next upload message, None at the end; refuse a sender that goes quiet."""
         try:
             return await asyncio.wait_for(anext(stream, None), self.config.stall_timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise UploadRefused(
                 UploadRefused.STALLED,
                 f"uploader sent nothing for {self.config.stall_timeout:g} s",
