@@ -88,13 +88,17 @@ class Lookup:
         self._queries: dict[asyncio.Future, _Query] = {}
         self._positive = 0
         self._seen: dict[bytes, dict[Slot, float]] = {}
+        self._skipped: set[bytes] = set()
 
     def _push(self, nodes: list[Node]) -> None:
         me = self.protocol.source_node.id
         for node in nodes:
             if node.id != me and node.id not in self._nodes:
                 self._nodes[node.id] = node
-                self._state[node.id] = "slow" if self.protocol.is_suspect(node.id) else "new"
+                self._state[node.id] = "new"
+                if self.protocol.is_suspect(node.id):
+                    self._state[node.id] = "slow"
+                    self._skipped.add(node.id)
 
     def _dist(self, node_id: bytes) -> int:
         return self._nodes[node_id].long_id ^ self.target.long_id
@@ -132,7 +136,10 @@ class Lookup:
                     break
                 closest = self._live_closest()
                 if all(self._state[i] == "done" for i in closest):
-                    break
+                    if not self._worth_waiting():
+                        if not self._queries and self._revive_skipped():
+                            continue
+                        break
                 active = sum(1 for i in self._state.values() if i == "inflight")
                 for node_id in closest:
                     if active >= self.config.alpha or self.result.queried >= max_queries:
@@ -141,6 +148,8 @@ class Lookup:
                         self._send(_Query(self._nodes[node_id]), loop)
                         active += 1
                 if not self._queries:
+                    if self._revive_skipped():
+                        continue
                     break
                 now = loop.time()
                 soft = [q.soft_deadline for q in self._queries.values()
@@ -178,6 +187,30 @@ class Lookup:
             ]
         return self.result
 
+    def _worth_waiting(self) -> bool:
+        """Keep waiting for slow contacts when nothing useful has come back yet.
+
+        Under heavy load a live node can miss its soft timeout; a record lookup that found
+        nothing (or a lookup nobody answered) then waits for those answers, up to the hard
+        timeout, rather than report a miss.
+        """
+        if not self._queries:
+            return False
+        if self.records and self._positive == 0:
+            return True
+        return not any(s == "done" for s in self._state.values())
+
+    def _revive_skipped(self) -> bool:
+        """Nothing left to ask and nobody answered: ask the contacts skipped as suspects."""
+        if any(s == "done" for s in self._state.values()):
+            return False
+        revived = False
+        for node_id in sorted(self._skipped, key=self._dist)[: self.config.alpha]:
+            self._skipped.discard(node_id)
+            self._state[node_id] = "new"
+            revived = True
+        return revived
+
     def _late(self, future: asyncio.Future, node: Node) -> None:
         """An abandoned call finished after the lookup: still learn from it."""
         if future.cancelled():
@@ -211,7 +244,10 @@ class Lookup:
         for nid, host, port in parse_contacts(body.get("nodes"), self.config.k):
             if nid not in known and nid != me:
                 known[nid] = Peer(nid, host, port)
-                self._state[nid] = "slow" if self.protocol.is_suspect(nid) else "new"
+                self._state[nid] = "new"
+                if self.protocol.is_suspect(nid):
+                    self._state[nid] = "slow"
+                    self._skipped.add(nid)
         if self.records:
             self._take_records(query, body)
             nxt = body.get("next")

@@ -150,6 +150,12 @@ class RecordStore(IStorage):
             self.stats["evicted"] += 1
         return True
 
+    def clear(self) -> None:
+        """Forget every record (a restart without persistence)."""
+        self._data.clear()
+        self._owner_count.clear()
+        self._bytes = 0
+
     def expire(self) -> int:
         """Drop every record whose TTL has run out; return how many."""
         now = self.clock()
