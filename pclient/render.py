@@ -153,8 +153,10 @@ class ProgressBar:
             self._task = self._progress.add_task(self.label, total=None, sources="")
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         if self._progress is not None:
+            if exc_type is None and self._task is not None:
+                self._progress.update(self._task, sources="done")
             self._progress.stop()
 
     def download(self, p: DownloadProgress) -> None:
