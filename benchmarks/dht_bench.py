@@ -137,20 +137,30 @@ async def timed(coro: Any, budget: float) -> tuple[bool, float]:
 
 
 async def lookups(impl: Any, nodes: list, keys: list[str], count: int, rng: random.Random,
-                  concurrency: int, budget: float) -> dict:
-    gate = asyncio.Semaphore(concurrency)
+                  concurrency: int, budget: float, phase_budget: float) -> dict:
+    """``count`` gets, ``concurrency`` at a time; none starts after ``phase_budget`` s.
 
-    async def one() -> tuple[bool, float]:
-        node = rng.choice(nodes)
-        key = rng.choice(keys)
+    Lookups that never started are reported as ``skipped`` (not as failures), so a slow
+    implementation cannot make the benchmark run for ever.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    start = time.perf_counter()
+    plan = [(rng.choice(nodes), rng.choice(keys)) for _ in range(count)]
+
+    async def one(node: Any, key: str) -> tuple[bool, float] | None:
         async with gate:
+            if time.perf_counter() - start > phase_budget:
+                return None
             return await timed(impl.get(node, key), budget)
 
-    results = await asyncio.gather(*(one() for _ in range(count)))
+    outcomes = await asyncio.gather(*(one(n, k) for n, k in plan))
+    results = [r for r in outcomes if r is not None]
     lat = [dt for _, dt in results]
+    done = max(1, len(results))
     return {
-        "count": count,
-        "success": sum(ok for ok, _ in results) / count,
+        "count": len(results),
+        "skipped": count - len(results),
+        "success": sum(ok for ok, _ in results) / done,
         "p50_ms": pct(lat, 50) * 1000,
         "p95_ms": pct(lat, 95) * 1000,
         "p99_ms": pct(lat, 99) * 1000,
@@ -213,7 +223,9 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     out["completeness"] = statistics.mean(f / 10 for f in found)
 
     phases["check_and_completeness"] = time.perf_counter() - t0 - sum(phases.values())
-    out["lookups"] = await lookups(impl, nodes, keys, args.lookups, rng, 1, args.budget)
+    out["lookups"] = await lookups(
+        impl, nodes, keys, args.lookups, rng, 1, args.budget, args.phase_budget
+    )
     phases["lookups"] = time.perf_counter() - t0 - sum(phases.values())
 
     victims = set(rng.sample(range(len(nodes)), int(len(nodes) * args.kill)))
@@ -221,12 +233,14 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
         impl.stop(nodes[i])
     alive = [n for i, n in enumerate(nodes) if i not in victims]
     out["after_kill"] = await lookups(
-        impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget
+        impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget,
+        args.phase_budget,
     )
     phases["after_kill"] = time.perf_counter() - t0 - sum(phases.values())
     await asyncio.sleep(args.settle)
     out["after_settle"] = await lookups(
-        impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget
+        impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget,
+        args.phase_budget,
     )
     phases["settle_and_after"] = time.perf_counter() - t0 - sum(phases.values())
     for node in alive:
@@ -247,10 +261,12 @@ ROWS = [
     ("lookup p95 (ms)", ("lookups", "p95_ms"), "lower"),
     ("lookup p99 (ms)", ("lookups", "p99_ms"), "lower"),
     ("after kill: success", ("after_kill", "success"), "higher"),
+    ("after kill: skipped", ("after_kill", "skipped"), "lower"),
     ("after kill: p50 (ms)", ("after_kill", "p50_ms"), "lower"),
     ("after kill: p95 (ms)", ("after_kill", "p95_ms"), "lower"),
     ("after kill: p99 (ms)", ("after_kill", "p99_ms"), "lower"),
     ("after settle: success", ("after_settle", "success"), "higher"),
+    ("after settle: skipped", ("after_settle", "skipped"), "lower"),
     ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
     ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
 ]
@@ -326,6 +342,8 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true",
                         help="measure memory with tracemalloc (slow) instead of RSS")
     parser.add_argument("--budget", type=float, default=15.0, help="cap per lookup, seconds")
+    parser.add_argument("--phase-budget", type=float, default=100.0,
+                        help="no lookup of a phase starts after this many seconds")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--impl", choices=["both", "kadshare", "kademlia"], default="both")
     parser.add_argument("--json", default=None, help="write results here (default: stdout only)")
