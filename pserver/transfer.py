@@ -262,12 +262,22 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                                f"reader took no data for {stall:g} s; stream closed")
                     log.info("Download %s: %s", entry.file_id[:12], failure[1])
                     break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # grpc's ExecuteBatchError & co: the client left
+                    outcome = "cancelled"  # (cancelled, deadline, reset); nobody to answer
+                    log.debug("Download %s: client went away (%s)", entry.file_id[:12],
+                              type(exc).__name__)
+                    return
                 served.inc(want)
                 pos += want
             else:
                 outcome = "ok"
         except PeerError as exc:
             failure = (status_for(exc), str(exc))
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # grpc cancels the handler when the client goes away
+            raise
         except OSError as exc:
             log.warning("reading %s failed: %s", entry.name, exc)
             failure = (grpc.StatusCode.UNAVAILABLE, f"cannot read {entry.name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -247,6 +248,35 @@ class TestStalls:
                         break
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert await download(p.stub, sha(data), 5, 10) == data[5:15]  # still serving
+        finally:
+            await p.close()
+
+
+class TestClientLeaves:
+    async def test_cancelled_downloads_are_not_errors(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Clients cancel streams all the time (multi-source endgame): no ERROR, no leak."""
+        (tmp_path / "share").mkdir()
+        data = content(24 * MiB, seed=8)
+        (tmp_path / "share" / "large.bin").write_bytes(data)
+        p = await Peer(tmp_path).start()
+        caplog.set_level(logging.INFO, logger="pserver")
+        try:
+            for _ in range(10):
+                call = p.stub.Download(
+                    kadshare_pb2.DownloadRequest(file_id=sha(data)), timeout=RPC_TIMEOUT
+                )
+                await call.read()
+                call.cancel()
+            active = p.metrics.active_transfers.labels("download")
+            for _ in range(100):
+                if active._value.get() == 0:
+                    break
+                await asyncio.sleep(0.1)
+            assert active._value.get() == 0
+            assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+            assert await download(p.stub, sha(data), 0, 100) == data[:100]
         finally:
             await p.close()
 
