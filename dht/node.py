@@ -208,6 +208,8 @@ class DhtNode:
 
     async def _publish_announcement(self, file_id: str, ann: _Announcement,
                                     provider: ProviderRecord | None = None) -> int:
+        if self._announced.get(file_id) is not ann:
+            return 0  # withdrawn (or re-announced) since: signing now would resurrect it
         ttl = self.config.record_ttl
         provider = provider or make_provider(
             self.identity, file_id, ann.name, ann.size, ann.grpc, ttl

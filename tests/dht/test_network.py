@@ -193,3 +193,20 @@ class TestPaging:
             assert {p.node_id for p in found} == {o.node_id_hex for o in owners}
         finally:
             stop_all(nodes)
+
+
+class TestWithdrawRace:
+    async def test_a_republish_racing_a_withdraw_does_not_resurrect_the_file(self) -> None:
+        nodes = await start_network(6)
+        try:
+            fid = file_id_of("race")
+            owner = nodes[2]
+            await owner.announce(fid, "race.bin", 1, grpc="127.0.0.1:1")
+            republish = asyncio.ensure_future(owner._republish())
+            await asyncio.sleep(0)  # the republish has taken its list of files
+            await owner.withdraw(fid)
+            await republish
+            for reader in nodes:
+                assert await reader.find_providers(fid) == [], reader
+        finally:
+            stop_all(nodes)
