@@ -46,7 +46,9 @@ Exit codes: 0 done, 1 the run failed, 2 bad usage or runner unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,6 +101,12 @@ def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
 async def _run_all(trace: Trace, impls: list[str], progress: bool) -> list[Any]:
     from simulations.engine import run_trace
 
+    # SIGTERM cancels the run like Ctrl-C does, so runners still remove every process,
+    # namespace and temp file on the way out.
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     outcomes = []
     for impl in impls:
         outcomes.append(await run_trace(trace, impl, progress=progress))
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except RunnerUnavailable as exc:
         print(f"kadshare-sim: runner {cfg.runner} unavailable: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nkadshare-sim: interrupted; everything was cleaned up", file=sys.stderr)
         return 130
     results = write_outputs(out, trace, outcomes, command=["kadshare-sim", *args],
