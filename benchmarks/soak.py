@@ -137,7 +137,9 @@ class Soak:
                       for i in range(args.peers)]
         self.catalog: dict[str, tuple[str, list[int]]] = {}  # file_id -> (name, provider idx)
         self.tally = Tally()
+        self.events: list[str] = []
         self.stop_at = 0.0
+        self.t0 = time.monotonic()
 
     def make_files(self) -> None:
         """Each peer shares two files; a third of the files are shared by three peers."""
@@ -166,6 +168,15 @@ class Soak:
         return not any(self.peers[h].alive() and now - self.peers[h].up_since >= GRACE
                        for h in self.catalog[fid][1])
 
+    def holders(self, fid: str) -> str:
+        """Who provides ``fid``: index, alive, seconds up, restarts (to explain a miss)."""
+        now = time.monotonic()
+        return ", ".join(
+            f"peer {h} {'up' if self.peers[h].alive() else 'down'} "
+            f"{max(0.0, now - self.peers[h].up_since):.0f}s restarts={self.peers[h].restarts}"
+            for h in self.catalog[fid][1]
+        )
+
     async def lookups(self, http: httpx.AsyncClient) -> None:
         while time.monotonic() < self.stop_at:
             await asyncio.sleep(self.args.lookup_every)
@@ -186,7 +197,9 @@ class Soak:
                 t.misses += 1
                 if not self.explained(fid):
                     t.unexplained += 1
-                    t.failures.append(f"no provider of {name} via peer {asker.index}")
+                    t.failures.append(f"no provider of {name} via peer {asker.index} "
+                                      f"at t+{time.monotonic() - self.t0:.0f}s; "
+                                      f"{self.holders(fid)}")
             t.searches += 1
             try:
                 reply = await http.get(f"{asker.url}/search", params={"q": name})
@@ -198,7 +211,8 @@ class Soak:
                 continue
             if fid not in hits and not self.explained(fid):
                 t.search_misses += 1
-                t.failures.append(f"search missed {name} via peer {asker.index}")
+                t.failures.append(f"search missed {name} via peer {asker.index} "
+                                  f"at t+{time.monotonic() - self.t0:.0f}s; {self.holders(fid)}")
 
     async def downloads(self) -> None:
         dest = self.root / "downloads"
@@ -231,6 +245,7 @@ class Soak:
                 continue
             assert victim.proc is not None
             graceful = not graceful
+            victim.up_since = float("inf")  # leaving: its records are being withdrawn
             victim.proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
             try:
                 victim.proc.wait(timeout=30)
@@ -238,6 +253,8 @@ class Soak:
                 victim.proc.kill()
                 victim.proc.wait(timeout=30)
             self.tally.kills += 1
+            self.events.append(f"t+{time.monotonic() - self.t0:.0f}s "
+                               f"{'TERM' if graceful else 'KILL'} peer {victim.index}")
             await asyncio.sleep(self.rng.uniform(2, self.args.churn_every))
             victim.restarts += 1
             try:
@@ -268,6 +285,7 @@ class Soak:
             await asyncio.gather(*(start_peer(p, self.peers[0])
                                    for p in self.peers[batch:batch + 5]))
         start_seconds = time.monotonic() - started
+        self.t0 = time.monotonic()
         self.stop_at = time.monotonic() + self.args.duration
         warm_at = time.monotonic() + self.args.warmup
         async with httpx.AsyncClient(timeout=60.0) as http:
@@ -306,8 +324,9 @@ class Soak:
             "unexplained_search_misses": t.search_misses,
             "downloads_ok": t.downloads_ok, "downloads_failed": t.downloads_failed,
             "download_mib": round(t.download_bytes / 2**20, 1),
-            "kills": t.kills, "error_lines_logged": logged,
+            "kills": t.kills, "error_lines_logged": logged,  # final stop of all peers included
             "failures": t.failures[:30],
+            "churn_events": self.events,
         }
 
     def stop_all(self) -> None:
@@ -348,10 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     for key, value in result.items():
-        if key != "failures":
+        if key not in ("failures", "churn_events"):
             print(f"{key:34s} {value}")
     for line in result["failures"]:
         print("  failure:", line)
+    if result["failures"]:
+        print("  churn:", "; ".join(result["churn_events"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
