@@ -187,6 +187,13 @@ def configure_logging(level: int) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def _usage() -> str:
+    """The "Usage:" block of the docstring."""
+    doc = __doc__ or ""
+    start = doc.index("Usage:")
+    return doc[start : doc.index("\n\n", start)]
+
+
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     return code
@@ -232,8 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = docopt(__doc__, argv=list(argv) if argv is not None else None,
                       version=f"{PROG} {__version__}")
-    except DocoptExit as exc:
-        print(str(exc.code or exc) if exc.code else __doc__.split("\n\n")[1], file=sys.stderr)
+    except DocoptExit:
+        print(f"{PROG}: unknown option or misplaced argument\n{_usage()}\nSee {PROG} --help.",
+              file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help and --version print, then exit 0
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
@@ -243,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, level = build_config(args, os.environ)
     except UsageError as exc:
-        return _fail(f"{exc}\nSee {PROG} --help.", 2)
+        return _fail(f"{exc}\n{_usage()}\nSee {PROG} --help.", 2)
     configure_logging(level)
     try:
         return asyncio.run(run(config))

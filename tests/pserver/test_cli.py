@@ -57,6 +57,7 @@ class TestUsage:
         done = run_cli(*args)
         assert done.returncode == 2
         assert "kadshare-node" in done.stderr and "Traceback" not in done.stderr
+        assert "Usage:" in done.stderr
         assert done.stdout == ""
 
     def test_unreadable_share_is_one_line_exit_2(self, tmp_path: Path) -> None:
