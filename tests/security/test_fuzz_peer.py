@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,6 +261,31 @@ def _share_folder_is_clean(peer: Peer) -> None:
         if path.name == "target file.bin":
             continue
         assert not path.name.startswith("."), f"temporary upload left behind: {path.name}"
+
+
+class TestClientGoesAway:
+    def test_cancelled_download_is_not_an_error_in_the_peer_log(
+        self, peer: Peer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A client cancelling a stream (a multi-source endgame does it all the time) is
+        normal: the peer must not log it as an ERROR with a traceback."""
+        big = peer.share / "big stream.bin"
+        big.write_bytes(b"\x01" * (24 * 1024 * 1024))
+        big_id = hashlib.sha256(big.read_bytes()).hexdigest()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the scan picks it up within seconds
+            if peer.http.get(f"/files/{big_id}").status_code == 200:
+                break
+            time.sleep(0.2)
+        caplog.set_level(logging.INFO)
+        for _ in range(5):
+            call = peer.stub.Download(pb.DownloadRequest(file_id=big_id), timeout=30)
+            next(iter(call))
+            call.cancel()
+        time.sleep(2.0)  # let the peer notice (bounded; nothing to poll for an absence)
+        errors = [r for r in caplog.records
+                  if r.levelno >= logging.ERROR and r.name.startswith("pserver")]
+        assert not errors, [r.getMessage() for r in errors]
 
 
 class TestAfterFuzzing:
