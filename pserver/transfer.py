@@ -255,6 +255,9 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 message = await read_chunk_message(fd, pos, want)
                 if message is None:
                     raise FileNotShared(f"{entry.name} shrank while being served")
+                st = os.fstat(fd)  # edited in place mid-stream? stop before sending it
+                if st.st_mtime_ns != entry.mtime_ns or st.st_size != entry.size:
+                    raise FileNotShared(f"{entry.name} changed on disk while being served")
                 try:
                     await asyncio.wait_for(context.write(message), stall)
                 except asyncio.TimeoutError:

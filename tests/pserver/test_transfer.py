@@ -174,6 +174,36 @@ class TestDownload:
             os.close(fd)
         assert await download(peer.stub, sha(BIG), 12345, 2 * MiB) == BIG[12345 : 12345 + 2 * MiB]
 
+    async def test_file_edited_in_place_mid_stream_is_cut(self, tmp_path: Path) -> None:
+        """Same size, new bytes: the stream stops instead of sending bytes of another file."""
+        (tmp_path / "share").mkdir()
+        data = content(24 * MiB, seed=9)
+        path = tmp_path / "share" / "edited.bin"
+        path.write_bytes(data)
+        p = await Peer(tmp_path).start()
+        try:
+            call = p.stub.Download(
+                kadshare_pb2.DownloadRequest(file_id=sha(data)), timeout=RPC_TIMEOUT
+            )
+            first = await call.read()
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, b"0123456789", len(data) - 10)
+            finally:
+                os.close(fd)
+            os.utime(path, ns=(5, 5))
+            got = bytearray(first.data)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                for _ in range(100):
+                    chunk = await call.read()
+                    if chunk is grpc.aio.EOF:
+                        break
+                    got += chunk.data
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert len(got) < len(data) and bytes(got) == data[: len(got)]
+        finally:
+            await p.close()
+
     async def test_fifty_concurrent_ranges_all_verify(self, peer: Peer) -> None:
         step = len(BIG) // 50
         ranges = [(i * step, step + (i % 7) * 1000) for i in range(50)]
