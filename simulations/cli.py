@@ -34,6 +34,8 @@ Options:
   --loss P             Datagram loss probability [default: 0].
   --lookup-timeout S   Give up on a lookup after S seconds [default: 10].
   --settle S           Quiet seconds after warm-up, before measuring [default: 0].
+  --fetch              After each successful lookup, download the file over gRPC from
+                       the live providers found (real kadshare-node peers only).
   --trace FILE         Replay a saved trace (its scenario and workload win over flags).
   --save-trace FILE    Also write the drawn trace to FILE.
   -q --quiet           No progress line.
@@ -93,6 +95,7 @@ def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
         loss=_num(opts, "--loss", float),
         lookup_timeout=_num(opts, "--lookup-timeout", float),
         settle=_num(opts, "--settle", float),
+        fetch=bool(opts["--fetch"]),
         progress=not opts["--quiet"],
     )
     return cfg.validate()
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_opts(opts, impls[0])
         if opts["--trace"]:
             loaded = Trace.load(Path(opts["--trace"]))
-            trace = Trace(loaded.config.with_(runner=cfg.runner, progress=cfg.progress),
+            trace = Trace(loaded.config.with_(runner=cfg.runner, progress=cfg.progress,
+                                              fetch=cfg.fetch),
                           loaded.files, loaded.initial, loaded.events, loaded.meta)
         else:
             trace = build_trace(cfg)

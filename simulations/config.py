@@ -62,6 +62,7 @@ class SimConfig:
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     join_concurrency: int = 16
     settle: float = 0.0               # quiet seconds between warm-up and the measured run
+    fetch: bool = False               # also download found files over gRPC (real peers)
     progress: bool = True
 
     def validate(self) -> SimConfig:

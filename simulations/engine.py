@@ -212,12 +212,24 @@ class _Engine:
         live = live_start & self.file_live[f.index]
         returned = {self.key_owner.get(k, -1 - n) for n, k in enumerate(set(keys))}
         found = returned & live
+        fetched: bool | None = None
+        fetch_s: float | None = None
+        if self.cfg.fetch and found:
+            live_keys = [k for k in set(keys) if self.key_owner.get(k) in found]
+            t_f = self.now()
+            try:
+                fetched = await asyncio.wait_for(st.handle.fetch(f, live_keys),
+                                                 self.cfg.lookup_timeout)
+            except Exception:
+                fetched = False
+            fetch_s = self.now() - t_f
         self.rec.lookups.append(LookupRecord(
             t=round(t_start, 4), node=idx, file=f.index, eligible=bool(live_start),
             success=bool(found), latency=latency, returned=len(returned),
             stale=len(returned - self.file_live[f.index]), live=len(live),
             found_live=len(found), msgs=ctr[0], nbytes=ctr[1], error=err,
-            crowd=bool(ev.get("crowd"))))
+            crowd=bool(ev.get("crowd")), fetched=fetched,
+            fetch_s=None if fetch_s is None else round(fetch_s, 4)))
 
     # ---- phases ----------------------------------------------------------------------
     async def warmup(self) -> None:

@@ -31,6 +31,8 @@ class LookupRecord:
     nbytes: int = 0           # bytes of those datagrams
     error: str = ""
     crowd: bool = False
+    fetched: bool | None = None   # --fetch: file downloaded and verified over gRPC
+    fetch_s: float | None = None
 
 
 @dataclass
@@ -99,6 +101,13 @@ class Recorder:
             out["success_before_event"] = _ratio(sum(r.success for r in before), len(before))
             out["success_after_event"] = _ratio(sum(r.success for r in after), len(after))
             out["lookups_after_event"] = len(after)
+        fetches = [r for r in done if r.fetched is not None]
+        if fetches:
+            ok_f = [r for r in fetches if r.fetched]
+            out["fetches"] = len(fetches)
+            out["fetch_success"] = _ratio(len(ok_f), len(fetches))
+            out["fetch_p50_ms"] = _ms(percentile([r.fetch_s or 0.0 for r in ok_f], 50))
+            out["fetch_p99_ms"] = _ms(percentile([r.fetch_s or 0.0 for r in ok_f], 99))
         crowd = [r for r in elig if r.crowd]
         if crowd:
             out["crowd_success"] = _ratio(sum(r.success for r in crowd), len(crowd))

@@ -21,7 +21,8 @@ SCHEMA = 1
 TS_FIELDS = ["impl", "t", "alive", "lookups", "eligible", "success", "latency_p50_ms",
              "latency_p99_ms", "bytes_sent", "records_mean"]
 LOOKUP_FIELDS = ["impl", "t", "node", "file", "eligible", "success", "latency", "returned",
-                 "stale", "live", "found_live", "msgs", "nbytes", "error", "crowd"]
+                 "stale", "live", "found_live", "msgs", "nbytes", "error", "crowd",
+                 "fetched", "fetch_s"]
 TABLE_COLUMNS = [
     ("success", "success", "{:.1%}"),
     ("latency_p50_ms", "p50 ms", "{:.1f}"),

@@ -61,6 +61,10 @@ class ImplNode(abc.ABC):
     #: True when the node lives in another process and counts its own traffic.
     remote: bool = False
 
+    async def fetch(self, f: FileSpec, providers: list[str]) -> bool | None:
+        """Download ``f`` from ``providers`` and verify it; None when not supported."""
+        return None
+
     async def refresh(self) -> None:  # noqa: B027 - optional hook
         """Update cached figures (records, traffic) of a remote node."""
 

@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -260,6 +261,22 @@ class PeerProcessNode(ImplNode):
             with contextlib.suppress(Exception):
                 await http.aclose()
 
+    async def fetch(self, f: FileSpec, providers: list[str]) -> bool | None:
+        """Fetch over gRPC with the pclient library (hash-verified, atomic), then delete."""
+        from pclient.download import DownloadConfig, download_file
+
+        dest = self.runner.workdir / "fetched" / f"{self.idx}-{next(self.runner.fetch_ids)}"
+        try:
+            res = await download_file(
+                f.file_id, dest, providers,
+                config=DownloadConfig(sources=2, stall_timeout=5.0, info_timeout=3.0))
+            return res.size == f.size
+        except Exception as exc:   # any failure of the transfer is a measured outcome
+            log.debug("fetch of %s by node %d failed: %r", f.file_id[:12], self.idx, exc)
+            return False
+        finally:
+            await asyncio.to_thread(shutil.rmtree, dest, True)
+
     def records(self) -> int:
         return self._records
 
@@ -282,6 +299,7 @@ class SubprocessRunner(Runner):
         self.logdir = self.workdir / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._files: dict[int, Path] = {}
+        self.fetch_ids = itertools.count(1)
 
     def prefix(self, idx: int) -> list[str]:
         """Command prefix that places node ``idx`` (empty: this namespace)."""

@@ -25,12 +25,15 @@ def _children() -> set[str]:
 async def test_process_runner_real_kadshare_nodes_and_worker_baseline() -> None:
     before = _children()
     trace = build_trace(SimConfig(scenario="churn", nodes=6, duration=6, files=4,
-                                  providers=2, lookup_rate=3, seed=3, runner="process"))
+                                  providers=2, lookup_rate=3, seed=3, runner="process",
+                                  fetch=True))
     kad = (await run_trace(trace, "kadshare")).summary
     assert kad["join_failures"] == 0
     assert kad["lookups_eligible"] >= 8
     assert kad["success"] >= 0.9, kad
     assert kad["msgs_per_lookup"] is None        # a real peer's datagrams are not visible
+    # --fetch: found files really download over gRPC from the peers, hash-verified.
+    assert kad["fetches"] >= 5 and kad["fetch_success"] >= 0.9, kad
     tracker = (await run_trace(trace, "tracker")).summary
     assert tracker["success"] == 1.0, tracker
     assert _children() - before == set()
