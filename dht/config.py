@@ -56,7 +56,7 @@ class DhtConfig:
     """Records held under one key by a storing node."""
     max_records_per_owner: int = 2048
     """Records of one owner (node id) held by a storing node over all keys."""
-    max_keyword_entries_per_owner: int = 16
+    max_keyword_entries_per_owner: int = 64
     """Entries one publisher may hold under one keyword key (anti-spam)."""
     max_store_bytes: int = 32 * 1024 * 1024
     """Total encoded bytes a storing node keeps; beyond it, eviction (PROTOCOL.md)."""

@@ -290,29 +290,30 @@ class DhtNode:
         return found
 
     async def search(self, query: str) -> list[SearchHit]:
-        """Files whose names contain every normalised word of ``query``."""
+        """Files whose names contain every normalised word of ``query``.
+
+        Every word's key is asked and the entries are pooled, then kept when the name
+        they carry has all the query words.  A file is thus found through any one of its
+        words: a key that is full (caps per publisher and per key) cannot hide it, as a
+        plain intersection of per-word answers would.
+        """
         if not isinstance(query, str):
             raise TypeError("query must be a str")
         words = normalize_words(query, MAX_QUERY_WORDS)
         if not words:
             return []
+        wanted = set(words)
         results = await asyncio.gather(*(self._find(keyword_key(w)) for w in words))
-        per_word: list[dict[str, list[KeywordRecord]]] = []
+        matching: dict[str, list[KeywordRecord]] = {}
         for res in results:
-            files: dict[str, list[KeywordRecord]] = {}
             for rec in res.positive():
-                if isinstance(rec, KeywordRecord):
-                    files.setdefault(rec.file_id, []).append(rec)
-            per_word.append(files)
-        common = set(per_word[0])
-        for files in per_word[1:]:
-            common &= set(files)
+                if isinstance(rec, KeywordRecord) and wanted <= set(normalize_words(rec.name)):
+                    matching.setdefault(rec.file_id, []).append(rec)
         hits = []
-        for fid in common:
-            entries = per_word[0][fid]
+        for fid, entries in matching.items():
             name = Counter(e.name for e in entries).most_common(1)[0][0]
             size = Counter(e.size for e in entries).most_common(1)[0][0]
-            providers = min(len({e.node_id for e in files[fid]}) for files in per_word)
+            providers = len({e.node_id for e in entries})
             hits.append(SearchHit(file_id=fid, name=name, size=size, providers=providers))
         hits.sort(key=lambda h: (-h.providers, h.name, h.file_id))
         return hits

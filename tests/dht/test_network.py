@@ -210,3 +210,23 @@ class TestWithdrawRace:
                 assert await reader.find_providers(fid) == [], reader
         finally:
             stop_all(nodes)
+
+
+class TestBigFolder:
+    async def test_every_file_of_a_large_folder_is_found_by_its_own_words(self) -> None:
+        """40 files sharing two words from one peer, the keyword cap set to 8: a search
+        with a distinguishing word still finds its file (through that word's key),
+        which a plain intersection of per-word answers did not."""
+        cfg = DhtConfig.for_tests(max_keyword_entries_per_owner=8)
+        nodes = await start_network(6, cfg)
+        try:
+            ids = {i: file_id_of(f"holiday photo {i}") for i in range(40)}
+            for i, fid in ids.items():
+                await nodes[1].announce(fid, f"Holiday Photo {i:03d}.jpg", 10, grpc="127.0.0.1:3")
+            for i in (0, 17, 33, 39):
+                hits = await nodes[4].search(f"holiday photo {i:03d}")
+                assert [h.file_id for h in hits] == [ids[i]], (i, hits)
+            common = await nodes[4].search("holiday photo")
+            assert 8 <= len(common) <= 40
+        finally:
+            stop_all(nodes)
