@@ -72,6 +72,10 @@ class DhtConfig:
     """Outstanding requests before new calls fail fast (protects memory)."""
     welcome_pings_per_second: float = 50.0
     """Rate of pings sent to unknown senders to verify them before they enter the table."""
+    socket_receive_buffer: int = 1024 * 1024
+    """SO_RCVBUF asked for the UDP socket, bytes (the kernel caps it at rmem_max).  Linux's
+    default of 208 KiB overflows when a burst of 8 KiB store replies lands while the loop
+    is busy; every datagram lost there becomes a timeout."""
 
     def validate(self) -> DhtConfig:
         """Raise ValueError naming the first bad field; return self so calls chain."""
@@ -80,6 +84,7 @@ class DhtConfig:
             "max_name_bytes", "max_records_per_key", "max_records_per_owner",
             "max_keyword_entries_per_owner", "max_store_bytes", "max_find_pages",
             "max_contacts_per_prefix", "max_keywords_per_name", "pending_calls_max",
+            "socket_receive_buffer",
         )
         for name in positive_ints:
             value = getattr(self, name)

@@ -121,6 +121,11 @@ class DhtNode:
             lambda: KadshareProtocol(self._node, self.store, self.config),
             local_addr=(interface, port), family=family,
         )
+        sock = self._transport.get_extra_info("socket")
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_receive_buffer)
+        except OSError as exc:  # a platform that refuses: keep its default, say so once
+            log.info("could not enlarge the UDP receive buffer: %s", exc)
         sockname = self._transport.get_extra_info("sockname")
         self.host, self.port = sockname[0], sockname[1]
         self._node.ip, self._node.port = self.host, self.port
