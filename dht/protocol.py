@@ -101,6 +101,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._probe_refill = time.monotonic()
         self.tasks: set[asyncio.Task] = set()
         self._suspects: OrderedDict[bytes, float] = OrderedDict()
+        self._misses: OrderedDict[bytes, int] = OrderedDict()
         self._newcomers: dict[bytes, Node] = {}
         self._handoff_timer: asyncio.TimerHandle | None = None
 
@@ -224,6 +225,8 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         rid = body["id"]
         if self._suspects:
             self._suspects.pop(rid, None)
+        if self._misses:
+            self._misses.pop(rid, None)
         if node is not None and node.id == rid:
             responder = node
         else:
@@ -262,10 +265,20 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         return False
 
     def contact_failed(self, node: Node) -> None:
-        """No reply within the hard timeout: drop it (its replacement moves up)."""
-        if node.id is not None:
+        """No reply within the hard timeout: lookups skip it for a while; after
+        ``stale_after_misses`` misses in a row it is replaced if its bucket has a
+        replacement waiting (a stale contact beats an empty slot)."""
+        if node.id is None:
+            return
+        self.suspect(node.id, self.config.dead_contact_memory)
+        misses = self._misses.pop(node.id, 0) + 1
+        bucket = self.router.buckets[self.router.get_bucket_for(node)]
+        if misses >= self.config.stale_after_misses and bucket.replacement_nodes:
             self.router.remove_contact(node)
-            self.suspect(node.id, self.config.dead_contact_memory)
+            return
+        self._misses[node.id] = misses
+        if len(self._misses) > 4096:
+            self._misses.popitem(last=False)
 
     # -- outgoing ---------------------------------------------------------------------------
     async def _call(self, node: Node, method: str, args: list) -> dict:

@@ -230,3 +230,27 @@ class TestBigFolder:
             assert 8 <= len(common) <= 40
         finally:
             stop_all(nodes)
+
+
+class TestStarvedTable:
+    async def test_missed_replies_do_not_empty_the_routing_table(self) -> None:
+        """Every peer misses a lookup's replies (as when the process is CPU-starved):
+        the table keeps them, suspected, instead of dropping all on the first miss, and
+        a lookup works again once they answer."""
+        nodes = await start_network(6)
+        reader = nodes[0]
+        try:
+            before = len(reader.contacts())
+            assert before >= 3
+            others = [n.protocol.transport for n in nodes[1:]]
+            for transport in others:
+                transport.pause_reading()  # alive but deaf, like a starved loop
+            assert await reader.find_providers(file_id_of("missing")) == []
+            assert len(reader.contacts()) == before
+            for transport in others:
+                transport.resume_reading()
+            fid = file_id_of("after the stall")
+            await nodes[3].announce(fid, "after the stall.txt", 1, grpc="127.0.0.1:4")
+            assert [p.node_id for p in await reader.find_providers(fid)] == [nodes[3].node_id]
+        finally:
+            stop_all(nodes)
