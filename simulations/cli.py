@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except DocoptExit as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kadshare-sim --help | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     _setup_logging(bool(opts["--verbose"]))
     if opts["plot"]:
         from simulations.plots import draw_all

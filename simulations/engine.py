@@ -137,6 +137,8 @@ class _Engine:
         try:
             await asyncio.wait_for(handle.start(self._bootstrap_for(idx)), JOIN_TIMEOUT)
         except Exception as exc:   # a failed join is a measured outcome, not a crash
+            if st.state == "gone":      # the trace crashed it while it was joining
+                return
             log.warning("node %d failed to join: %r", idx, exc)
             self.join_failures += 1
             self._mark_gone(idx)
