@@ -13,15 +13,16 @@ all: install
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+$(STAMP): $(BIN)/python setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
 install: $(STAMP) protos
 
-# gRPC stubs are generated from the .proto by the build, never committed.
+# gRPC stubs are generated from the .proto by the build (setup.py, or here after an edit
+# of the .proto), never committed; tests/test_protos.py checks they are current.
 $(STUBS): $(PROTO) | $(STAMP)
-	$(BIN)/python -c 'from protos.build import generate; generate()'
+	$(BIN)/python protos/build.py
 
 protos: $(STUBS)
 

@@ -1,13 +1,15 @@
 """The wire contract for transfers: ``kadshare.proto`` and the stubs generated from it.
 
-Stubs are produced by the build (``make protos``); importing this package
-generates them first if they are missing or older than the ``.proto``.
+The stubs are build output: ``pip install`` (setup.py's build hook) and ``make protos``
+generate them; nothing generates them at import time, so the runtime needs no
+grpcio-tools. ``tests/test_protos.py`` checks they match the ``.proto``.
 """
 
-from protos.build import ensure_stubs
-
-ensure_stubs()
-
-from protos import kadshare_pb2, kadshare_pb2_grpc  # noqa: E402
+try:
+    from protos import kadshare_pb2, kadshare_pb2_grpc
+except ImportError as exc:  # a source checkout that was never built
+    raise ImportError(
+        "kadshare's gRPC stubs are missing: run `make protos` (or reinstall kadshare)"
+    ) from exc
 
 __all__ = ["kadshare_pb2", "kadshare_pb2_grpc"]
