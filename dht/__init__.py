@@ -1,6 +1,6 @@
 """kadshare's DHT: a Kademlia variant with signed multi-provider and keyword records.
 
-Public API (DESIGN.md): ``DhtNode``, ``DhtConfig``, ``Identity``, ``ProviderRecord``,
+Public API (docs/ARCHITECTURE.md): ``DhtNode``, ``DhtConfig``, ``Identity``, ``ProviderRecord``,
 ``SearchHit``, ``Contact`` and the errors in ``dht.errors``.
 """
 

@@ -1,4 +1,4 @@
-"""``DhtNode``: the public facade of DESIGN.md (listen, bootstrap, announce, find, leave).
+"""``DhtNode``: the public facade of docs/ARCHITECTURE.md (listen, bootstrap, announce, find, leave).
 
 It wires an ``Identity``, a ``RecordStore`` and a ``KadshareProtocol`` on one UDP
 socket, runs the lookups of ``lookup.py``, and keeps three background loops: republish
@@ -61,7 +61,7 @@ class _Announcement:
 
 
 class DhtNode:
-    """One node of the kadshare DHT; see DESIGN.md for the contract."""
+    """One node of the kadshare DHT; see docs/ARCHITECTURE.md for the contract."""
 
     def __init__(self, identity: Identity | None = None, config: DhtConfig | None = None
                  ) -> None:

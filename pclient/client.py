@@ -1,7 +1,7 @@
 """``Client``: the kadshare library API over a node's REST API and providers' gRPC.
 
 A client never touches peer internals: listing, search and provider lookup go to one
-node over REST (DESIGN.md's table), bytes come from providers over ``TransferService``.
+node over REST (docs/ARCHITECTURE.md's table), bytes come from providers over ``TransferService``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Sanic REST app of one peer: DESIGN.md's read calls, the token-guarded write calls,
+"""The Sanic REST app of one peer: docs/ARCHITECTURE.md's read calls, the token-guarded write calls,
 Prometheus metrics and an OpenAPI description.
 
 Every answer is JSON (except ``/metrics``); every error is ``{"error": "..."}`` with a

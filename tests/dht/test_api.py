@@ -1,4 +1,4 @@
-"""The public API of DESIGN.md: names, fields and config validation."""
+"""The public API of docs/ARCHITECTURE.md: names, fields and config validation."""
 
 from __future__ import annotations
 
