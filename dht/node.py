@@ -1,4 +1,4 @@
-"""``DhtNode``: the public facade of docs/ARCHITECTURE.md (listen, bootstrap, announce, find, leave).
+"""``DhtNode``: the public facade (docs/ARCHITECTURE.md): listen, bootstrap, announce, find, leave.
 
 It wires an ``Identity``, a ``RecordStore`` and a ``KadshareProtocol`` on one UDP
 socket, runs the lookups of ``lookup.py``, and keeps three background loops: republish
