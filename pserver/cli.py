@@ -52,6 +52,7 @@ from docopt import DocoptExit, docopt
 from pserver import __version__
 from pserver.config import DEFAULT_MAX_UPLOAD, DEFAULT_SCAN_INTERVAL, NodeConfig
 from pserver.errors import ConfigError
+from pserver.sdnotify import notify
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,10 @@ async def run(config: NodeConfig) -> int:
         sys.stdout.flush()
     except OSError:
         log.warning("stdout is closed; the JSON line is in %s", config.data_dir / "node.json")
+    notify(f"READY=1\nSTATUS=serving: dht {node.info['dht_port']}, grpc {node.info['grpc_port']}")
     await stop.wait()
     log.info("signal received: leaving the network")
+    notify("STOPPING=1\nSTATUS=leaving the network")
     await node.stop(graceful=True)
     return 0
 
