@@ -16,7 +16,7 @@ Options:
   --nodes N            Nodes at start [default: 30].
   --duration S         Measured seconds, after warm-up [default: 30].
   --seed S             Seed of trace, workload and network model [default: 1].
-  --runner R           inproc | process | netns [default: inproc].
+  --runner R           inproc | process | netns | virtual [default: inproc].
   --impl I             kadshare | kademlia | tracker [default: kadshare].
   --impls LIST         Impls for compare, comma separated [default: kadshare,kademlia,tracker].
   --out DIR            Output folder (default: results/SCENARIO-IMPL-seedSEED, IMPL
@@ -33,6 +33,9 @@ Options:
   --latency SPEC       One-way delay per node pair, e.g. 20-80ms [default: 0ms].
   --loss P             Datagram loss probability [default: 0].
   --lookup-timeout S   Give up on a lookup after S seconds [default: 10].
+  --proc-delay SPEC    virtual runner: time a node spends per datagram [default: 0.2ms].
+  --uplink RATE        virtual runner: uplink bits/s per node, 0 = unlimited [default: 10M].
+  --intervals I        kadshare DHT intervals: tests | production [default: tests].
   --settle S           Quiet seconds after warm-up, before measuring [default: 0].
   --fetch              After each successful lookup, download the file over gRPC from
                        the live providers found (real kadshare-node peers only).
@@ -60,7 +63,7 @@ from typing import Any
 from docopt import DocoptExit, docopt
 
 from simulations.churn import SpecError, parse_kill, parse_session
-from simulations.config import IMPLS, SimConfig, parse_latency
+from simulations.config import IMPLS, SimConfig, parse_latency, parse_rate
 from simulations.scenarios import Trace, TraceError, build_trace
 
 log = logging.getLogger(__name__)
@@ -96,25 +99,42 @@ def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
         loss=_num(opts, "--loss", float),
         lookup_timeout=_num(opts, "--lookup-timeout", float),
         settle=_num(opts, "--settle", float),
+        proc_delay=parse_latency(opts["--proc-delay"])[0],
+        uplink=parse_rate(opts["--uplink"]),
+        intervals=opts["--intervals"],
         fetch=bool(opts["--fetch"]),
         progress=not opts["--quiet"],
     )
     return cfg.validate()
 
 
-async def _run_all(trace: Trace, impls: list[str], progress: bool) -> list[Any]:
-    from simulations.engine import run_trace
-
+def _cancel_on_sigterm() -> None:
     # SIGTERM cancels the run like Ctrl-C does, so runners still remove every process,
     # namespace and temp file on the way out.
     task = asyncio.current_task()
     if task is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+async def _run_all(trace: Trace, impls: list[str], progress: bool) -> list[Any]:
+    from simulations.engine import run_trace
+
+    _cancel_on_sigterm()
     outcomes = []
     for impl in impls:
         outcomes.append(await run_trace(trace, impl, progress=progress))
     return outcomes
+
+
+def run_impls(trace: Trace, impls: list[str], progress: bool) -> list[Any]:
+    """Run every impl; under the virtual runner each gets a fresh virtual-time loop, so
+    an impl's figures are the same in ``run`` and in ``compare``."""
+    if trace.config.runner != "virtual":
+        return asyncio.run(_run_all(trace, impls, progress))
+    from simulations.vloop import run_virtual
+
+    return [run_virtual(_run_all(trace, [impl], progress))[0] for impl in impls]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -166,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         if opts["--trace"]:
             loaded = Trace.load(Path(opts["--trace"]))
             trace = Trace(loaded.config.with_(runner=cfg.runner, progress=cfg.progress,
-                                              fetch=cfg.fetch),
+                                              fetch=cfg.fetch, proc_delay=cfg.proc_delay,
+                                              uplink=cfg.uplink, intervals=cfg.intervals),
                           loaded.files, loaded.initial, loaded.events, loaded.meta)
         else:
             trace = build_trace(cfg)
@@ -183,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.runners import RunnerUnavailable
 
     try:
-        outcomes = asyncio.run(_run_all(trace, impls, cfg.progress))
+        outcomes = run_impls(trace, impls, cfg.progress)
     except RunnerUnavailable as exc:
         print(f"kadshare-sim: runner {cfg.runner} unavailable: {exc}", file=sys.stderr)
         return 2
@@ -193,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     results = write_outputs(out, trace, outcomes, command=["kadshare-sim", *args],
                             started=started)
     print(metrics_table(results["runs"]))
+    print(f"\ndigest {results['digest']}")
     print(f"\nwrote {out}/results.json, timeseries.csv, report.md and plots")
     return 0
 

@@ -7,11 +7,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 from simulations.churn import KillSpec, SessionModel, SpecError, parse_kill, parse_session
 
-__all__ = ["SimConfig", "SCENARIOS", "IMPLS", "RUNNERS", "parse_latency", "SpecError"]
+__all__ = ["SimConfig", "SCENARIOS", "IMPLS", "RUNNERS", "INTERVALS", "parse_latency",
+           "parse_rate", "SpecError"]
 
 SCENARIOS = ("steady", "churn", "mass-failure", "flash-crowd")
 IMPLS = ("kadshare", "kademlia", "tracker")
-RUNNERS = ("inproc", "process", "netns")
+RUNNERS = ("inproc", "process", "netns", "virtual")
+INTERVALS = ("tests", "production")
 
 DEFAULT_SESSION = "weibull:0.5,60"
 DEFAULT_LOOKUP_TIMEOUT = 10.0
@@ -36,6 +38,21 @@ def parse_latency(spec: str) -> tuple[float, float]:
     if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high < low or high > 10:
         raise SpecError(f"latency {spec!r}: need 0 <= LOW <= HIGH <= 10 s")
     return low, high
+
+
+def parse_rate(spec: str) -> float:
+    """Parse an uplink rate in bits per second: ``10M``, ``512k``, ``1G``, ``0`` = unlimited."""
+    text = spec.strip().lower().removesuffix("bit/s").removesuffix("bps")
+    mult = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1:], 1.0)
+    if mult != 1.0:
+        text = text[:-1]
+    try:
+        value = float(text) * mult
+    except ValueError as exc:
+        raise SpecError(f"rate {spec!r}: use e.g. 10M (bits per second) or 0") from exc
+    if not math.isfinite(value) or value < 0 or (0 < value < 1e3):
+        raise SpecError(f"rate {spec!r}: need 0 (unlimited) or at least 1k bit/s")
+    return value
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,9 @@ class SimConfig:
     join_concurrency: int = 16
     settle: float = 0.0               # quiet seconds between warm-up and the measured run
     fetch: bool = False               # also download found files over gRPC (real peers)
+    proc_delay: float = 0.0002        # virtual runner: seconds a node spends per datagram
+    uplink: float = 10e6              # virtual runner: uplink bits/s per node (0 = unlimited)
+    intervals: str = "tests"          # kadshare DhtConfig: for_tests() or production
     progress: bool = True
 
     def validate(self) -> SimConfig:
@@ -73,8 +93,9 @@ class SimConfig:
             raise SpecError(f"unknown impl {self.impl!r} ({', '.join(IMPLS)})")
         if self.runner not in RUNNERS:
             raise SpecError(f"unknown runner {self.runner!r} ({', '.join(RUNNERS)})")
-        if not 2 <= self.nodes <= 5000:
-            raise SpecError("--nodes must be between 2 and 5000")
+        limit = 20000 if self.runner == "virtual" else 5000
+        if not 2 <= self.nodes <= limit:
+            raise SpecError(f"--nodes must be between 2 and {limit} with runner {self.runner}")
         if not 1 <= self.duration <= 86400:
             raise SpecError("--duration must be between 1 and 86400 seconds")
         if not 0 <= self.lookup_rate <= 10000:
@@ -93,6 +114,10 @@ class SimConfig:
             raise SpecError("--lookup-timeout must be between 0.1 and 120 s")
         if not 0 <= self.settle <= 3600:
             raise SpecError("--settle must be between 0 and 3600 seconds")
+        if self.intervals not in INTERVALS:
+            raise SpecError(f"--intervals must be one of {', '.join(INTERVALS)}")
+        if not 0 <= self.proc_delay <= 1:
+            raise SpecError("--proc-delay must be between 0 and 1 s")
         if self.kill_tracker is not None and not 0 <= self.kill_tracker:
             raise SpecError("--kill-tracker must be >= 0 seconds")
         return self

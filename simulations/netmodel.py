@@ -103,6 +103,10 @@ class NetModel:
                 self._delay_cache[key] = d
         return d
 
+    def draw_loss(self) -> bool:
+        """One seeded Bernoulli(loss) draw: True = drop this datagram."""
+        return self._rng.random() < self.loss
+
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wrap every datagram endpoint created on ``loop`` from now on."""
         if self._loop is not None:
@@ -136,7 +140,7 @@ class NetModel:
         src = f"{sock[0]}:{sock[1]}" if sock else "?"
         orig_sendto = transport.sendto
         loop = asyncio.get_running_loop()
-        traffic, rng = self.traffic, self._rng
+        traffic = self.traffic
 
         def deliver(data: bytes, addr: Any) -> None:
             if not transport.is_closing():
@@ -151,7 +155,7 @@ class NetModel:
                 # never leave, and asyncio would log a traceback for it.
                 return
             traffic.count(traffic_tag.get(), len(data), loop.time())
-            if self.loss > 0 and rng.random() < self.loss:
+            if self.loss > 0 and self.draw_loss():
                 traffic.dropped += 1
                 return
             if self.high <= 0 or addr is None:

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from simulations.digest import metrics_digest
 from simulations.engine import RunOutcome
 from simulations.scenarios import Trace
 
@@ -97,6 +98,7 @@ def write_outputs(out: Path, trace: Trace, outcomes: list[RunOutcome], *,
                         "dropped": o.traffic["dropped"]},
         } for o in outcomes],
     }
+    results["digest"] = metrics_digest(results)
     _write_json(out / "results.json", results)
     trace.save(out / "trace.json")
     with (out / "timeseries.csv").open("w", newline="") as fh:

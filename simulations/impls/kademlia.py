@@ -61,7 +61,9 @@ class KademliaSimNode(ImplNode):
 
     def __init__(self, idx: int, host: str, params: dict[str, Any]) -> None:
         super().__init__(idx, host, params)
-        self.server = Server()
+        # The virtual runner gives a seeded id; otherwise the package draws one.
+        node_id = params.get("node_id")
+        self.server = Server(node_id=bytes.fromhex(node_id) if node_id else None)
 
     async def start(self, bootstrap: list[tuple[str, int]]) -> None:
         await self.server.listen(0, interface=self.host)

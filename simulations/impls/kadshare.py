@@ -11,13 +11,23 @@ __all__ = ["KadshareImpl", "KadshareSimNode"]
 
 
 class KadshareSimNode(ImplNode):
-    """One ``dht.DhtNode`` with ``DhtConfig.for_tests()`` (short TTL and republish)."""
+    """One ``dht.DhtNode`` with ``DhtConfig.for_tests()`` (short TTL and republish), or
+    the production intervals when ``params["intervals"] == "production"``.
+
+    ``params["secret"]`` (64 hex digits, given by the virtual runner) seeds the Ed25519
+    identity so that node ids, and with them every routing decision, repeat run to run.
+    """
 
     def __init__(self, idx: int, host: str, params: dict[str, Any]) -> None:
         super().__init__(idx, host, params)
         from dht import DhtConfig, DhtNode
+        from dht.identity import Identity
 
-        self.node = DhtNode(identity=None, config=DhtConfig.for_tests())
+        secret = params.get("secret")
+        identity = Identity.from_private_bytes(bytes.fromhex(secret)) if secret else None
+        config = (DhtConfig() if params.get("intervals") == "production"
+                  else DhtConfig.for_tests())
+        self.node = DhtNode(identity=identity, config=config)
 
     async def start(self, bootstrap: list[tuple[str, int]]) -> None:
         await self.node.listen(port=0, interface=self.host)

@@ -1,4 +1,5 @@
-"""Runners place nodes: ``inproc`` (one loop), ``process`` (child processes), ``netns``."""
+"""Runners place nodes: ``inproc`` (one loop), ``process`` (child processes), ``netns``,
+``virtual`` (virtual time, in-memory network)."""
 
 from __future__ import annotations
 
@@ -26,4 +27,8 @@ def make_runner(cfg: SimConfig, impl: Impl, netmodel: NetModel, workdir: Path) -
         from simulations.runners.netns import NetnsRunner
 
         return NetnsRunner(cfg, impl, netmodel, workdir)
+    if cfg.runner == "virtual":
+        from simulations.runners.virtual import VirtualRunner
+
+        return VirtualRunner(cfg, impl, netmodel, workdir)
     raise ValueError(f"unknown runner {cfg.runner!r}")

@@ -20,7 +20,8 @@ class InprocRunner(Runner):
         await super().start()
 
     async def spawn(self, idx: int) -> ImplNode:
-        return self.impl.new_node(idx, "127.0.0.1", self.impl.node_params())
+        params = {**self.impl.node_params(), "intervals": self.cfg.intervals}
+        return self.impl.new_node(idx, "127.0.0.1", params)
 
     async def close(self) -> None:
         try:
