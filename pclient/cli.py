@@ -3,7 +3,7 @@
 Usage:
   kadshare search WORDS... [--node URL] [--json] [-v]
   kadshare providers FILE_ID [--node URL] [--json] [-v]
-  kadshare get FILE [-o DIR] [--sources N] [--from ADDR]... [--force] [--timeout S]
+  kadshare get FILE [-o PATH] [--sources N] [--from ADDR]... [--force] [--timeout S]
                [--node URL] [--json] [-v]
   kadshare put PATH --to ADDR [--name NAME] [--node URL] [--json] [-v]
   kadshare ls [--node URL] [--json] [-v]
@@ -26,7 +26,9 @@ Options:
   --node URL         REST address of a kadshare node; default: $KADSHARE_NODE,
                      else http://127.0.0.1:8000.
   --json             Print one JSON document (for scripts) instead of tables.
-  -o DIR, --output DIR  Directory to save into [default: .].
+  -o PATH, --output PATH  Folder to save into, or the file's own path [default: .].
+                     PATH is a folder if it exists as one, ends with /, or is new and
+                     has no extension (it is created); else it is the file's path.
   --sources N        Download from up to N providers at once [default: 4].
   --from ADDR        Fetch from this provider (HOST:GRPC_PORT) instead of asking the
                      node who provides the file; repeatable. FILE must be an id.
@@ -154,7 +156,10 @@ async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
         hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}
     else:
         hit = await client.resolve(target)
-    bar = ProgressBar(hit.get("name") or short_id(hit["file_id"]), enabled=None if not as_json
+    # the name the user asked for, when it is a file's name; else the providers' majority
+    announced = str(hit.get("name") or "")
+    name = target if target in (announced, announced.rsplit("/", 1)[-1]) else None
+    bar = ProgressBar(name or short_id(hit["file_id"]), enabled=None if not as_json
                       else False)
     with bar:
         if direct:
@@ -162,7 +167,7 @@ async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
                                          config=config, progress=bar.download)
         else:
             result = await client.download(hit["file_id"], args["--output"], config=config,
-                                           progress=bar.download)
+                                           progress=bar.download, name=name)
     if as_json:
         print_json(result.to_json())
         return EXIT_OK

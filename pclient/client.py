@@ -25,6 +25,7 @@ from pclient.download import (
     describe_rpc_error,
     download_file,
     is_file_id,
+    pick_name,
 )
 from pclient.errors import (
     AmbiguousName,
@@ -191,16 +192,21 @@ class Client:
         config: DownloadConfig | None = None,
         name: str | None = None,
     ) -> DownloadResult:
-        """Download ``file_id`` into the directory ``dest`` from up to ``sources`` peers.
+        """Download ``file_id`` to ``dest`` (a folder or a file path) from up to ``sources``
+        peers.
 
-        ``providers`` (gRPC ``host:port`` list) skips the node's provider lookup.
+        ``providers`` (gRPC ``host:port`` list) skips the node's provider lookup. The file
+        is saved as ``name`` if given, else under the name most providers announce.
         """
         file_id = check_file_id(file_id)
         if config is None:
             config = DownloadConfig(sources=sources)
         if providers is None:
-            found = await self.providers(file_id)
-            providers = [str(p["grpc"]) for p in found if isinstance(p, dict) and p.get("grpc")]
+            found = [p for p in await self.providers(file_id) if isinstance(p, dict)]
+            providers = [str(p["grpc"]) for p in found if p.get("grpc")]
+            if name is None:
+                name = pick_name([p["name"] for p in found if isinstance(p.get("name"), str)])
+                name = name or None
             if not providers:
                 raise NoProviders(
                     f"nobody provides {file_id[:16]}… right now "

@@ -5,9 +5,12 @@ How a download runs (``download_file``):
 1. ``GetInfo`` from the first provider that answers: size, chunk size, one SHA-256 per
    chunk. Every chunk is checked against its hash the moment it arrives, so a source
    that sends bad bytes is caught after one chunk, not after the whole file.
-2. Bytes go to ``NAME.part`` beside a small JSON resume state ``NAME.part.state``
-   (which chunks are written and verified). A rerun after Ctrl-C, kill -9 or the loss
-   of every source re-verifies the recorded chunks and fetches only the rest.
+2. Bytes go to a hidden ``.kadshare-dl-ID.part`` in the destination folder beside a small
+   JSON resume state ``.kadshare-dl-ID.part.state`` (which chunks are written and
+   verified). Both are named by the file id, not by the saved name, so a rerun finds
+   them whichever name or provider it uses; hidden, so a peer sharing that folder never
+   announces them. A rerun after Ctrl-C, kill -9 or the loss of every source
+   re-verifies the recorded chunks and fetches only the rest.
 3. One worker per source (up to ``sources`` at once). Workers take *runs* of
    consecutive chunks (one ``Download`` RPC each) from a shared queue; a worker with
    nothing left to take steals the back half of the largest run still in flight, so
@@ -28,7 +31,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,8 +70,11 @@ STATE_VERSION = 1
 INFO_QUORUM = 3  # providers asked for GetInfo at once; the majority description wins
 MAX_HASH_BACKLOG_BYTES = 64 * 1024 * 1024  # chunk bytes queued for the whole-file hash
 IO_THREADS = 2  # chunk verify+write threads: more only add contention on small machines
+PART_PREFIX = ".kadshare-dl-"
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.state"
+MAX_NAME_BYTES = 255  # a file name's limit on common file systems (ext4, xfs, btrfs, apfs)
+_EXTENSION = re.compile(r"(\.[A-Za-z0-9]{1,10}){1,2}$")  # ".jpg", ".tar.gz": kept whole
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,13 +164,55 @@ def is_file_id(text: str) -> bool:
 
 
 def safe_name(name: str, fallback: str) -> str:
-    """The last path component of a provider-given name, or ``fallback`` if unusable."""
+    """The last path component of a provider-given name, or ``fallback`` if unusable.
+
+    A name longer than the file system allows is shortened in its stem, so the extension
+    (``.bin``, ``.tar.gz``) that tells programs what the file is survives.
+    """
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    # file systems allow 255 bytes; keep room for ".part.state.tmp"; cut on a character
-    base = base.encode("utf-8", "replace")[:240].decode("utf-8", "ignore").strip()
     if not base or base in (".", "..") or base.startswith(".") or "\x00" in base:
         return fallback
-    return base
+    return _shorten(base, MAX_NAME_BYTES)
+
+
+def _shorten(base: str, limit: int) -> str:
+    """``base`` cut to ``limit`` UTF-8 bytes on a character boundary, extension kept."""
+    if len(base.encode("utf-8", "replace")) <= limit:
+        return base
+    match = _EXTENSION.search(base)
+    ext = match.group(0) if match and match.start() > 0 else ""
+    stem = base[: len(base) - len(ext)].encode("utf-8", "replace")[: limit - len(ext)]
+    return (stem.decode("utf-8", "ignore").rstrip() or "file") + ext
+
+
+def pick_name(names: list[str]) -> str:
+    """The name most providers announce; ties go to the smallest, so every run agrees."""
+    counts = Counter(n for n in names if n)
+    if not counts:
+        return ""
+    return min(counts, key=lambda n: (-counts[n], n))
+
+
+def part_paths(directory: Path, file_id: str) -> tuple[Path, Path]:
+    """(part file, resume state) of ``file_id`` in ``directory``: named by id, hidden."""
+    base = directory / f"{PART_PREFIX}{file_id.lower()}"
+    return base.with_name(base.name + PART_SUFFIX), base.with_name(base.name + STATE_SUFFIX)
+
+
+def output_path(dest: str | os.PathLike[str], name: str, fallback: str) -> Path:
+    """Where ``-o DEST`` saves a file announced as ``name``.
+
+    DEST is a folder (the file goes inside under its name) if it is an existing folder,
+    ends with a slash, or does not exist and has no extension; otherwise (an existing
+    file, or a new path with an extension such as ``beach.jpg``) it is the file's path.
+    """
+    text = os.fspath(dest)
+    path = Path(text)  # drops a trailing slash, so look at ``text`` for it
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        return path / safe_name(name, fallback)
+    if path.exists() or path.is_symlink() or path.suffix:
+        return path
+    return path / safe_name(name, fallback)
 
 
 def sha256_file(path: Path, block: int = 4 * 1024 * 1024) -> str:
@@ -358,7 +408,9 @@ async def fetch_info(
     A single provider could lie in GetInfo (wrong chunk hashes would make every honest
     source look corrupt), so up to ``quorum`` providers are asked at once and the
     description most of them share wins; the others are dropped with a reason.
-    Returns the info, a provider that gave it and the reasons others were dropped.
+    Returns the info, a provider that gave it and the reasons others were dropped; the
+    info's ``name`` is the one most of the agreeing providers gave (``pick_name``), so
+    the saved name does not depend on who answered first.
     """
     reasons: dict[str, str] = {}
     answers: list[tuple[str, kadshare_pb2.FileInfo]] = []
@@ -386,7 +438,11 @@ async def fetch_info(
                 f"describes the file differently from {len(groups[best])} other provider(s)"
             )
     chosen = groups[best][0]
-    return dict(answers)[chosen], chosen, reasons
+    by_address = dict(answers)
+    info = kadshare_pb2.FileInfo()
+    info.CopyFrom(by_address[chosen])
+    info.name = pick_name([by_address[a].name for a in groups[best]])
+    return info, chosen, reasons
 
 
 class _Download:
@@ -409,8 +465,7 @@ class _Download:
         self.hashes = list(info.chunk_hashes)
         self.total_chunks = len(self.hashes)
         self.final = final
-        self.part = final.with_name(final.name + PART_SUFFIX)
-        self.state = final.with_name(final.name + STATE_SUFFIX)
+        self.part, self.state = part_paths(final.parent, file_id)
         self.providers = providers
         self.config = config
         self.progress = progress
@@ -819,16 +874,43 @@ def _check_destination(final: Path, file_id: str, size: int, force: bool) -> boo
     return False
 
 
+def _drop_stale_part(directory: Path, file_id: str) -> None:
+    """Remove the part and state of a download whose file is already complete here.
+
+    Left by an interrupted run when the file then arrived another way; skipped while
+    another ``kadshare get`` holds the part's lock.
+    """
+    part, state = part_paths(directory, file_id)
+    try:
+        fd = os.open(part, os.O_RDWR)
+    except OSError:
+        fd = -1
+    try:
+        if fd >= 0 and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for path in (part, state):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    except OSError:
+        return  # locked: a download of it is running
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 async def download_file(
     file_id: str,
-    dest_dir: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
     providers: list[str],
     *,
     config: DownloadConfig | None = None,
     progress: ProgressCallback | None = None,
     name: str | None = None,
 ) -> DownloadResult:
-    """Download ``file_id`` from ``providers`` (gRPC ``host:port``) into ``dest_dir``.
+    """Download ``file_id`` from ``providers`` (gRPC ``host:port``) to ``dest``.
+
+    ``dest`` is a folder or the file's path (see ``output_path``). The file is saved as
+    ``name`` if given, else under the name most of the providers asked describe it by.
 
     Raises NoProviders, TransferFailed, ChecksumMismatch or DestinationError.
     """
@@ -840,8 +922,7 @@ async def download_file(
         raise NoProviders(f"no provider is sharing {file_id[:16]}… right now")
     info, _first, dropped = await fetch_info(file_id, providers, config.info_timeout)
     providers = [p for p in providers if p not in dropped]
-    dest = Path(dest_dir)
-    final = dest / safe_name(name or info.name, file_id[:16])
+    final = output_path(dest, name or info.name, file_id[:16])
     result = DownloadResult(file_id=file_id, name=final.name, path=final, size=info.size)
     try:
         present = await asyncio.to_thread(_check_destination, final, file_id, info.size,
@@ -849,6 +930,7 @@ async def download_file(
     except OSError as exc:
         raise destination_error(exc, final) from exc
     if present:
+        await asyncio.to_thread(_drop_stale_part, final.parent, file_id)
         result.already_present = True
         result.seconds = time.monotonic() - started
         return result
@@ -900,5 +982,8 @@ __all__ = [
     "download_file",
     "fetch_info",
     "is_file_id",
+    "output_path",
+    "part_paths",
+    "pick_name",
     "safe_name",
 ]

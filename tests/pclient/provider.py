@@ -53,8 +53,10 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
         chunk_size: int = 64 * 1024,
         behaviour: Behaviour | None = None,
         upload_dir: Path | None = None,
+        name: str | None = None,
     ) -> None:
         self.path = path
+        self.name = name or path.name  # announced in GetInfo (may be longer than disk allows)
         self.data = path.read_bytes()
         self.file_id = hashlib.sha256(self.data).hexdigest()
         self.chunk_size = chunk_size
@@ -80,7 +82,7 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
         if self.behaviour.bad_info:
             hashes[0] = bytes(32)
         return kadshare_pb2.FileInfo(
-            file_id=self.file_id, name=self.path.name, size=len(self.data),
+            file_id=self.file_id, name=self.name, size=len(self.data),
             chunk_size=self.chunk_size, chunk_hashes=hashes,
         )
 

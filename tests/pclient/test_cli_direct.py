@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pclient.cli import main
-from pclient.download import STATE_SUFFIX
+from pclient.download import part_paths
 from tests.pclient.cli_runner import KADSHARE, ROOT, run_cli
 from tests.pclient.provider import Behaviour
 
@@ -58,7 +58,7 @@ class TestGetDirect:
         self, make_provider, shared_file, file_id, tmp_path
     ):
         prov = await make_provider(Behaviour(delay=0.1))
-        state = tmp_path / (shared_file.name + STATE_SUFFIX)
+        state = part_paths(tmp_path, file_id)[1]
         proc = await asyncio.create_subprocess_exec(
             *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -86,7 +86,7 @@ class TestGetDirect:
         self, make_provider, shared_file, file_id, tmp_path
     ):
         prov = await make_provider(Behaviour(delay=0.1))
-        state = tmp_path / (shared_file.name + STATE_SUFFIX)
+        state = part_paths(tmp_path, file_id)[1]
         proc = await asyncio.create_subprocess_exec(
             *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
             cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

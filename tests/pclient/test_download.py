@@ -17,7 +17,7 @@ from pclient import (
     TransferFailed,
     download_file,
 )
-from pclient.download import STATE_SUFFIX, DownloadProgress
+from pclient.download import DownloadProgress, part_paths
 from tests.pclient.provider import Behaviour
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +163,7 @@ class TestFailures:
         assert set(info.value.reasons) == {a.address, b.address}
         assert a.address in str(info.value) and "corrupt" in str(info.value)
         assert not (tmp_path / shared_file.name).exists()
-        assert (tmp_path / (shared_file.name + STATE_SUFFIX)).exists()
+        assert part_paths(tmp_path, file_id)[1].exists()
 
         # the sources are gone; a rerun with a good one fetches only the rest
         good = await make_provider()
@@ -172,7 +172,7 @@ class TestFailures:
         assert result.resumed_bytes > 0
         assert result.fetched_bytes + result.resumed_bytes == result.size
         assert good.bytes_sent < result.size
-        assert not (tmp_path / (shared_file.name + STATE_SUFFIX)).exists()
+        assert not part_paths(tmp_path, file_id)[1].exists()
 
     async def test_unreachable_and_not_sharing_providers_are_named(
         self, make_provider, file_id, tmp_path
@@ -212,7 +212,7 @@ class TestFailures:
         self, make_provider, shared_file, file_id, tmp_path
     ):
         slow = await make_provider(Behaviour(delay=0.05))
-        state = tmp_path / (shared_file.name + STATE_SUFFIX)
+        state = part_paths(tmp_path, file_id)[1]
         first = asyncio.create_task(download_file(file_id, tmp_path, [slow.address],
                                                   config=fast()))
         for _ in range(400):  # bounded wait until the first one has started writing

@@ -2,8 +2,8 @@
 
 A download's final name comes from the network (``GetInfo`` or a search hit). Property:
 whatever the name, the file lands directly in the chosen folder under a name the file
-system accepts (one component, not hidden, short enough in bytes for its
-.part companions), never elsewhere.
+system accepts (one component, not hidden, at most 255 bytes; the part and state files
+are named by the file id, not by this name), never elsewhere.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class TestSafeName:
         assert final.parent == DEST
         assert base not in ("", ".", "..") and not base.startswith(".")
         assert "/" not in base and "\x00" not in base
-        # the download also creates NAME.part, NAME.part.state and NAME.part.state.tmp
-        longest = base + ".part.state.tmp"
-        assert len(longest.encode("utf-8", "surrogatepass")) <= 255, len(longest.encode())
+        assert len(base.encode("utf-8", "surrogatepass")) <= 255, len(base.encode())
+
+    @given(st.text(min_size=1, max_size=400), st.sampled_from([".bin", ".jpg", ".tar.gz"]))
+    def test_a_long_name_keeps_its_extension(self, stem: str, ext: str) -> None:
+        base = safe_name(stem + ext, "fallback-id")
+        if base != "fallback-id":
+            assert base.endswith(ext)
