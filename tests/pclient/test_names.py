@@ -114,7 +114,8 @@ class TestNameRules:
         assert pick_name(["", ""]) == ""
 
     @pytest.mark.parametrize("ext", [".bin", ".tar.gz", ".JPG", ".mp4"])
-    @pytest.mark.parametrize("stem", ["a" * 248, "é" * 130, "😀" * 70])
+    @pytest.mark.parametrize("stem", ["a" * 248, "é" * 130, "😀" * 70],
+                             ids=["ascii", "accents", "emoji"])
     def test_long_names_keep_their_extension(self, stem, ext):
         name = safe_name(stem + ext, "fallback")
         assert name.endswith(ext)
