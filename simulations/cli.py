@@ -16,7 +16,7 @@ Options:
   --nodes N            Nodes at start [default: 30].
   --duration S         Measured seconds, after warm-up [default: 30].
   --seed S             Seed of trace, workload and network model [default: 1].
-  --runner R           inproc | process | netns | virtual [default: inproc].
+  --runner R           inproc | process | netns | virtual | docker [default: inproc].
   --impl I             kadshare | kademlia | tracker [default: kadshare].
   --impls LIST         Impls for compare, comma separated [default: kadshare,kademlia,tracker].
   --out DIR            Output folder (default: results/SCENARIO-IMPL-seedSEED, IMPL

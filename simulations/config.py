@@ -12,7 +12,7 @@ __all__ = ["SimConfig", "SCENARIOS", "IMPLS", "RUNNERS", "INTERVALS", "parse_lat
 
 SCENARIOS = ("steady", "churn", "mass-failure", "flash-crowd")
 IMPLS = ("kadshare", "kademlia", "tracker")
-RUNNERS = ("inproc", "process", "netns", "virtual")
+RUNNERS = ("inproc", "process", "netns", "virtual", "docker")
 INTERVALS = ("tests", "production")
 
 DEFAULT_SESSION = "weibull:0.5,60"

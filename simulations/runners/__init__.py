@@ -1,5 +1,5 @@
 """Runners place nodes: ``inproc`` (one loop), ``process`` (child processes), ``netns``,
-``virtual`` (virtual time, in-memory network)."""
+``virtual`` (virtual time, in-memory network), ``docker`` (one container per node)."""
 
 from __future__ import annotations
 
@@ -31,4 +31,8 @@ def make_runner(cfg: SimConfig, impl: Impl, netmodel: NetModel, workdir: Path) -
         from simulations.runners.virtual import VirtualRunner
 
         return VirtualRunner(cfg, impl, netmodel, workdir)
+    if cfg.runner == "docker":
+        from simulations.runners.docker import DockerRunner
+
+        return DockerRunner(cfg, impl, netmodel, workdir)
     raise ValueError(f"unknown runner {cfg.runner!r}")

@@ -84,7 +84,7 @@ class WorkerNode(ImplNode):
         cfg = self.runner.cfg
         params = {"impl": self.impl, "idx": self.idx, "host": self.host, "node": self.params,
                   "seed": cfg.seed, "latency": list(cfg.latency), "loss": cfg.loss}
-        argv = [*self.runner.prefix(self.idx), sys.executable, "-m",
+        argv = [*self.runner.prefix(self.idx), self.runner.python, "-m",
                 "simulations.runners.worker", json.dumps(params)]
         err = open(self.runner.logdir / f"worker-{self.idx}.log", "wb")  # noqa: SIM115, ASYNC230
         try:
@@ -199,7 +199,7 @@ class PeerProcessNode(ImplNode):
         data, share = base / "data", base / "share"
         data.mkdir(parents=True, exist_ok=True)
         share.mkdir(parents=True, exist_ok=True)
-        argv = [*self.runner.prefix(self.idx), sys.executable, "-c", _NODE_MAIN,
+        argv = [*self.runner.prefix(self.idx), self.runner.python, "-c", _NODE_MAIN,
                 "--share", str(share), "--data", str(data), "--host", self.host,
                 "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
                 "--log-level", "warning"]
@@ -292,6 +292,8 @@ class SubprocessRunner(Runner):
     """Common part: children, their logs, workload files on disk."""
 
     env: dict[str, str] = {}
+    #: The Python that runs nodes after ``prefix`` (the docker runner uses the image's).
+    python: str = sys.executable
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
