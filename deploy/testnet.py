@@ -182,10 +182,9 @@ class Testnet:
     def rest_url(self, container: str) -> str:
         """The 127.0.0.1 address the runtime published for the container's REST port."""
         out = run([self.docker, "port", container, "8000/tcp"]).stdout.decode().split()
-        loopback = [a for a in out if a.startswith("127.0.0.1:")]
-        if not loopback:
-            raise CheckFailed(f"REST of {container[:12]} is not published on 127.0.0.1: {out}")
-        return f"http://{loopback[0]}"
+        if not out or any(not a.startswith("127.0.0.1:") for a in out):
+            raise CheckFailed(f"REST of {container[:12]} must be on 127.0.0.1 only: {out}")
+        return f"http://{out[0]}"
 
     def exec(self, container: str, *cmd: str, stdin: bytes | None = None) -> bytes:
         args = [self.docker, "exec", *(["-i"] if stdin is not None else []), container, *cmd]
