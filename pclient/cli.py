@@ -14,7 +14,7 @@ Usage:
 
 Commands:
   search     Find files on the network by words of their names.
-  providers  List the peers that provide a file (by its 64-hex id).
+  providers  List the peers that provide a file.
   get        Download a file by id or by name: several sources at once, every chunk
              verified, resumable (run the same command again after an interruption).
   put        Upload a file to a peer that accepts uploads (ADDR is HOST:GRPC_PORT).
@@ -32,6 +32,10 @@ Options:
   --sources N        Download from up to N providers at once [default: 4].
   --from ADDR        Fetch from this provider (HOST:GRPC_PORT) instead of asking the
                      node who provides the file; repeatable. FILE must be an id.
+
+FILE_ID is a file's 64-hex id or any unique prefix of at least 8 characters (tables
+show 12); the node expands it against the ids it has seen (search, providers, its own
+files). FILE is a FILE_ID or a file's name.
   --force            Replace an existing different file with the same name.
   --timeout S        Seconds without data before a source is dropped [default: 15].
   --to ADDR          gRPC address (HOST:PORT) of the peer receiving the upload.
@@ -53,9 +57,10 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
+from kadcommon.fileid import is_id_prefix
 from pclient.client import DEFAULT_NODE_URL, BadFileId, Client, upload_file
 from pclient.download import DownloadConfig, download_file, is_file_id
-from pclient.errors import AmbiguousName, ClientError, NotFound
+from pclient.errors import AmbiguousId, AmbiguousName, ClientError, NotFound
 from pclient.render import (
     ProgressBar,
     files_table,
@@ -120,10 +125,9 @@ async def _run(args: dict[str, Any]) -> int:
                 search_table(results)
             return EXIT_OK if results else EXIT_FAILED
         if args["providers"]:
-            file_id = args["FILE_ID"]
-            provs = await client.providers(file_id)
+            file_id, provs = await client.find_providers(args["FILE_ID"])
             if as_json:
-                print_json({"file_id": file_id.lower(), "providers": provs})
+                print_json({"file_id": file_id, "providers": provs})
             else:
                 providers_table(file_id, provs)
             return EXIT_OK if provs else EXIT_FAILED
@@ -151,9 +155,13 @@ async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
     target = args["FILE"]
     config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]))
     if direct:
-        if not is_file_id(target):
-            raise UsageError("with --from, FILE must be a 64-hex file id")
-        hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}
+        if is_file_id(target):
+            hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}
+        elif is_id_prefix(target):  # the node expands the prefix; the bytes come from --from
+            hit = {"file_id": (await client.find_providers(target))[0], "name": ""}
+        else:
+            raise UsageError("with --from, FILE must be a file id (64 hex characters, or a "
+                             "unique prefix of at least 8)")
     else:
         hit = await client.resolve(target)
     # the name the user asked for, when it is a file's name; else the providers' majority
@@ -244,6 +252,14 @@ def _main(argv: list[str] | None) -> int:
             search_table(exc.candidates, out=sys.stderr)
             return EXIT_FAILED
         return _fail(str(exc), as_json, EXIT_FAILED, {"candidates": exc.candidates})
+    except AmbiguousId as exc:
+        if not as_json:
+            print(f"kadshare: {_ambiguous_head(exc)}", file=sys.stderr)
+            for cand in exc.candidates:
+                print(f"  {cand.get('file_id')}  {cand.get('name', '')}".rstrip(),
+                      file=sys.stderr)
+            return EXIT_FAILED
+        return _fail(_ambiguous_head(exc), as_json, EXIT_FAILED, {"candidates": exc.candidates})
     except NotFound as exc:
         return _fail(str(exc), as_json, EXIT_FAILED)
     except ClientError as exc:
@@ -253,6 +269,11 @@ def _main(argv: list[str] | None) -> int:
         log.info("unexpected failure", exc_info=True)
         return _fail(f"unexpected error: {type(exc).__name__}: {exc} (run with -v for details)",
                      as_json, EXIT_FAILED)
+
+
+def _ambiguous_head(exc: AmbiguousId) -> str:
+    return (f"{len(exc.candidates)} files have ids starting with that prefix; "
+            "give more characters or one of these ids:")
 
 
 def run() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import httpx
 
+from kadcommon.fileid import FileIdError, is_id_prefix, normalise_file_id, normalise_prefix
 from pclient.download import (
     MAX_MESSAGE_BYTES,
     DownloadConfig,
@@ -28,6 +29,7 @@ from pclient.download import (
     pick_name,
 )
 from pclient.errors import (
+    AmbiguousId,
     AmbiguousName,
     ClientError,
     NodeError,
@@ -108,6 +110,9 @@ class Client:
                 )
             if resp.status_code == 404:
                 raise NotFound(str(error))
+            if resp.status_code == 409 and isinstance(doc.get("candidates"), list):
+                raise AmbiguousId(str(error), [c for c in doc["candidates"]
+                                               if isinstance(c, dict) and "file_id" in c])
             raise NodeError(
                 f"node {self.node_url} could not answer {path}: {error} "
                 f"(HTTP {resp.status_code})",
@@ -135,12 +140,25 @@ class Client:
 
     async def providers(self, file_id: str) -> list[dict[str, Any]]:
         """``GET /providers/{id}``: who provides a file (``grpc`` is ``host:port``)."""
-        file_id = check_file_id(file_id)
+        return (await self.find_providers(file_id))[1]
+
+    async def find_providers(self, file_id: str) -> tuple[str, list[dict[str, Any]]]:
+        """(full id, providers) of a file id or a unique prefix of 8+ hex characters.
+
+        The node expands the prefix against the ids it knows; an unknown prefix raises
+        NotFound, an ambiguous one AmbiguousId listing the full ids.
+        """
+        file_id = check_file_id(file_id, prefix=True)
         try:
             doc = await self._get(f"/providers/{file_id}")
         except NotFound:
-            return []
-        return list(_require(doc, "providers", list))
+            if len(file_id) < 64:
+                raise
+            return file_id, []
+        full = _require(doc, "file_id", str).lower()
+        if not full.startswith(file_id):
+            raise NodeError(f"the node answered for {full[:16]}…, not {file_id}")
+        return full, list(_require(doc, "providers", list))
 
     async def peers(self) -> list[dict[str, Any]]:
         """``GET /peers``: the node's routing table."""
@@ -155,6 +173,13 @@ class Client:
         """
         if is_file_id(file):
             return {"file_id": file.lower(), "name": "", "size": None}
+        prefix_miss: NotFound | None = None
+        if is_id_prefix(file):
+            try:
+                full, _found = await self.find_providers(file)
+                return {"file_id": full, "name": "", "size": None}
+            except NotFound as exc:  # may still be a name, e.g. "20240101.jpg" without ext
+                prefix_miss = exc
         try:
             found = await self.search(file)
         except NodeError as exc:
@@ -174,10 +199,10 @@ class Client:
         if len(ids) == 1:
             return candidates[0]
         if not ids:
-            hint = ""
-            if len(file) >= 8 and all(c in "0123456789abcdefABCDEF" for c in file):
-                hint = " (it looks like an id prefix: give all 64 hex characters)"
-            raise NotFound(f"no file named {file!r} found on the network{hint}")
+            if prefix_miss is not None:
+                raise NotFound(f"no file named {file!r} found on the network, and "
+                               f"{prefix_miss}")
+            raise NotFound(f"no file named {file!r} found on the network")
         raise AmbiguousName(file, candidates)
 
     # -- transfers -------------------------------------------------------------------
@@ -229,14 +254,12 @@ class Client:
         return await upload_file(path, peer_grpc, progress, name=name, timeout=timeout)
 
 
-def check_file_id(file_id: str) -> str:
-    """The lowercase id, or a ClientError saying what a file id looks like."""
-    if not is_file_id(file_id):
-        raise BadFileId(
-            f"{file_id!r} is not a file id: expected 64 hex characters (the SHA-256 of "
-            "the content, shown by `kadshare search --json`)"
-        )
-    return file_id.lower()
+def check_file_id(file_id: str, *, prefix: bool = False) -> str:
+    """The lowercase id (or, with ``prefix``, id prefix), else BadFileId saying why."""
+    try:
+        return normalise_prefix(file_id) if prefix else normalise_file_id(file_id)
+    except FileIdError as exc:
+        raise BadFileId(f"{exc} (shown by `kadshare search` and `kadshare ls`)") from exc
 
 
 class BadFileId(ClientError):

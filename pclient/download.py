@@ -46,6 +46,7 @@ try:
 except ImportError:  # not POSIX: downloads work, without the .part lock
     fcntl = None  # type: ignore[assignment]
 
+from kadcommon.fileid import is_file_id
 from pclient.errors import (
     ChecksumMismatch,
     ClientError,
@@ -156,11 +157,6 @@ class DownloadResult:
 
 class _SourceFailed(Exception):
     """A source is unusable for this download; the message is the reason shown."""
-
-
-def is_file_id(text: str) -> bool:
-    """True for 64 hex characters (either case)."""
-    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def safe_name(name: str, fallback: str) -> str:

@@ -8,6 +8,7 @@
     ├── NotFound                no such file / name on the node or network
     │   └── NoProviders         the file is known but nobody provides it now
     ├── AmbiguousName           a name matched several files (carries the candidates)
+    ├── AmbiguousId             an id prefix matched several ids (carries the full ids)
     ├── DestinationError        destination not writable, disk full, or an existing file
     ├── TransferFailed          every source failed (carries one reason per source)
     │   └── ChecksumMismatch    bytes arrived but do not hash to the file id
@@ -66,6 +67,14 @@ class AmbiguousName(ClientError):
             f"{len(candidates)} files match {name!r}; run `kadshare get FILE_ID` "
             "with one of the ids listed"
         )
+
+
+class AmbiguousId(ClientError):
+    """An id prefix matched several files; ``candidates`` are ``{file_id, name}`` dicts."""
+
+    def __init__(self, message: str, candidates: list[dict[str, Any]]) -> None:
+        self.candidates = candidates
+        super().__init__(message)
 
 
 class DestinationError(ClientError):

@@ -29,6 +29,9 @@ def _obj(**props: Any) -> dict[str, Any]:
 
 
 _PATH_ID = {"name": "file_id", "in": "path", "required": True, "schema": _ID}
+_PATH_PREFIX = {"name": "file_id", "in": "path", "required": True,
+                "description": "a file id or a unique prefix of at least 8 hex characters",
+                "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{8,64}$"}}
 _AUTH = [{"bearer": []}]
 
 
@@ -84,13 +87,17 @@ def openapi_document() -> dict[str, Any]:
                     "200": _ok(_obj(query=string, results={"type": "array", "items": _obj(
                         file_id=_ID, name=string, size=integer, providers=integer)})),
                     "400": _err("Empty or too long query"), "503": _err("Lookup failed")}}},
-            "/providers/{file_id}": {"parameters": [_PATH_ID], "get": {
+            "/providers/{file_id}": {"parameters": [_PATH_PREFIX], "get": {
                 "summary": "Who provides a file, network-wide",
                 "responses": {
                     "200": _ok(_obj(file_id=_ID, providers={"type": "array", "items": _obj(
                         node_id=string, grpc=string, name=string, size=integer,
                         expires=integer)})),
-                    "400": _err("Malformed id"), "503": _err("Lookup failed")}}},
+                    "400": _err("Malformed id or prefix (at least 8 hex characters)"),
+                    "404": _err("No id this node knows starts with the prefix"),
+                    "409": _err("Ambiguous prefix; the body also lists 'candidates' "
+                                "[{file_id, name}]"),
+                    "503": _err("Lookup failed")}}},
             "/peers": {"get": {"summary": "This node's routing table", "responses": {
                 "200": _ok(_obj(peers={"type": "array", "items": _obj(
                     node_id=string, host=string, dht_port=integer)}))}}},

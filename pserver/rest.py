@@ -12,6 +12,7 @@ import hmac
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json, raw
 
+from kadcommon.fileid import AmbiguousPrefix, FileIdError, UnknownPrefix, resolve_prefix
 from pserver.catalog import Catalog, SharedFile, normalise_file_id
 from pserver.errors import FileNotShared, InvalidFileId, PeerError
 from pserver.metrics import CONTENT_TYPE_LATEST, PeerMetrics
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 256
 MAX_BODY_BYTES = 64 * 1024
+MAX_SEEN_IDS = 4096  # ids of search and provider answers kept to resolve id prefixes
 _app_numbers = itertools.count(1)
 
 
@@ -87,6 +90,8 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         wrapper.__name__ = handler.__name__
         return wrapper
 
+    seen = _SeenIds(MAX_SEEN_IDS)
+
     def file_id_or_400(value: str) -> str:
         try:
             return normalise_file_id(value)
@@ -141,12 +146,16 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         if len(query) > MAX_QUERY_CHARS:
             raise _HttpError(400, f"query longer than {MAX_QUERY_CHARS} characters")
         results = await timed(peer.metrics, "search", peer.search(query))
+        for hit in results:
+            seen.add(hit["file_id"], hit["name"])
         return json({"query": query, "results": results})
 
     @app.get("/providers/<file_id:str>")
     async def providers(request: Request, file_id: str) -> HTTPResponse:
-        fid = file_id_or_400(file_id)
+        fid = seen.resolve(file_id, peer.catalog)
         found = await timed(peer.metrics, "providers", peer.providers(fid))
+        if found:
+            seen.add(fid, str(found[0].get("name", "")))
         return json({"file_id": fid, "providers": found})
 
     @app.get("/peers")
@@ -165,6 +174,9 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
     async def on_error(request: Request, exc: Exception) -> HTTPResponse:
         if isinstance(exc, _HttpError):
             return error(exc.status, str(exc))
+        if isinstance(exc, AmbiguousPrefix):
+            return json({"error": str(exc), "candidates": seen.describe(exc.candidates)},
+                        status=409)
         if isinstance(exc, InvalidFileId):
             return error(400, str(exc))
         if isinstance(exc, FileNotShared):
@@ -185,6 +197,39 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         return error(500, "internal error (see the node's log)")
 
     return app
+
+
+class _SeenIds:
+    """File ids this node answered about lately (bounded, newest kept), with a name each.
+
+    A prefix is resolved against them and the node's own files, like git resolves an
+    abbreviated commit against the objects it has: the ids a person copies from
+    ``search`` or ``ls`` through this node are the ones it can expand.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.names: OrderedDict[str, str] = OrderedDict()
+
+    def add(self, file_id: str, name: str) -> None:
+        self.names[file_id] = name
+        self.names.move_to_end(file_id)
+        while len(self.names) > self.limit:
+            self.names.popitem(last=False)
+
+    def resolve(self, text: str, catalog: Catalog) -> str:
+        """The full id for ``text`` (an id or a unique prefix of 8+ hex characters)."""
+        for entry in catalog.files():
+            self.names.setdefault(entry.file_id, entry.name)
+        try:
+            return resolve_prefix(text, list(self.names))
+        except FileIdError as exc:
+            raise _HttpError(400, str(exc)) from exc
+        except UnknownPrefix as exc:
+            raise _HttpError(404, str(exc)) from exc
+
+    def describe(self, ids: list[str]) -> list[dict[str, str]]:
+        return [{"file_id": i, "name": self.names.get(i, "")} for i in ids]
 
 
 class _HttpError(Exception):

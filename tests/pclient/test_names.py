@@ -13,15 +13,15 @@ import json
 import os
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pclient import Client
 from pclient.download import output_path, part_paths, pick_name, safe_name
-from pserver.node import Node, NodeConfig
 from tests.pclient.cli_runner import KADSHARE, ROOT, run_cli
+from tests.pclient.netutil import Net, start_net, until
 from tests.pclient.provider import Behaviour, FaultyProvider
 from tests.pclient.test_cli_direct import wait_for_state
 
@@ -150,48 +150,27 @@ class TestNameRules:
         assert listing(tmp_path / "dl") == [saved]
 
 
-@dataclass
-class Net:
-    nodes: list[Node]
-    url: str
-    photo_id: str
-    photo: bytes
-    tmp: Path
-
-
 @pytest.fixture
 async def photo_net(tmp_path: Path) -> AsyncIterator[Net]:
-    """Four peers: 0 and 1 share the photo as COPY, 2 as PLAGE; the client talks to 3."""
+    """Peers 0 and 1 share the photo as COPY, 2 as PLAGE; the client talks to peer 3."""
     photo = random.Random(11).randbytes(300 * 1024 + 7)
-    nodes: list[Node] = []
+    photo_id = hashlib.sha256(photo).hexdigest()
+    net = await start_net(tmp_path, [{COPY: photo}, {COPY: photo}, {PLAGE: photo}])
+    net.photo, net.photo_id = photo, photo_id  # type: ignore[attr-defined]
     try:
-        for i, name in enumerate([COPY, COPY, PLAGE, None]):
-            share = tmp_path / f"share{i}"
-            share.mkdir()
-            if name:
-                (share / name).write_bytes(photo)
-            boot = (("127.0.0.1", nodes[0].info["dht_port"]),) if nodes else ()
-            nodes.append(await Node.start(NodeConfig(
-                data_dir=tmp_path / f"data{i}", share_dir=share, bootstrap=boot)))
-        url = f"http://127.0.0.1:{nodes[3].info['rest_port']}"
-        net = Net(nodes, url, hashlib.sha256(photo).hexdigest(), photo, tmp_path)
-        async with Client(url, timeout=30) as client:
-            for _ in range(100):
-                if len(await client.providers(net.photo_id)) >= 3 and any(
-                        h["name"] == PLAGE for h in await client.search("plage")):
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise AssertionError("the index never converged")
+        async with Client(net.url, timeout=30) as client:
+            async def indexed() -> bool:
+                return len(await client.providers(photo_id)) >= 3 and any(
+                    h["name"] == PLAGE for h in await client.search("plage"))
+            await until(indexed, "the photo indexed under both names")
         yield net
     finally:
-        for node in nodes:
-            await node.stop(graceful=False)
+        await net.stop()
 
 
 class TestSavedNameOnTheNetwork:
     async def test_get_by_name_saves_that_name_and_by_id_the_majority_name(self, photo_net):
-        net = photo_net
+        net: Any = photo_net
         by_name, by_id = await asyncio.gather(
             run_cli("get", PLAGE, "--node", net.url, "-o", str(net.tmp / "a"), "--json"),
             run_cli("get", net.photo_id, "--node", net.url, "-o", str(net.tmp / "b"), "--json"),
