@@ -3,7 +3,7 @@
 #   pip wheel . -w build/docker/wheels && docker build -t kadshare .
 # The wheelhouse must match the base's Python (bookworm: 3.11).
 #
-# Run:  docker run -d -v kadshare-data:/data -v "$PWD/share:/share:ro" \
+# Run:  docker run -d --stop-timeout 30 -v kadshare-data:/data -v "$PWD/share:/share:ro" \
 #         -p 8468:8468/udp -p 50051:50051 -p 127.0.0.1:8000:8000 kadshare
 # Ports: 8468/udp DHT and 50051/tcp gRPC face the network; REST 8000 stays on 127.0.0.1.
 ARG BASE=debian:bookworm-slim
@@ -28,6 +28,9 @@ RUN apt-get update \
  && mkdir -p /data /share \
  && chown kadshare:kadshare /data /share
 COPY --from=build /opt/kadshare /opt/kadshare
+LABEL org.opencontainers.image.title="kadshare" \
+      org.opencontainers.image.description="kadshare peer: DHT (8468/udp), gRPC transfers (50051/tcp), local REST (8000/tcp)" \
+      org.opencontainers.image.licenses="MIT"
 
 # Every option of kadshare-node reads a KADSHARE_* variable (see kadshare-node --help).
 # The node listens on all the container's addresses; REST is published by the runtime on
