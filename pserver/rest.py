@@ -8,6 +8,7 @@ small :class:`PeerApi` protocol, so it carries no DHT or gRPC knowledge of its o
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import logging
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 256
 MAX_BODY_BYTES = 64 * 1024
+SEARCH_COUNT_PARALLEL = 16  # provider lookups at once while counting a search's providers
 MAX_SEEN_IDS = 4096  # ids of search and provider answers kept to resolve id prefixes
 _app_numbers = itertools.count(1)
 
@@ -146,9 +148,33 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         if len(query) > MAX_QUERY_CHARS:
             raise _HttpError(400, f"query longer than {MAX_QUERY_CHARS} characters")
         results = await timed(peer.metrics, "search", peer.search(query))
+        await count_providers(results)
         for hit in results:
             seen.add(hit["file_id"], hit["name"])
         return json({"query": query, "results": results})
+
+    async def count_providers(results: list[dict[str, Any]]) -> None:
+        """Set each hit's ``providers`` to every peer providing the file.
+
+        A keyword entry only tells who announced the file under a name holding the query
+        words; peers that share the same bytes under another name count too, so each
+        hit's provider records are looked up (at most SEARCH_COUNT_PARALLEL at once).
+        A failed lookup leaves the keyword count.
+        """
+        gate = asyncio.Semaphore(SEARCH_COUNT_PARALLEL)
+
+        async def count(hit: dict[str, Any]) -> None:
+            async with gate:
+                try:
+                    found = await timed(peer.metrics, "providers", peer.providers(hit["file_id"]))
+                except PeerError as exc:
+                    log.info("search: provider count of %s failed: %s", hit["file_id"][:12], exc)
+                    return
+            nodes = {p.get("node_id") for p in found if isinstance(p, dict)}
+            hit["providers"] = max(int(hit.get("providers") or 0), len(nodes))
+
+        await asyncio.gather(*(count(hit) for hit in results))
+        results.sort(key=lambda h: (-h["providers"], h["name"], h["file_id"]))
 
     @app.get("/providers/<file_id:str>")
     async def providers(request: Request, file_id: str) -> HTTPResponse:

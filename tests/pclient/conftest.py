@@ -6,9 +6,12 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pclient import Client
+from tests.pclient.netutil import COPY, PLAGE, start_net, until
 from tests.pclient.provider import Behaviour, FaultyProvider
 
 FILE_SIZE = 2 * 1024 * 1024 + 12345  # 33 chunks of 64 KiB, the last one short
@@ -44,3 +47,21 @@ async def make_provider(
     yield factory
     for provider in started:
         await provider.stop()
+
+
+@pytest.fixture
+async def photo_net(tmp_path: Path) -> AsyncIterator[Any]:
+    """Peers 0 and 1 share the photo as COPY, 2 as PLAGE; the client talks to peer 3."""
+    photo = random.Random(11).randbytes(300 * 1024 + 7)
+    photo_id = hashlib.sha256(photo).hexdigest()
+    net = await start_net(tmp_path, [{COPY: photo}, {COPY: photo}, {PLAGE: photo}])
+    net.photo, net.photo_id = photo, photo_id  # type: ignore[attr-defined]
+    try:
+        async with Client(net.url, timeout=30) as client:
+            async def indexed() -> bool:
+                return len(await client.providers(photo_id)) >= 3 and any(
+                    h["name"] == PLAGE for h in await client.search("plage"))
+            await until(indexed, "the photo indexed under both names")
+        yield net
+    finally:
+        await net.stop()

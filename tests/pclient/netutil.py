@@ -14,6 +14,9 @@ from pathlib import Path
 
 from pserver.node import Node, NodeConfig
 
+PLAGE = "Plage à Nice.jpg"  # one photo under two names, as friends rename copies
+COPY = "nice beach copy.jpg"
+
 
 @dataclass
 class Net:

@@ -8,25 +8,18 @@ and an interrupted download must resume whatever name or source the rerun uses.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
-import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pclient import Client
 from pclient.download import output_path, part_paths, pick_name, safe_name
 from tests.pclient.cli_runner import KADSHARE, ROOT, run_cli
-from tests.pclient.netutil import Net, start_net, until
+from tests.pclient.netutil import COPY, PLAGE
 from tests.pclient.provider import Behaviour, FaultyProvider
 from tests.pclient.test_cli_direct import wait_for_state
-
-PLAGE = "Plage à Nice.jpg"
-COPY = "nice beach copy.jpg"
 
 
 async def providers_named(tmp_path: Path, data: bytes, names: list[str],
@@ -148,24 +141,6 @@ class TestNameRules:
         saved = json.loads(out)["name"]
         assert saved == (name if length <= 255 else "r" * 251 + ".bin")
         assert listing(tmp_path / "dl") == [saved]
-
-
-@pytest.fixture
-async def photo_net(tmp_path: Path) -> AsyncIterator[Net]:
-    """Peers 0 and 1 share the photo as COPY, 2 as PLAGE; the client talks to peer 3."""
-    photo = random.Random(11).randbytes(300 * 1024 + 7)
-    photo_id = hashlib.sha256(photo).hexdigest()
-    net = await start_net(tmp_path, [{COPY: photo}, {COPY: photo}, {PLAGE: photo}])
-    net.photo, net.photo_id = photo, photo_id  # type: ignore[attr-defined]
-    try:
-        async with Client(net.url, timeout=30) as client:
-            async def indexed() -> bool:
-                return len(await client.providers(photo_id)) >= 3 and any(
-                    h["name"] == PLAGE for h in await client.search("plage"))
-            await until(indexed, "the photo indexed under both names")
-        yield net
-    finally:
-        await net.stop()
 
 
 class TestSavedNameOnTheNetwork:
