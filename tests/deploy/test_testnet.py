@@ -46,6 +46,31 @@ def test_without_docker_it_exits_2_with_one_line_saying_why(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_when_no_daemon_can_be_started_it_exits_2_with_one_line(tmp_path: Path) -> None:
+    """As an unprivileged user: no access to a running daemon and no right to start one."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client here (covered by the test above)")
+    argv = [sys.executable, str(SCRIPT), "--no-build"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root, and no setpriv to drop privileges with")
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
+                          cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "daemon" in lines[0], done.stderr
+
+
+def test_make_image_without_docker_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(["bash", str(ROOT / "deploy" / "image.sh")], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "DOCKER": str(tmp_path / "no-such-docker")})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-docker" in lines[0], done.stderr
+
+
 @pytest.mark.timeout(1500)
 def test_testnet_shares_finds_downloads_and_withdraws() -> None:
     wanted = os.environ.get("KADSHARE_DOCKER_TESTS", "")
