@@ -8,6 +8,11 @@ and hashing runs in a worker thread so the event loop keeps serving.
 Files outside the share folder are never served from it: hidden names are skipped,
 symlinks are followed only when their target stays inside the folder, and every
 serve re-checks that the bytes on disk still match what was hashed.
+
+The data folder (private key, token, caches) is never shared, wherever it lies, even
+through a symlink or ``POST /files``. A file found by a scan is hashed only once its
+size and mtime have settled (``settle_seconds``), so a file still being copied in, or a
+download still being written, is not announced at every size it passes through.
 """
 
 from __future__ import annotations
@@ -107,10 +112,19 @@ def _is_within(path: str, root: str) -> bool:
 class Catalog:
     """Index of shared files, kept in step with the disk by :meth:`scan`."""
 
-    def __init__(self, share_dir: Path | None, data_dir: Path, chunk_size: int) -> None:
+    def __init__(
+        self, share_dir: Path | None, data_dir: Path, chunk_size: int,
+        settle_seconds: float = 0.0,
+    ) -> None:
         self.share_dir = share_dir.resolve() if share_dir is not None else None
         self.data_dir = data_dir
+        self._private_root = os.path.realpath(data_dir)  # never shared, whatever the layout
         self.chunk_size = chunk_size
+        self.settle_seconds = settle_seconds
+        #: real path -> (size, mtime_ns, monotonic time first seen so) of unsettled files.
+        self._settling: dict[str, tuple[int, int, float]] = {}
+        #: real paths whose content is known complete (verified uploads, POST /files).
+        self._settled: set[str] = set()
         #: How many files were actually hashed (the cache saves the rest); tests read it.
         self.hash_calls = 0
         #: Seconds the last listing of the share folder took (the node paces scans by it).
@@ -212,6 +226,8 @@ class Catalog:
         """
         entry = self.get(file_id)
         real = os.path.realpath(entry.path)
+        if self.is_private(real):
+            raise FileNotShared(f"{entry.name} is in the data folder, which is never shared")
         if entry.in_share_dir and self.share_dir is not None:
             if not _is_within(real, str(self.share_dir)):
                 raise FileNotShared(f"{entry.name} now points outside the share folder")
@@ -225,6 +241,10 @@ class Catalog:
             raise FileNotShared(f"{entry.name} changed on disk; it is being rehashed")
         return entry, fd
 
+    def is_private(self, real: str) -> bool:
+        """True for the data folder and anything inside it (keys, token, caches)."""
+        return _is_within(real, self._private_root)
+
     # ---- changes -----------------------------------------------------------------
 
     async def scan(self) -> bool:
@@ -237,6 +257,7 @@ class Catalog:
             share_entries: list[SharedFile] = []
             seen: set[str] = set()
             published_at, hashed_at_publish = time.monotonic(), self.hash_calls
+            listing = self._settled_only(listing)
             for name, real, st in listing:
                 seen.add(real)
                 entry = await self._entry_for(name, real, st, in_share_dir=True)
@@ -253,12 +274,13 @@ class Catalog:
                 except OSError:
                     self._warn_once(real, "shared file %s is missing; skipped until it returns")
                     continue
-                if not stat.S_ISREG(st.st_mode):
+                if not stat.S_ISREG(st.st_mode) or self.is_private(real):
                     continue
                 seen.add(real)
                 entry = await self._entry_for(os.path.basename(real), real, st, in_share_dir=False)
                 if entry is not None:
                     ref_entries.append(entry)
+            seen.update(self._settling)  # keep the cache of a file that is being rewritten
             for key in [k for k in self._cache if k not in seen]:
                 del self._cache[key]
                 self._cache_dirty = True
@@ -292,6 +314,8 @@ class Catalog:
             raise PeerError(f"cannot read {path}: {exc.strerror}") from exc
         if not stat.S_ISREG(st.st_mode):
             raise PeerError(f"{path} is not a regular file")
+        if self.is_private(real):
+            raise PeerError(f"{path} is in the node's data folder, which is never shared")
         if not os.access(real, os.R_OK):
             raise PeerError(f"cannot read {path}: permission denied")
         inside = (
@@ -304,6 +328,7 @@ class Catalog:
         )  # a hidden file inside the folder is not scanned, so it is shared by reference
         async with self._lock:
             name = os.path.basename(real)
+            self._settled.add(real)  # the user asked for it: no settle wait
             entry = await self._entry_for(name, real, st, in_share_dir=inside)
             if entry is None:
                 raise PeerError(f"{path} changed while it was hashed; try again")
@@ -329,6 +354,7 @@ class Catalog:
         st = os.stat(path)
         real = await asyncio.to_thread(os.path.realpath, path)
         async with self._lock:
+            self._settled.add(real)  # written and verified by us: complete
             self._cache[real] = (st.st_size, st.st_mtime_ns, file_id, tuple(chunk_hashes))
             self._cache_dirty = True
             self._unshared.discard(file_id)
@@ -340,12 +366,58 @@ class Catalog:
         return frozenset((f.file_id, f.name, f.size) for f in self._by_id.values())
 
     def _rebuild(self, entries: list[SharedFile]) -> None:
+        """Index by id; of several names for one id the file's own name wins over a
+        symlink's, so a link added later never renames an advertised file."""
         by_id: dict[str, SharedFile] = {}
-        for entry in sorted(entries, key=lambda e: (not e.in_share_dir, e.name)):
+        for entry in sorted(
+            entries, key=lambda e: (not e.in_share_dir, self._via_link(e), e.name)
+        ):
             if entry.file_id in self._unshared:
                 continue
             by_id.setdefault(entry.file_id, entry)
         self._by_id = by_id
+
+    def _via_link(self, entry: SharedFile) -> bool:
+        if not entry.in_share_dir or self.share_dir is None:
+            return False
+        return os.path.realpath(self.share_dir / entry.name) != os.path.normpath(
+            self.share_dir / entry.name
+        )
+
+    def _settled_only(
+        self, listing: list[tuple[str, str, os.stat_result]]
+    ) -> list[tuple[str, str, os.stat_result]]:
+        """Drop files whose size or mtime changed within ``settle_seconds``.
+
+        A file counts as settled when its mtime is that old (files already there at
+        start are shared at once), or when a scan saw the same size and mtime that long
+        ago. Cached files whose size and mtime still match are settled by definition.
+        """
+        if self.settle_seconds <= 0:
+            return listing
+        now_wall, now = time.time(), time.monotonic()
+        ready: list[tuple[str, str, os.stat_result]] = []
+        settling: dict[str, tuple[int, int, float]] = {}
+        for name, real, st in listing:
+            cached = self._cache.get(real)
+            unchanged = cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns)
+            if unchanged or real in self._settled:
+                ready.append((name, real, st))
+                continue
+            seen = self._settling.get(real)
+            first = seen[2] if seen and seen[:2] == (st.st_size, st.st_mtime_ns) else now
+            if now_wall - st.st_mtime >= self.settle_seconds or now - first >= self.settle_seconds:
+                ready.append((name, real, st))
+            else:
+                settling[real] = (st.st_size, st.st_mtime_ns, first)
+                log.debug("%s is still changing; shared once it settles", name)
+        self._settling = settling
+        return ready
+
+    @property
+    def settling(self) -> int:
+        """How many files wait for their size and mtime to settle (the node rescans)."""
+        return len(self._settling)
 
     def _cached_id(self, real: str) -> str | None:
         cached = self._cache.get(real)
@@ -385,22 +457,45 @@ class Catalog:
             return []
         root = str(self.share_dir)
         found: list[tuple[str, str, os.stat_result]] = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+
+        def unreadable(error: OSError) -> None:
+            self._warn_once(str(error.filename), "cannot read folder %s; its files are not shared")
+
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
+            kept = []
+            for d in sorted(dirnames):
+                if d.startswith("."):
+                    continue  # hidden folders are not shared
+                full = os.path.join(dirpath, d)
+                real = os.path.realpath(full)
+                if self.is_private(real):
+                    continue  # the data folder: never shared, not even listed
+                if os.path.islink(full):
+                    if not _is_within(real, root):
+                        self._warn_once(full, "%s is a folder link leaving the share folder; "
+                                              "not shared")
+                    continue  # a link inside the folder: its files are listed already
+                kept.append(d)
+            dirnames[:] = kept
             for fname in sorted(filenames):
                 if fname.startswith("."):
-                    continue  # hidden files and upload temp files
+                    continue  # hidden files, upload and download temp files
                 full = os.path.join(dirpath, fname)
                 real = os.path.realpath(full)
                 rel = os.path.relpath(full, root).replace(os.sep, "/")
+                if self.is_private(real):
+                    continue  # a link into the data folder (private key, token)
                 if not _is_within(real, root):
                     self._warn_once(full, "%s is a link leaving the share folder; not shared")
                     continue
                 try:
                     st = os.stat(real)
                 except OSError:
+                    continue  # removed between listing and stat
+                if not stat.S_ISREG(st.st_mode):
                     continue
-                if not stat.S_ISREG(st.st_mode) or not os.access(real, os.R_OK):
+                if not os.access(real, os.R_OK):
+                    self._warn_once(full, "cannot read %s; not shared")
                     continue
                 found.append((rel, real, st))
         return found

@@ -19,6 +19,8 @@ Options:
   --accept-uploads       Accept gRPC uploads into the share folder.
   --max-upload BYTES     Largest upload accepted, e.g. 500M or 2G (default: 1G).
   --scan-interval SECS   Seconds between scans of the share folder (default: 2).
+  --settle SECS          Seconds a new or changed file must stay unchanged before it is
+                         hashed and announced (default: 3).
   --log-level LEVEL      debug, info, warning or error (default: info).
   -h --help              Show this help.
   --version              Show the version.
@@ -26,7 +28,7 @@ Options:
 Every option can also come from an environment variable: KADSHARE_SHARE, KADSHARE_DATA,
 KADSHARE_HOST, KADSHARE_DHT_PORT, KADSHARE_GRPC_PORT, KADSHARE_REST_PORT,
 KADSHARE_BOOTSTRAP (comma-separated), KADSHARE_ACCEPT_UPLOADS (1/true/yes),
-KADSHARE_MAX_UPLOAD, KADSHARE_SCAN_INTERVAL, KADSHARE_LOG_LEVEL. Flags win.
+KADSHARE_MAX_UPLOAD, KADSHARE_SCAN_INTERVAL, KADSHARE_SETTLE, KADSHARE_LOG_LEVEL. Flags win.
 
 Once the three listeners are up, one JSON line {"node_id", "host", "dht_port",
 "grpc_port", "rest_port"} is printed on stdout and written to DATA/node.json.
@@ -50,7 +52,12 @@ from pathlib import Path
 from docopt import DocoptExit, docopt
 
 from pserver import __version__
-from pserver.config import DEFAULT_MAX_UPLOAD, DEFAULT_SCAN_INTERVAL, NodeConfig
+from pserver.config import (
+    DEFAULT_MAX_UPLOAD,
+    DEFAULT_SCAN_INTERVAL,
+    DEFAULT_SETTLE_SECONDS,
+    NodeConfig,
+)
 from pserver.errors import ConfigError
 from pserver.sdnotify import notify
 
@@ -65,6 +72,7 @@ DEFAULTS = {
     "--rest-port": "8000",
     "--max-upload": str(DEFAULT_MAX_UPLOAD),
     "--scan-interval": str(DEFAULT_SCAN_INTERVAL),
+    "--settle": str(DEFAULT_SETTLE_SECONDS),
     "--log-level": "info",
 }
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -74,6 +82,10 @@ _SIZE = re.compile(r"(\d+)\s*([kmgt]?)i?b?", re.IGNORECASE)
 
 class UsageError(Exception):
     """A flag or environment value that cannot be used (exit 2)."""
+
+
+class FolderError(UsageError):
+    """A share/data folder layout that is refused (exit 2, one line, no usage block)."""
 
 
 def _env_name(flag: str) -> str:
@@ -141,6 +153,12 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
         raise UsageError("--scan-interval must be a number of seconds") from None
     if not 0.05 <= interval <= 86400:
         raise UsageError("--scan-interval must be between 0.05 and 86400 seconds")
+    try:
+        settle = float(str(_pick(args, env, "--settle")))
+    except ValueError:
+        raise UsageError("--settle must be a number of seconds") from None
+    if not 0 <= settle <= 3600:
+        raise UsageError("--settle must be between 0 and 3600 seconds")
     host = str(_pick(args, env, "--host"))
     if not host or any(c.isspace() for c in host):
         raise UsageError(f"--host wants an address, got {host!r}")
@@ -156,7 +174,12 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
         or uploads_env in ("1", "true", "yes", "on"),
         max_upload=parse_size(str(_pick(args, env, "--max-upload"))),
         scan_interval=interval,
+        settle_seconds=settle,
     )
+    try:
+        config.check_folders()
+    except ValueError as exc:
+        raise FolderError(str(exc)) from None
     try:
         config.validate()
     except ValueError as exc:
@@ -253,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         config, level = build_config(args, os.environ)
+    except FolderError as exc:
+        return _fail(str(exc), 2)
     except UsageError as exc:
         return _fail(f"{exc}\n{_usage()}\nSee {PROG} --help.", 2)
     configure_logging(level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ DEFAULT_STARTUP_INDEX_TIMEOUT = 30.0
 DEFAULT_STALL_TIMEOUT = 60.0
 #: Seconds ``POST /files`` waits for the hash before answering 202 (hashing goes on).
 DEFAULT_SHARE_WAIT = 20.0
+#: Seconds a file's size and mtime must stay unchanged before it is hashed and announced,
+#: so a file still being copied in is not announced at every size it passes through.
+DEFAULT_SETTLE_SECONDS = 3.0
 #: Downloads served at the same time (each holds an open file); more get RESOURCE_EXHAUSTED.
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 256
 #: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
@@ -54,6 +58,7 @@ class NodeConfig:
     max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     share_wait: float = DEFAULT_SHARE_WAIT
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
     #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
     dht_config: Any = field(default=None, repr=False)
 
@@ -76,5 +81,28 @@ class NodeConfig:
             raise ValueError("intervals must be > 0")
         if self.share_wait < 0:
             raise ValueError("share_wait must be >= 0")
+        if not 0 <= self.settle_seconds <= 3600:
+            raise ValueError("settle_seconds must be 0..3600")
+        self.check_folders()
         if self.max_concurrent_uploads < 1 or self.max_concurrent_downloads < 1:
             raise ValueError("max_concurrent_uploads/downloads must be >= 1")
+
+    def check_folders(self) -> None:
+        """Refuse layouts where the data folder (private key, token) would be shared.
+
+        A data folder *inside* the share folder is allowed: the catalog never shares it.
+        """
+        if self.share_dir is None:
+            return
+        share = Path(os.path.realpath(self.share_dir))
+        data = Path(os.path.realpath(self.data_dir))
+        if share == data:
+            raise ValueError(
+                f"--data and --share are the same folder ({share}); the data folder holds "
+                "the node's private key and is never shared: pick another --data"
+            )
+        if data in share.parents:
+            raise ValueError(
+                f"--share {share} lies inside --data {data}; the data folder is never "
+                "shared: pick a share folder outside it"
+            )

@@ -83,7 +83,9 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.metrics = PeerMetrics()
-        self.catalog = Catalog(config.share_dir, config.data_dir, config.chunk_size)
+        self.catalog = Catalog(
+            config.share_dir, config.data_dir, config.chunk_size, config.settle_seconds
+        )
         self.token = ""
         self.info: dict[str, Any] = {}
         self.dht: DhtNode | None = None
@@ -138,7 +140,7 @@ class Node:
         self.announcer = Announcer(self.dht, self.catalog, _join_host_port(advertised, grpc_port))
         self.catalog.on_progress = self.announcer.sync
         self._save_contacts()  # so a crash right after joining can still rejoin
-        first = asyncio.create_task(self._index_once(), name="first-scan")
+        first = asyncio.create_task(self._first_index(), name="first-scan")
         self._tasks.append(first)  # cancelled by stop() even if the start is interrupted
         try:
             await asyncio.wait_for(asyncio.shield(first), cfg.startup_index_timeout)
@@ -261,10 +263,14 @@ class Node:
             await self._stop_rest()
             with contextlib.suppress(OSError):
                 self.catalog.save()
+            if self.info:  # its ports are closed now: a stale node.json would mislead
+                with contextlib.suppress(OSError):
+                    (self.config.data_dir / "node.json").unlink()
         finally:
             self._lock.release()
             self._stopped.set()
-            log.info("node stopped")
+            if self.info:  # a start that failed never announced "up"
+                log.info("node stopped")
 
     async def _stop_dht(self, graceful: bool) -> None:
         assert self.dht is not None
@@ -304,6 +310,17 @@ class Node:
             log.warning("scanning the share folder failed: %s", exc)
         if self.announcer is not None:  # None while still joining: the first scan syncs
             await self.announcer.sync()
+
+    async def _first_index(self) -> None:
+        """The start's scan: files still settling (just copied in) are waited for, a
+        bounded number of times, so the JSON line means "what was there is shared"."""
+        await self._index_once()
+        step = max(0.1, min(0.5, self.config.settle_seconds / 2))
+        for _ in range(int(2 * self.config.settle_seconds / step) + 2):
+            if not self.catalog.settling:
+                return
+            await asyncio.sleep(step)
+            await self._index_once()
 
     async def _scan_loop(self, first: asyncio.Task[None]) -> None:
         """Rescan forever; a folder that takes long to walk is walked less often (at most
