@@ -79,10 +79,6 @@ class _DhtStats(Collector):
         family = CounterMetricFamily(
             "kadshare_dht_events", "DHT protocol events by kind", labels=["event"]
         )
-        try:
-            counts = dict(self.source())
-        except Exception:  # a scrape never fails because of the DHT
-            counts = {}
-        for event, value in sorted(counts.items()):
+        for event, value in sorted(self.source().items()):
             family.add_metric([str(event)], float(value))
         yield family

@@ -134,7 +134,8 @@ class Node:
         )
         rest_port = await self._start_rest()
         self.metrics.on_scrape(self._refresh_gauges)
-        self.metrics.add_dht_stats(self.dht.stats)
+        dht = self.dht
+        self.metrics.add_dht_stats(lambda: dht.stats)  # read at each scrape
         joined_through = await self._join()
         advertised = advertised_host(cfg.host, joined_through)
         self.announcer = Announcer(self.dht, self.catalog, _join_host_port(advertised, grpc_port))
