@@ -10,6 +10,20 @@ For N = 100, 300, 1000 (each in a fresh child process so memory is its own) it m
                  (shows the network still works at that size).
 Usage: python benchmarks/sim_scale.py [N ...] [--idle SECONDS]
 Prints one table and the growth ratios between consecutive sizes.
+
+With ``--runner virtual`` (default sizes 1000 3000 10000) each N instead plays one
+simulated hour of Weibull churn (shape 0.5, median session 30 min, production
+``DhtConfig()`` intervals, 1 lookup/s, 100 files x 3 providers) on the virtual runner
+(``kadshare-sim run churn --runner virtual``), in a fresh process, and prints:
+  join_sim_s / join_wall_s   warm-up (all N joins, then every initial announce) in
+                             simulated and in wall seconds;
+  sim_per_wall               simulated seconds per wall second during the hour;
+  cpu_s_per_sim_h            process CPU seconds per simulated hour;
+  kib_per_node               peak resident-set growth over the run divided by N;
+  success, p50_ms, p99_ms    lookups over the hour (simulated latencies);
+  digest                     results digest (same N and seed, same digest).
+Options: --hours H (default 1), --seed S, --profile FILE (cProfile of the run, for
+``python -m pstats``).
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import subprocess
 import sys
@@ -96,8 +111,108 @@ async def _one(n: int, idle: float) -> dict:
     }
 
 
+def _vm_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _one_virtual(n: int, hours: float, seed: int, profile: str | None) -> dict:
+    from simulations.churn import parse_session
+    from simulations.config import SimConfig
+    from simulations.engine import run_trace
+    from simulations.scenarios import build_trace
+    from simulations.vloop import run_virtual
+
+    # Weibull(k=0.5): median = scale * ln(2)^2, so scale = 1800 / ln(2)^2 for 30 min.
+    scale = 1800.0 / math.log(2) ** 2
+    cfg = SimConfig(scenario="churn", nodes=n, duration=3600.0 * hours, seed=seed,
+                    runner="virtual", session=parse_session(f"weibull:0.5,{scale:.1f}"),
+                    lookup_rate=1.0, files=100, providers=3, intervals="production",
+                    progress=False)
+    trace = build_trace(cfg)
+    rss0 = _vm_kib("VmRSS")
+    w0, c0 = time.monotonic(), time.process_time()
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        out = prof.runcall(run_virtual, run_trace(trace, "kadshare"))
+        prof.dump_stats(profile)
+    else:
+        out = run_virtual(run_trace(trace, "kadshare"))
+    wall, cpu = time.monotonic() - w0, time.process_time() - c0
+    m = out.summary
+    from simulations.digest import metrics_digest
+
+    hour_wall = max(1e-9, wall - m["warmup_s"])
+    return {
+        "n": n, "join_sim_s": m.get("warmup_sim_s"), "join_wall_s": m["warmup_s"],
+        "sim_per_wall": round(cfg.duration / hour_wall, 2),
+        "cpu_s_per_sim_h": round(m["harness_cpu_fraction"] * 3600, 1),
+        "total_wall_s": round(wall, 1), "total_cpu_s": round(cpu, 1),
+        "kib_per_node": round((_vm_kib("VmHWM") - rss0) / n, 1),
+        "alive_end": m["alive_end"], "join_failures": m["join_failures"],
+        "lookups": m["lookups_eligible"], "success": m["success"],
+        "p50_ms": m["latency_p50_ms"], "p99_ms": m["latency_p99_ms"],
+        "msgs_per_lookup": round(m["msgs_per_lookup"] or 0, 1),
+        "digest": metrics_digest({"seed": seed, "scenario": "churn",
+                                  "config": cfg.to_json(), "trace_digest": trace.digest(),
+                                  "runs": [{"impl": out.impl, "runner": out.runner,
+                                            "metrics": m, "infra": out.infra,
+                                            "marks": out.marks,
+                                            "traffic": out.traffic}]})[:16],
+    }
+
+
+def _main_virtual(args: list[str]) -> int:
+    def opt(name: str, default: str) -> str:
+        if name in args:
+            i = args.index(name)
+            value = args[i + 1]
+            del args[i:i + 2]
+            return value
+        return default
+
+    hours, seed = float(opt("--hours", "1")), int(opt("--seed", "1"))
+    profile = opt("--profile", "")
+    if args and args[0] == "--one":
+        res = _one_virtual(int(args[1]), hours, seed, profile or None)
+        print(json.dumps(res))
+        return 0
+    sizes = [int(a) for a in args] or [1000, 3000, 10000]
+    cols = ["n", "join_sim_s", "join_wall_s", "sim_per_wall", "cpu_s_per_sim_h",
+            "kib_per_node", "alive_end", "join_failures", "lookups", "success", "p50_ms",
+            "p99_ms", "msgs_per_lookup", "total_wall_s", "digest"]
+    print("| " + " | ".join(cols) + " |")
+    print("|---" * len(cols) + "|", flush=True)
+    for n in sizes:
+        argv = [sys.executable, __file__, "--runner", "virtual", "--one", str(n),
+                "--hours", str(hours), "--seed", str(seed)]
+        if profile:
+            argv += ["--profile", f"{profile}.{n}"]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=4 * 3600)
+        if proc.returncode != 0:
+            print(f"N={n} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |", flush=True)
+    return 0
+
+
 def main() -> int:
     args = sys.argv[1:]
+    if "--runner" in args:
+        i = args.index("--runner")
+        runner = args[i + 1]
+        del args[i:i + 2]
+        if runner == "virtual":
+            return _main_virtual(args)
+        if runner != "inproc":
+            print("--runner must be inproc or virtual", file=sys.stderr)
+            return 2
     idle = 20.0
     if "--idle" in args:
         i = args.index("--idle")

@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ["canonical_metrics", "metrics_digest", "HOST_FIELDS"]
 
 #: Metrics that depend on the host or the wall clock, not on the protocol.
-HOST_FIELDS = frozenset({"warmup_s", "loop_lag_p50_ms", "loop_lag_max_ms",
+HOST_FIELDS = frozenset({"warmup_s", "warmup_sim_s", "loop_lag_p50_ms", "loop_lag_max_ms",
                          "harness_cpu_fraction"})
 _RUN_KEYS = ("impl", "runner", "metrics", "infra", "marks", "traffic")
 

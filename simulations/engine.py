@@ -33,6 +33,7 @@ JOIN_TIMEOUT = 30.0
 LEAVE_TIMEOUT = 20.0
 ANNOUNCE_TIMEOUT = 30.0
 WARMUP_ANNOUNCE_CONCURRENCY = 256
+RECORDS_EVERY_SEC_MAX_NODES = 200
 
 
 @dataclass
@@ -100,6 +101,7 @@ class _Engine:
         self.join_failures = 0
         self.lags: list[float] = []      # how late the 1 s ticker woke: loop overload
         self.cpu0 = 0.0
+        self.warmup_sim_s = 0.0          # warm-up on the loop's clock (virtual or real)
 
     # ---- helpers -------------------------------------------------------------------
     def now(self) -> float:
@@ -259,12 +261,19 @@ class _Engine:
 
     def sample(self) -> None:
         up = [s for s in self.nodes.values() if s.state == "up"]
-        recs = 0.0
-        for s in up:
-            with contextlib.suppress(Exception):
-                recs += s.handle.records()
-        self.rec.samples.append(Sample(int(self.now()), len(up),
-                                       round(recs / len(up), 2) if up else 0.0))
+        sec = int(self.now())
+        # Counting every node's records each second cost 9 % of a 1,000-node virtual
+        # run; beyond RECORDS_EVERY_SEC_MAX_NODES nodes the mean is taken every 10 s
+        # and carried forward in between.
+        if len(self.nodes) > RECORDS_EVERY_SEC_MAX_NODES and sec % 10 and self.rec.samples:
+            mean = self.rec.samples[-1].records_mean
+        else:
+            recs = 0.0
+            for s in up:
+                with contextlib.suppress(Exception):
+                    recs += s.handle.records()
+            mean = round(recs / len(up), 2) if up else 0.0
+        self.rec.samples.append(Sample(sec, len(up), mean))
 
     async def ticker(self, progress: bool) -> None:
         tty = sys.stderr.isatty()
@@ -288,7 +297,7 @@ class _Engine:
             sys.stderr.write("\n")
 
     async def run(self, progress: bool) -> RunOutcome:
-        w0 = time.monotonic()
+        w0, v0 = time.monotonic(), self.loop.time()
         try:
             await self.runner.start()
             await self.warmup()
@@ -296,6 +305,7 @@ class _Engine:
                 await asyncio.sleep(self.cfg.settle)
             warmup_s = time.monotonic() - w0
             self.t0 = self.loop.time()
+            self.warmup_sim_s = self.t0 - v0
             self.cpu0 = time.process_time()
             self.netmodel.traffic.t0 = self.t0
             for tag in list(self.netmodel.traffic.bytes):
@@ -375,6 +385,7 @@ class _Engine:
         summary["alive_end"] = len(up)
         summary["join_failures"] = self.join_failures
         summary["warmup_s"] = round(warmup_s, 2)
+        summary["warmup_sim_s"] = round(self.warmup_sim_s, 3)
         # Validity of the run itself: a starved harness loop delays every node in it.
         lag50, lag_max = percentile(self.lags, 50), max(self.lags, default=0.0)
         summary["loop_lag_p50_ms"] = round((lag50 or 0.0) * 1000, 1)

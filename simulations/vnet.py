@@ -9,6 +9,9 @@ to B goes through, in virtual time:
 2. the **link**: the NetModel's seeded per-pair one-way delay, and its i.i.d. loss;
 3. B's **processing**: B handles datagrams one at a time, ``proc_delay`` seconds each,
    so a busy node (the tracker, a popular DHT node) queues work as a real one would.
+   The handler runs when B's CPU takes the datagram up, and whatever it sends leaves
+   when that work is done (``proc_delay`` later): one timer per datagram while B is
+   idle, which keeps the loop's timer heap small at 10,000 nodes.
 
 Then ``B.protocol.datagram_received`` runs in one neutral ``contextvars`` context taken
 when the network was created, never in the sender's: the harness attributes datagrams
@@ -163,9 +166,10 @@ class VirtualNetwork:
         if model.loss > 0 and model.draw_loss():
             model.traffic.dropped += 1
             return
-        leave = now
+        # Nothing leaves before the sender's CPU has finished the work that produced it.
+        leave = max(now, src.cpu_free)
         if self.uplink_bps > 0:
-            leave = max(now, src.uplink_free) + (len(data) + HEADER_BYTES) * 8 / self.uplink_bps
+            leave = max(leave, src.uplink_free) + (len(data) + HEADER_BYTES) * 8 / self.uplink_bps
             src.uplink_free = leave
         arrive = leave + model.delay(src.name, f"{dst[0]}:{dst[1]}")
         self.loop.call_at(arrive, self._arrive, data, src.addr, dst, context=self.context)
@@ -175,13 +179,14 @@ class VirtualNetwork:
         if target is None:
             self.undeliverable += 1
             return
-        if self.proc_delay <= 0:
+        now = self.loop.time()
+        if target.cpu_free <= now:      # idle: handle now, busy for proc_delay from now
+            target.cpu_free = now + self.proc_delay
             self._handle(target, data, src)
             return
-        start = max(self.loop.time(), target.cpu_free)
+        start = target.cpu_free         # busy: wait for the datagrams ahead of this one
         target.cpu_free = start + self.proc_delay
-        self.loop.call_at(target.cpu_free, self._handle, target, data, src,
-                          context=self.context)
+        self.loop.call_at(start, self._handle, target, data, src, context=self.context)
 
     def _handle(self, target: VirtualDatagramTransport, data: bytes,
                 src: tuple[str, int]) -> None:

@@ -69,34 +69,42 @@ def test_threads_and_dns_names_are_errors_under_virtual_time() -> None:
     assert literal[0][4][:2] == ("10.1.2.3", 4000)
 
 
+class _Echo(_Sink):
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        self.transport.sendto(data, addr)
+
+
 def test_datagrams_pay_uplink_latency_and_processing_in_a_neutral_context() -> None:
     model = NetModel(seed=1, latency=(0.05, 0.05))
 
-    async def main() -> tuple[_Sink, float]:
+    async def main() -> tuple[_Sink, _Echo, float]:
         loop = asyncio.get_running_loop()
         assert isinstance(loop, VirtualTimeLoop)
         net = VirtualNetwork(loop, model, proc_delay=0.01, uplink_bps=1e6)
         loop.set_network(net)
-        _, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.1.2", 0))
-        tx, _ = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.1.1", 0))
+        _, echo = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.1.2", 0))
+        tx, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.1.1", 0))
         mark.set("sender")   # the sender's context must not leak into the receiver
         t0 = loop.time()
         for _ in range(2):
-            tx.sendto(b"x" * 972, sink.transport.get_extra_info("sockname"))
+            tx.sendto(b"x" * 972, echo.transport.get_extra_info("sockname"))
         tx.sendto(b"y", ("127.9.9.9", 1))    # nobody there: vanishes
         await asyncio.sleep(1)
-        return sink, t0
+        return sink, echo, t0
 
-    sink, t0 = run_virtual(main())
+    sink, echo, t0 = run_virtual(main())
     wire = (972 + HEADER_BYTES) * 8 / 1e6          # 8 ms on a 1 Mbit/s uplink
-    arrivals = [round(t - t0, 6) for t, *_ in sink.got]
-    # First: uplink + 50 ms + 10 ms processing. The second leaves 8 ms later and
-    # arrives at 66 ms, while the receiver is still busy with the first until 68 ms.
-    first = wire + 0.05 + 0.01
-    assert arrivals == [round(first, 6), round(first + 0.01, 6)]
-    assert {m for *_, m in sink.got} == {"neutral"}
-    assert sink.got[0][2] == ("127.0.1.1", 4000)
-    assert model.traffic.msgs["maintenance"] == 3
+    got = [round(t - t0, 6) for t, *_ in echo.got]
+    back = [round(t - t0, 6) for t, *_ in sink.got]
+    # Out: 8 ms uplink + 50 ms; the second queues 8 ms behind the first on the uplink
+    # and then 2 ms more behind the echo's 10 ms of work on the first.
+    assert got == [round(wire + 0.05, 6), round(wire + 0.05 + 0.01, 6)]
+    # Back: each echo leaves when its 10 ms of work is done, then uplink and link again.
+    assert back == [round(g + 0.01 + wire + 0.05, 6) for g in got]
+    assert {m for *_, m in echo.got + sink.got} == {"neutral"}
+    assert echo.got[0][2] == ("127.0.1.1", 4000)
+    assert model.traffic.msgs["maintenance"] == 5
 
 
 def test_the_virtual_runner_refuses_a_real_loop() -> None:
