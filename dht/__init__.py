@@ -1,13 +1,13 @@
 """kadshare's DHT: a Kademlia variant with signed multi-provider and keyword records.
 
 Public API (docs/ARCHITECTURE.md): ``DhtNode``, ``DhtConfig``, ``Identity``, ``ProviderRecord``,
-``SearchHit``, ``Contact`` and the errors in ``dht.errors``.
+``SearchHit``, ``LookupStats``, ``Contact`` and the errors in ``dht.errors``.
 """
 
 from .config import DhtConfig
 from .errors import DhtError, InvalidRecord, NoKnownPeers, RecordTooLarge, StoreFailed
 from .identity import Identity
-from .node import DhtNode, SearchHit
+from .node import DhtNode, LookupStats, SearchHit
 from .records import ProviderRecord
 from .routing import Contact
 
@@ -18,6 +18,7 @@ __all__ = [
     "DhtNode",
     "Identity",
     "InvalidRecord",
+    "LookupStats",
     "NoKnownPeers",
     "ProviderRecord",
     "RecordTooLarge",

@@ -52,12 +52,30 @@ class SearchHit:
     providers: int
 
 
+@dataclass
+class LookupStats:
+    """How many peers the lookups of one call asked and how many answered (up to k each).
+
+    Pass one to ``search`` or ``find_providers`` to tell "nothing matches" (peers
+    answered) from "nobody answered" (``answered == 0``); the result alone cannot.
+    """
+
+    asked: int = 0
+    answered: int = 0
+
+
 @dataclass(frozen=True)
 class _Announcement:
     name: str
     size: int
     grpc: str
     words: tuple[str, ...]
+
+
+def _count(stats: LookupStats | None, results: list[LookupResult]) -> None:
+    if stats is not None:
+        stats.asked += sum(r.queried for r in results)
+        stats.answered += sum(len(r.closest) for r in results)
 
 
 class DhtNode:
@@ -276,31 +294,36 @@ class DhtNode:
         for rec, raw in result.records.values():
             merge_record(merged.records, rec, raw)
         merged.closest, merged.lacking = result.closest, result.lacking
+        merged.queried, merged.failed = result.queried, result.failed
         if result.records and result.lacking:
             missing_for = result.lacking[0]
             raws = [raw for _, raw in result.records.values()]
             protocol.spawn(protocol.call_store_records(missing_for, key, raws))
         return merged
 
-    async def find_providers(self, file_id: str, wanted: int | None = None
-                             ) -> list[ProviderRecord]:
+    async def find_providers(self, file_id: str, wanted: int | None = None, *,
+                             stats: LookupStats | None = None) -> list[ProviderRecord]:
         """Live provider records of ``file_id`` from the network and the local store.
 
-        ``wanted`` stops the lookup early once that many providers are known.
+        ``wanted`` stops the lookup early once that many providers are known; ``stats``
+        (if given) counts the peers asked and answering.
         """
         check_file_id(file_id)
         result = await self._find(file_key(file_id), wanted)
+        _count(stats, [result])
         found = [r for r in result.positive() if isinstance(r, ProviderRecord)]
         found.sort(key=lambda r: (-r.issued_at, r.node_id))
         return found
 
-    async def search(self, query: str) -> list[SearchHit]:
+    async def search(self, query: str, *, stats: LookupStats | None = None
+                     ) -> list[SearchHit]:
         """Files whose names contain every normalised word of ``query``.
 
         Every word's key is asked and the entries are pooled, then kept when the name
         they carry has all the query words.  A file is thus found through any one of its
         words: a key that is full (caps per publisher and per key) cannot hide it, as a
-        plain intersection of per-word answers would.
+        plain intersection of per-word answers would. ``stats`` (if given) counts the
+        peers asked and answering.
         """
         if not isinstance(query, str):
             raise TypeError("query must be a str")
@@ -309,6 +332,7 @@ class DhtNode:
             return []
         wanted = set(words)
         results = await asyncio.gather(*(self._find(keyword_key(w)) for w in words))
+        _count(stats, results)
         matching: dict[str, list[KeywordRecord]] = {}
         for res in results:
             for rec in res.positive():

@@ -12,10 +12,12 @@ from pclient.download import (
     fetch_info,
 )
 from pclient.errors import (
+    AmbiguousId,
     AmbiguousName,
     ChecksumMismatch,
     ClientError,
     DestinationError,
+    NoAnswer,
     NodeError,
     NodeUnreachable,
     NoProviders,
@@ -26,6 +28,7 @@ from pclient.errors import (
 
 __all__ = [
     "DEFAULT_NODE_URL",
+    "AmbiguousId",
     "AmbiguousName",
     "BadFileId",
     "ChecksumMismatch",
@@ -35,6 +38,7 @@ __all__ = [
     "DownloadConfig",
     "DownloadProgress",
     "DownloadResult",
+    "NoAnswer",
     "NoProviders",
     "NodeError",
     "NodeUnreachable",

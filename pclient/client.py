@@ -32,6 +32,7 @@ from pclient.errors import (
     AmbiguousId,
     AmbiguousName,
     ClientError,
+    NoAnswer,
     NodeError,
     NodeUnreachable,
     NoProviders,
@@ -110,6 +111,11 @@ class Client:
                 )
             if resp.status_code == 404:
                 raise NotFound(str(error))
+            if resp.status_code in (503, 504):
+                raise NoAnswer(
+                    f"no answer from the network (asked through {self.node_url}): {error}",
+                    resp.status_code,
+                )
             if resp.status_code == 409 and isinstance(doc.get("candidates"), list):
                 raise AmbiguousId(str(error), [c for c in doc["candidates"]
                                                if isinstance(c, dict) and "file_id" in c])
@@ -133,7 +139,11 @@ class Client:
         return list(_require(await self._get("/files"), "files", list))
 
     async def search(self, query: str) -> list[dict[str, Any]]:
-        """``GET /search?q=``: network-wide keyword search (``providers`` is a count)."""
+        """``GET /search?q=``: network-wide keyword search (``providers`` is a count).
+
+        An empty list means peers answered and nothing matches; NoAnswer means no peer
+        answered.
+        """
         if not query.strip():
             raise ClientError("give at least one word to search for")
         return list(_require(await self._get("/search", {"q": query}), "results", list))

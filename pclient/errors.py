@@ -5,6 +5,7 @@
     ClientError                 base: anything the client could not do
     ├── NodeUnreachable         the REST node did not answer (URL + how to start one)
     ├── NodeError               the node answered with an error (bad id, bad query, 5xx)
+    │   └── NoAnswer            the node's lookup got no answer from any peer (not "no match")
     ├── NotFound                no such file / name on the node or network
     │   └── NoProviders         the file is known but nobody provides it now
     ├── AmbiguousName           a name matched several files (carries the candidates)
@@ -47,6 +48,10 @@ class NodeError(ClientError):
     def __init__(self, message: str, status: int = 0) -> None:
         self.status = status
         super().__init__(message)
+
+
+class NoAnswer(NodeError):
+    """No peer answered the node's lookup: whether anything matches is unknown (503/504)."""
 
 
 class NotFound(ClientError):

@@ -59,7 +59,7 @@ def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
 
 def search_table(results: list[dict[str, Any]], out: TextIO | None = None) -> None:
     if not results:
-        _console(out).print("no matches")
+        _console(out).print("no matches: peers answered, and no file name has all these words")
         return
     table = _table("NAME", "SIZE", "ID", "PROVIDERS", right=("SIZE", "PROVIDERS"))
     for hit in results:

@@ -20,7 +20,7 @@ from typing import Any
 
 from sanic import Sanic
 
-from dht import DhtConfig, DhtNode, Identity
+from dht import DhtConfig, DhtNode, Identity, LookupStats
 from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
@@ -420,7 +420,10 @@ class Node:
 
     async def search(self, query: str) -> list[dict[str, Any]]:
         assert self.dht is not None
-        hits = await self._lookup(self.dht.search(query))
+        stats = LookupStats()
+        hits = await self._lookup(self.dht.search(query, stats=stats))
+        if not hits:
+            self._check_answered(stats, "search")
         return [
             {"file_id": h.file_id, "name": h.name, "size": h.size, "providers": h.providers}
             for h in hits
@@ -428,7 +431,10 @@ class Node:
 
     async def providers(self, file_id: str) -> list[dict[str, Any]]:
         assert self.dht is not None
-        records = await self._lookup(self.dht.find_providers(file_id))
+        stats = LookupStats()
+        records = await self._lookup(self.dht.find_providers(file_id, stats=stats))
+        if not records:
+            self._check_answered(stats, "provider lookup")
         return [
             {
                 "node_id": r.node_id, "grpc": r.grpc, "name": r.name, "size": r.size,
@@ -436,6 +442,20 @@ class Node:
             }
             for r in records
         ]
+
+    def _check_answered(self, stats: LookupStats, what: str) -> None:
+        """An empty answer is "no match" only if some peer answered: else say so (503)."""
+        assert self.dht is not None
+        contacts = self.dht.contacts()
+        if stats.answered or (contacts and not stats.asked):  # e.g. no searchable word
+            return
+        if not contacts:
+            raise LookupUnavailable(
+                f"this node knows no other peer, so the {what} reached nobody "
+                "(start it with --bootstrap HOST:DHT_PORT of a running peer)")
+        raise LookupUnavailable(
+            f"none of the {stats.asked} peer(s) asked answered the {what}; "
+            "they may be down or unreachable, so whether anything matches is unknown")
 
     async def _lookup(self, call: Any) -> Any:
         from dht.errors import DhtError, NoKnownPeers

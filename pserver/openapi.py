@@ -86,7 +86,9 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _ok(_obj(query=string, results={"type": "array", "items": _obj(
                         file_id=_ID, name=string, size=integer, providers=integer)})),
-                    "400": _err("Empty or too long query"), "503": _err("Lookup failed")}}},
+                    "400": _err("Empty or too long query"),
+                    "503": _err("No peer answered (whether anything matches is unknown)"),
+                    "504": _err("The lookup timed out")}}},
             "/providers/{file_id}": {"parameters": [_PATH_PREFIX], "get": {
                 "summary": "Who provides a file, network-wide",
                 "responses": {
@@ -97,7 +99,8 @@ def openapi_document() -> dict[str, Any]:
                     "404": _err("No id this node knows starts with the prefix"),
                     "409": _err("Ambiguous prefix; the body also lists 'candidates' "
                                 "[{file_id, name}]"),
-                    "503": _err("Lookup failed")}}},
+                    "503": _err("No peer answered (whether anyone provides it is unknown)"),
+                    "504": _err("The lookup timed out")}}},
             "/peers": {"get": {"summary": "This node's routing table", "responses": {
                 "200": _ok(_obj(peers={"type": "array", "items": _obj(
                     node_id=string, host=string, dht_port=integer)}))}}},
