@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import ipaddress
 import random
+import time
 from typing import Any
 
 from simulations.impls import ImplNode
@@ -50,6 +52,7 @@ class VirtualRunner(Runner):
         self.network: VirtualNetwork | None = None
         self._random_state: Any = None
         self._rng_token: Any = None
+        self._shim: _TimeShim | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -61,6 +64,8 @@ class VirtualRunner(Runner):
         self._random_state = random.getstate()
         random.seed(f"kadshare-sim/virtual-global/{seed}")
         self._rng_token = _seed_dht_rng(seed)
+        self._shim = _TimeShim(loop)
+        self._shim.install()
         # Taken after the RNG is set, so deliveries see the seeded RNG too.
         self.network = VirtualNetwork(loop, self.netmodel, proc_delay=self.cfg.proc_delay,
                                       uplink_bps=self.cfg.uplink)
@@ -74,7 +79,11 @@ class VirtualRunner(Runner):
             params["secret"] = _secret(self.cfg.seed, idx, "ed25519").hex()
         elif self.impl.name == "kademlia":
             params["node_id"] = _secret(self.cfg.seed, idx, "kademlia")[:20].hex()
-        return self.impl.new_node(idx, host_for(idx), params)
+        node = self.impl.new_node(idx, host_for(idx), params)
+        store = getattr(getattr(node, "node", None), "store", None)
+        if self._shim is not None and self._shim.bridged and store is not None:
+            store.clock = self._shim.time      # its default argument holds time.time
+        return node
 
     async def close(self) -> None:
         try:
@@ -85,6 +94,9 @@ class VirtualRunner(Runner):
                 self._random_state = None
             _reset_dht_rng(self._rng_token)
             self._rng_token = None
+            if self._shim is not None:
+                self._shim.uninstall()
+                self._shim = None
 
 
 def _seed_dht_rng(seed: int) -> Any:
@@ -109,3 +121,47 @@ def _reset_dht_rng(token: Any) -> None:
     reset = getattr(clock, "reset_rng", None)
     if reset is not None:
         reset(token)
+
+
+# Modules whose ``time`` global the shim replaces. The plain kademlia package stamps
+# buckets and stored values with time.monotonic(); dht's modules do too until every
+# read goes through dht.clock (issue 11 item 1), after which only kademlia's remain.
+_KADEMLIA_MODULES = ("kademlia.routing", "kademlia.storage")
+_DHT_MODULES = ("dht.protocol", "dht.transport", "dht.routing", "dht.records",
+                "dht.storage", "dht.node", "dht.lookup")
+
+
+class _TimeShim:
+    """Stands in for the ``time`` module inside the node code's modules during a
+    virtual run: ``monotonic()`` is the loop's clock, ``time()`` its wall_time()."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        self._loop = loop
+        self._saved: list[tuple[Any, Any]] = []
+        try:
+            from dht import clock  # noqa: F401
+            self.bridged = False
+        except ImportError:
+            self.bridged = True
+
+    def monotonic(self) -> float:
+        return self._loop.time()
+
+    def time(self) -> float:
+        return self._loop.wall_time()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def install(self) -> None:
+        names = _KADEMLIA_MODULES + (_DHT_MODULES if self.bridged else ())
+        for name in names:
+            mod = importlib.import_module(name)
+            if getattr(mod, "time", None) is time:
+                self._saved.append((mod, mod.time))
+                mod.time = self  # type: ignore[attr-defined]
+
+    def uninstall(self) -> None:
+        for mod, orig in self._saved:
+            mod.time = orig
+        self._saved.clear()

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from simulations.digest import metrics_digest
 
-# kadshare joins once dht reads every clock through dht.clock (issue 11 item 1).
-ARGS = ["compare", "churn", "--runner", "virtual", "--impls", "kademlia,tracker",
+ARGS = ["compare", "churn", "--runner", "virtual", "--impls", "kadshare,kademlia,tracker",
         "--nodes", "16", "--duration", "20", "--files", "6", "--providers", "2",
         "--lookup-rate", "3", "--session", "weibull:0.5,20", "--latency", "10-60ms",
         "--loss", "0.01", "--seed", "9", "--quiet"]
