@@ -5,7 +5,7 @@ Usage:
   kadshare providers FILE_ID [--node URL] [--json] [-v]
   kadshare get FILE [-o PATH] [--sources N] [--from ADDR]... [--force] [--timeout S]
                [--node URL] [--json] [-v]
-  kadshare put PATH --to ADDR [--name NAME] [--node URL] [--json] [-v]
+  kadshare put PATH --to ADDR [--name NAME] [--token TOKEN] [--node URL] [--json] [-v]
   kadshare ls [--node URL] [--json] [-v]
   kadshare peers [--node URL] [--json] [-v]
   kadshare status [--node URL] [--json] [-v]
@@ -40,6 +40,8 @@ files). FILE is a FILE_ID or a file's name.
   --timeout S        Seconds without data before a source is dropped [default: 15].
   --to ADDR          gRPC address (HOST:PORT) of the peer receiving the upload.
   --name NAME        Name to give the uploaded file (default: its own name).
+  --token TOKEN      The receiving node's token (its DATA/token); default:
+                     $KADSHARE_TOKEN. Needed unless it runs --accept-uploads open.
   -v, --verbose      Log what happens to stderr.
   -h, --help         Show this help.
 
@@ -198,7 +200,8 @@ async def _put(args: dict[str, Any], as_json: bool) -> int:
     name = args["--name"] or None
     bar = ProgressBar(os.path.basename(args["PATH"]), enabled=None if not as_json else False)
     with bar:
-        reply = await upload_file(args["PATH"], peer, bar.upload, name=name)
+        token = args["--token"] or os.environ.get("KADSHARE_TOKEN") or None
+        reply = await upload_file(args["PATH"], peer, bar.upload, name=name, token=token)
     if as_json:
         print_json(reply)
     else:

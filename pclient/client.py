@@ -283,8 +283,13 @@ async def upload_file(
     *,
     name: str | None = None,
     timeout: float = DEFAULT_UPLOAD_TIMEOUT,
+    token: str | None = None,
 ) -> dict[str, Any]:
-    """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, sha256), then data."""
+    """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, sha256), then data.
+
+    ``token`` is the receiving node's token (its DATA/token); a peer started with a plain
+    ``--accept-uploads`` refuses uploads without it.
+    """
     src = Path(path)
     try:
         size, digest = await asyncio.to_thread(_size_and_sha256, src)
@@ -309,10 +314,13 @@ async def upload_file(
     )
     try:
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
-        reply = await stub.Upload(messages(), timeout=timeout)
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        reply = await stub.Upload(messages(), timeout=timeout, metadata=metadata)
     except grpc.aio.AioRpcError as exc:
         code = exc.code()
-        if code == grpc.StatusCode.PERMISSION_DENIED:
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            why = "it accepts uploads only with its token (give --token or KADSHARE_TOKEN)"
+        elif code == grpc.StatusCode.PERMISSION_DENIED:
             why = "it does not accept uploads"
             if exc.details():
                 why += f" ({exc.details()})"

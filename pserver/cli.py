@@ -13,10 +13,14 @@ Options:
   --dht-port N           UDP port of the DHT; 0 = any free port (default: 8468).
   --grpc-port N          TCP port of the gRPC TransferService; 0 = any (default: 50051).
   --rest-port N          TCP port of the REST API; 0 = any (default: 8000).
+  --rest-host ADDR       Address the REST API listens on (default: 127.0.0.1). REST reads
+                         need no token: open it to a network only on purpose.
   --bootstrap HOST:PORT  DHT address of a peer to join through; repeatable. None: rejoin
                          through the contacts saved in the data folder, else start a new
                          network.
-  --accept-uploads       Accept gRPC uploads into the share folder.
+  --accept-uploads MODE  Accept gRPC uploads into the share folder. Bare flag (MODE
+                         "token"): only clients sending the node's token (DATA/token)
+                         may upload; "open": anyone who reaches the gRPC port may.
   --max-upload BYTES     Largest upload accepted, e.g. 500M or 2G (default: 1G).
   --scan-interval SECS   Seconds between scans of the share folder (default: 2).
   --settle SECS          Seconds a new or changed file must stay unchanged before it is
@@ -27,7 +31,8 @@ Options:
 
 Every option can also come from an environment variable: KADSHARE_SHARE, KADSHARE_DATA,
 KADSHARE_HOST, KADSHARE_DHT_PORT, KADSHARE_GRPC_PORT, KADSHARE_REST_PORT,
-KADSHARE_BOOTSTRAP (comma-separated), KADSHARE_ACCEPT_UPLOADS (1/true/yes),
+KADSHARE_REST_HOST, KADSHARE_BOOTSTRAP (comma-separated), KADSHARE_ACCEPT_UPLOADS
+(1/true/yes/token or open),
 KADSHARE_MAX_UPLOAD, KADSHARE_SCAN_INTERVAL, KADSHARE_SETTLE, KADSHARE_LOG_LEVEL. Flags win.
 
 Once the three listeners are up, one JSON line {"node_id", "host", "dht_port",
@@ -70,6 +75,7 @@ DEFAULTS = {
     "--dht-port": "8468",
     "--grpc-port": "50051",
     "--rest-port": "8000",
+    "--rest-host": "127.0.0.1",
     "--max-upload": str(DEFAULT_MAX_UPLOAD),
     "--scan-interval": str(DEFAULT_SCAN_INTERVAL),
     "--settle": str(DEFAULT_SETTLE_SECONDS),
@@ -133,6 +139,38 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * 1024**power
 
 
+UPLOAD_MODES = {"token": "token", "open": "open", "1": "token", "true": "token",
+                "yes": "token", "on": "token", "0": "off", "false": "off", "no": "off",
+                "off": "off", "": "off"}
+
+
+def upload_mode(args: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """``--accept-uploads [token|open]`` or KADSHARE_ACCEPT_UPLOADS -> off, token or open."""
+    flag = args.get("--accept-uploads")
+    if flag not in (None, False):
+        mode = str(flag).strip().lower()
+        if mode not in ("token", "open"):
+            raise UsageError(f"--accept-uploads takes no value or 'open', got {flag!r}")
+        return mode
+    text = env.get("KADSHARE_ACCEPT_UPLOADS", "").strip().lower()
+    if text not in UPLOAD_MODES:
+        raise UsageError(f"KADSHARE_ACCEPT_UPLOADS must be 1/0/true/false/open, got {text!r}")
+    return UPLOAD_MODES[text]
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """Give a bare ``--accept-uploads`` its default mode, since docopt has no optional
+    option values: ``--accept-uploads`` alone means ``--accept-uploads=token``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg == "--accept-uploads" and following.lower() not in ("open", "token"):
+            out.append("--accept-uploads=token")
+        else:
+            out.append(arg)
+    return out
+
+
 def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[NodeConfig, int]:
     """Flags, then ``KADSHARE_*`` variables, then defaults -> (config, log level)."""
     share = _pick(args, env, "--share")
@@ -141,9 +179,7 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
     bootstrap_texts = list(args.get("--bootstrap") or [])  # type: ignore[call-overload]
     if not bootstrap_texts and env.get("KADSHARE_BOOTSTRAP", "").strip():
         bootstrap_texts = [t for t in re.split(r"[,\s]+", env["KADSHARE_BOOTSTRAP"]) if t]
-    uploads_env = env.get("KADSHARE_ACCEPT_UPLOADS", "").strip().lower()
-    if uploads_env not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
-        raise UsageError(f"KADSHARE_ACCEPT_UPLOADS must be 1/0/true/false, got {uploads_env!r}")
+    uploads = upload_mode(args, env)
     level_text = str(_pick(args, env, "--log-level")).lower()
     if level_text not in LEVELS:
         raise UsageError(f"--log-level must be one of {', '.join(LEVELS)}, got {level_text!r}")
@@ -162,6 +198,9 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
     host = str(_pick(args, env, "--host"))
     if not host or any(c.isspace() for c in host):
         raise UsageError(f"--host wants an address, got {host!r}")
+    rest_host = str(_pick(args, env, "--rest-host"))
+    if not rest_host or any(c.isspace() for c in rest_host):
+        raise UsageError(f"--rest-host wants an address, got {rest_host!r}")
     config = NodeConfig(
         share_dir=Path(share).expanduser().absolute() if share else None,
         data_dir=Path(data).expanduser().absolute(),
@@ -170,8 +209,9 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
         grpc_port=_port("--grpc-port", _pick(args, env, "--grpc-port")),
         rest_port=_port("--rest-port", _pick(args, env, "--rest-port")),
         bootstrap=tuple(parse_address(t) for t in bootstrap_texts),
-        accept_uploads=bool(args.get("--accept-uploads"))
-        or uploads_env in ("1", "true", "yes", "on"),
+        accept_uploads=uploads != "off",
+        open_uploads=uploads == "open",
+        rest_host=rest_host,
         max_upload=parse_size(str(_pick(args, env, "--max-upload"))),
         scan_interval=interval,
         settle_seconds=settle,
@@ -263,8 +303,8 @@ async def run(config: NodeConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script entry point; returns the exit code."""
     try:
-        args = docopt(__doc__, argv=list(argv) if argv is not None else None,
-                      version=f"{PROG} {__version__}")
+        words = list(argv) if argv is not None else sys.argv[1:]
+        args = docopt(__doc__, argv=normalise_argv(words), version=f"{PROG} {__version__}")
     except DocoptExit:
         print(f"{PROG}: unknown option or misplaced argument\n{_usage()}\nSee {PROG} --help.",
               file=sys.stderr)

@@ -47,6 +47,11 @@ class NodeConfig:
     rest_port: int = 0
     bootstrap: tuple[tuple[str, int], ...] = ()
     accept_uploads: bool = False
+    #: With ``accept_uploads``: take uploads without the node's token (``--accept-uploads open``).
+    open_uploads: bool = False
+    #: Address the REST API listens on; apart from ``host`` so that opening the DHT and
+    #: gRPC ports to a network does not expose REST (reads need no token).
+    rest_host: str = "127.0.0.1"
     max_upload: int = DEFAULT_MAX_UPLOAD
     chunk_size: int = DEFAULT_CHUNK_SIZE
     message_size: int = DEFAULT_MESSAGE_SIZE

@@ -33,6 +33,9 @@ class UploadRefused(PeerError):
     """An upload this peer will not take; ``reason`` is one of the ``REASON_*`` values."""
 
     NOT_ACCEPTING = "not_accepting"
+    NO_TOKEN = "no_token"
+    BAD_TOKEN = "bad_token"
+    BUSY = "busy"
     BAD_NAME = "bad_name"
     TOO_LARGE = "too_large"
     BAD_HASH = "bad_hash"

@@ -128,7 +128,9 @@ class Node:
         self.catalog.remove_stale_uploads()
         self.dht = DhtNode(identity=identity, config=cfg.dht_config or DhtConfig())
         await self.dht.listen(port=cfg.dht_port, interface=cfg.host)
-        servicer = TransferServicer(self.catalog, cfg, self.metrics, self._after_upload)
+        servicer = TransferServicer(
+            self.catalog, cfg, self.metrics, self._after_upload, token=self.token
+        )
         self._grpc, grpc_port, self._health = await start_grpc_server(
             servicer, cfg.host, cfg.grpc_port
         )
@@ -187,11 +189,11 @@ class Node:
 
     async def _start_rest(self) -> int:
         cfg = self.config
-        family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in cfg.rest_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((cfg.host, cfg.rest_port))
+            sock.bind((cfg.rest_host, cfg.rest_port))
             sock.listen(128)
             sock.setblocking(False)
         except OSError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import itertools
 import logging
 import time
@@ -60,6 +61,35 @@ class PeerApi(Protocol):
     async def unshare(self, file_id: str) -> SharedFile: ...
 
 
+def _host_part(authority: str) -> str:
+    """``host:port`` / ``[v6]:port`` / ``host`` -> host, lowercased."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+def browser_refusal(host_header: str, origin: str | None) -> str | None:
+    """Why a write call looks driven by a web page, or None.
+
+    DNS rebinding: a page on ``evil.example`` whose name re-resolves to 127.0.0.1 reaches
+    the node with ``Host: evil.example``; only IP literals and ``localhost`` are taken.
+    Cross-origin: a browser names the page in ``Origin``; it must be this very host.
+    """
+    host = _host_part(host_header)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            return (f"write calls take Host: an IP address or localhost, not {host_header!r} "
+                    "(protection against DNS rebinding)")
+    if origin is not None:
+        origin_host = _host_part(origin.partition("://")[2].rstrip("/"))
+        if origin == "null" or origin_host != host:
+            return f"cross-origin write calls are refused (Origin {origin!r})"
+    return None
+
+
 def error(status: int, message: str) -> JSONResponse:
     return json({"error": message}, status=status)
 
@@ -81,6 +111,10 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         """Require ``Authorization: Bearer TOKEN``: 401 without it, 403 when wrong."""
 
         async def wrapper(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            refusal = browser_refusal(request.headers.get("host", ""),
+                                      request.headers.get("origin"))
+            if refusal:
+                return error(403, refusal)
             header = request.headers.get("authorization", "")
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer" or not given.strip():
@@ -99,6 +133,16 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
             return normalise_file_id(value)
         except InvalidFileId as exc:
             raise _HttpError(400, str(exc)) from exc
+
+    @app.get("/")
+    async def index(request: Request) -> HTTPResponse:
+        return json({
+            "service": "kadshare node REST API",
+            "openapi": "/openapi.json",
+            "read": ["/status", "/files", "/files/{file_id}", "/search?q=WORDS",
+                     "/providers/{file_id}", "/peers", "/metrics"],
+            "write (Authorization: Bearer TOKEN)": ["POST /files", "DELETE /files/{file_id}"],
+        })
 
     @app.get("/status")
     async def status(request: Request) -> HTTPResponse:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -38,6 +39,9 @@ DRAIN_SECONDS = 2.0
 
 _UPLOAD_CODES = {
     UploadRefused.NOT_ACCEPTING: grpc.StatusCode.PERMISSION_DENIED,
+    UploadRefused.NO_TOKEN: grpc.StatusCode.UNAUTHENTICATED,
+    UploadRefused.BAD_TOKEN: grpc.StatusCode.PERMISSION_DENIED,
+    UploadRefused.BUSY: grpc.StatusCode.RESOURCE_EXHAUSTED,
     UploadRefused.BAD_NAME: grpc.StatusCode.INVALID_ARGUMENT,
     UploadRefused.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     UploadRefused.BAD_HASH: grpc.StatusCode.INVALID_ARGUMENT,
@@ -202,8 +206,10 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         config: NodeConfig,
         metrics: PeerMetrics,
         on_upload: Callable[[SharedFile], Awaitable[None]] | None = None,
+        token: str = "",
     ) -> None:
         self.catalog = catalog
+        self.token = token  # uploads need it unless the config says open_uploads
         self.config = config
         self.metrics = metrics
         self.on_upload = on_upload
@@ -305,6 +311,23 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         end = entry.size if length == 0 else min(entry.size, offset + length)
         return offset, end
 
+    def _check_upload_token(self, context: grpc.aio.ServicerContext) -> None:
+        """Uploads write into the share folder: only the token holder may, unless open."""
+        if self.config.open_uploads:
+            return
+        given = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                scheme, _, given = value.partition(" ")
+                given = given.strip() if scheme.lower() == "bearer" else ""
+        if not given:
+            raise UploadRefused(
+                UploadRefused.NO_TOKEN,
+                "uploads to this peer need its token (metadata authorization: Bearer TOKEN)",
+            )
+        if not self.token or not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise UploadRefused(UploadRefused.BAD_TOKEN, "wrong upload token")
+
     async def Upload(
         self,
         request_iterator: AsyncIterator[kadshare_pb2.UploadMessage],
@@ -316,10 +339,9 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 raise UploadRefused(
                     UploadRefused.NOT_ACCEPTING, "this peer does not accept uploads"
                 )
+            self._check_upload_token(context)
             if self._upload_slots.locked():
-                raise UploadRefused(
-                    UploadRefused.TOO_LARGE, "too many uploads at once; retry later"
-                )
+                raise UploadRefused(UploadRefused.BUSY, "too many uploads at once; retry later")
             async with self._upload_slots:
                 gauge.inc()
                 try:

@@ -182,7 +182,10 @@ class TestRealProviders:
     async def test_put_to_a_real_peer_then_it_is_shared(self, net: Net):
         src = net.tmp / "notes from the trip.txt"
         src.write_text("we saw a whale\n" * 1000)
-        code, out, err = await run_cli("put", str(src), "--to", net.grpc(3), "--json")
+        code, out, err = await run_cli("put", str(src), "--to", net.grpc(3))
+        assert code == 1 and "token" in err  # uploads need the receiving node's token
+        code, out, err = await run_cli("put", str(src), "--to", net.grpc(3), "--json",
+                                       "--token", net.nodes[3].token)
         assert code == 0, err
         doc = json.loads(out)
         assert doc["file_id"] == hashlib.sha256(src.read_bytes()).hexdigest()

@@ -38,6 +38,10 @@ async def download(
     return bytes(out)
 
 
+#: The upload token of the test peers built from a bare servicer (``test_transfer.Peer``).
+TEST_TOKEN = "test-upload-token"
+
+
 async def upload(
     stub: kadshare_pb2_grpc.TransferServiceStub,
     name: str,
@@ -45,6 +49,7 @@ async def upload(
     declared_id: str | None = None,
     declared_size: int | None = None,
     piece: int = 256 * 1024,
+    token: str | None = TEST_TOKEN,
 ) -> kadshare_pb2.UploadReply:
     """Upload ``data`` under ``name``; the declared id/size default to the true ones."""
 
@@ -58,7 +63,8 @@ async def upload(
         for pos in range(0, len(data), piece):
             yield kadshare_pb2.UploadMessage(data=data[pos : pos + piece])
 
-    return await stub.Upload(messages(), timeout=RPC_TIMEOUT)
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    return await stub.Upload(messages(), timeout=RPC_TIMEOUT, metadata=metadata)
 
 
 def channel(address: str) -> grpc.aio.Channel:

@@ -229,7 +229,7 @@ class TestUploadAnnounced:
         data = content(300_000, seed=5)
         async with channel(f"127.0.0.1:{a.info['grpc_port']}") as ch:
             stub = kadshare_pb2_grpc.TransferServiceStub(ch)
-            reply = await upload(stub, "uploaded dataset.csv", data)
+            reply = await upload(stub, "uploaded dataset.csv", data, token=a.token)
             assert reply.file_id == sha(data)
             assert await download(stub, sha(data)) == data
 

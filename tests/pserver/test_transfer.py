@@ -18,10 +18,21 @@ from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.metrics import PeerMetrics
 from pserver.transfer import SERVICE_NAME, TransferServicer, start_grpc_server
-from tests.pserver.helpers import RPC_TIMEOUT, channel, content, download, sha, upload
+from tests.pserver.helpers import (
+    RPC_TIMEOUT,
+    TEST_TOKEN,
+    channel,
+    content,
+    download,
+    sha,
+    upload,
+)
 
 MiB = 1024 * 1024
 BIG = content(3 * MiB + 12345, seed=1)
+
+
+AUTH = (("authorization", f"Bearer {TEST_TOKEN}"),)
 
 
 class Peer:
@@ -44,7 +55,9 @@ class Peer:
         async def on_upload(entry: SharedFile) -> None:
             self.uploaded.append(entry)
 
-        servicer = TransferServicer(self.catalog, self.config, self.metrics, on_upload)
+        servicer = TransferServicer(
+            self.catalog, self.config, self.metrics, on_upload, token=TEST_TOKEN
+        )
         self.server, port, _ = await start_grpc_server(servicer, "127.0.0.1", 0)
         self.channel = channel(f"127.0.0.1:{port}")
         self.stub = kadshare_pb2_grpc.TransferServiceStub(self.channel)
@@ -427,9 +440,30 @@ class TestUpload:
         async def messages():
             yield kadshare_pb2.UploadMessage(data=b"no header")
 
-        code = await code_of(uploader.stub.Upload(messages(), timeout=RPC_TIMEOUT))
+        code = await code_of(uploader.stub.Upload(messages(), timeout=RPC_TIMEOUT, metadata=AUTH))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         self.assert_no_leftovers(uploader)
+
+    async def test_needs_the_token_unless_open(self, tmp_path: Path) -> None:
+        for sub in ("g", "o"):
+            (tmp_path / sub).mkdir()
+        guarded = await Peer(tmp_path / "g", accept_uploads=True).start()
+        try:
+            assert await code_of(upload(guarded.stub, "a.txt", b"a", token=None)) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+            assert await code_of(upload(guarded.stub, "a.txt", b"a", token="guess")) == (
+                grpc.StatusCode.PERMISSION_DENIED
+            )
+            assert not (guarded.share / "a.txt").exists()
+        finally:
+            await guarded.close()
+        opened = await Peer(tmp_path / "o", accept_uploads=True, open_uploads=True).start()
+        try:
+            reply = await upload(opened.stub, "a.txt", b"a", token=None)
+            assert reply.file_id == sha(b"a")
+        finally:
+            await opened.close()
 
     async def test_silent_uploader_is_cut_off(self, tmp_path: Path) -> None:
         p = await Peer(tmp_path, accept_uploads=True, stall_timeout=0.5).start()
@@ -442,7 +476,7 @@ class TestUpload:
             await release.wait()  # then goes quiet
 
         try:
-            code = await code_of(p.stub.Upload(messages(), timeout=RPC_TIMEOUT))
+            code = await code_of(p.stub.Upload(messages(), timeout=RPC_TIMEOUT, metadata=AUTH))
             assert code == grpc.StatusCode.DEADLINE_EXCEEDED
             self.assert_no_leftovers(p)
         finally:

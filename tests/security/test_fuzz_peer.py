@@ -71,6 +71,7 @@ class Peer:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}")
         self.stub = pb_grpc.TransferServiceStub(self.channel)
         self.token = self.node.token
+        self.auth = (("authorization", f"Bearer {self.token}"),)
 
     def close(self) -> None:
         self.http.close()
@@ -234,7 +235,8 @@ class TestGrpc:
     )
     @settings(max_examples=max(1, settings.default.max_examples // 2))
     def test_upload_messages(self, peer: Peer, messages: list) -> None:
-        code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20))
+        code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20,
+                                                   metadata=peer.auth))
         assert code in ALLOWED_GRPC, code
         _share_folder_is_clean(peer)
 
@@ -244,7 +246,8 @@ class TestGrpc:
         header = pb.UploadHeader(name=name, size=len(data),
                                  file_id=hashlib.sha256(data).hexdigest())
         messages = [pb.UploadMessage(header=header), pb.UploadMessage(data=data)]
-        code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20))
+        code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20,
+                                                   metadata=peer.auth))
         assert code in ALLOWED_GRPC, code
         if code == grpc.StatusCode.OK:
             stored = peer.share / name
