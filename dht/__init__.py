@@ -5,7 +5,7 @@ Public API (docs/ARCHITECTURE.md): ``DhtNode``, ``DhtConfig``, ``Identity``, ``P
 """
 
 from .config import DhtConfig
-from .errors import DhtError, InvalidRecord, NoKnownPeers, RecordTooLarge, StoreFailed
+from .errors import DhtError, InvalidRecord, RecordTooLarge
 from .identity import Identity
 from .node import DhtNode, LookupStats, SearchHit
 from .records import ProviderRecord
@@ -19,9 +19,7 @@ __all__ = [
     "Identity",
     "InvalidRecord",
     "LookupStats",
-    "NoKnownPeers",
     "ProviderRecord",
     "RecordTooLarge",
     "SearchHit",
-    "StoreFailed",
 ]

@@ -3,12 +3,13 @@
 ::
 
     DhtError                 base of everything this package raises on purpose
-    ├── NoKnownPeers         an operation needed the network but the routing table is empty
-    ├── StoreFailed          no node (not even this one) accepted a record
     ├── RecordTooLarge       an encoded record exceeds DhtConfig.max_record_bytes
     └── InvalidRecord        (also a ValueError) malformed, forged, expired or ill-bound record
 
-Remote peers never receive these: a bad datagram is dropped and counted.
+Remote peers never receive these: a bad datagram is dropped and counted. A lookup that
+reaches nobody is not an error: it returns what it found (nothing) and ``LookupStats``
+says how many peers were asked and answered; ``announce`` returns how many nodes took
+each record.
 """
 
 from __future__ import annotations
@@ -16,14 +17,6 @@ from __future__ import annotations
 
 class DhtError(Exception):
     """Base class for every error the dht package raises on purpose."""
-
-
-class NoKnownPeers(DhtError):
-    """The routing table is empty, so the network cannot be reached."""
-
-
-class StoreFailed(DhtError):
-    """No node accepted the record (not even the local store)."""
 
 
 class InvalidRecord(DhtError, ValueError):

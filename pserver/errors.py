@@ -5,7 +5,9 @@
     ├── InvalidFileId   not 64 hex characters
     ├── RangeError      offset at or past the end of the file
     ├── UploadRefused   uploads off, bad name, too large, wrong hash (carries a reason code)
-    └── ConfigError     bad option or unusable folder (the CLI turns it into exit 2)
+    ├── ConfigError     bad option or unusable folder (the CLI turns it into exit 2)
+    └── LookupUnavailable  nobody answered a DHT lookup, or it failed (REST: 503)
+        └── LookupTimedOut the lookup outlasted its time (REST: 504)
 
 The edges map them: REST handlers to HTTP statuses, the gRPC servicer to status codes.
 """
@@ -50,3 +52,11 @@ class UploadRefused(PeerError):
 
 class ConfigError(PeerError):
     """An option or folder that makes the peer unable to start."""
+
+
+class LookupUnavailable(PeerError):
+    """A DHT lookup reached nobody or failed, so "no match" cannot be told apart."""
+
+
+class LookupTimedOut(LookupUnavailable):
+    """A DHT lookup outlasted ``lookup_timeout``."""

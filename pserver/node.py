@@ -24,9 +24,9 @@ from dht import DhtConfig, DhtNode, Identity, LookupStats
 from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
-from pserver.errors import ConfigError, PeerError
+from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
 from pserver.metrics import PeerMetrics
-from pserver.rest import LookupUnavailable, create_app
+from pserver.rest import create_app
 from pserver.storage import (
     DataDirLock,
     load_msgpack,
@@ -460,14 +460,12 @@ class Node:
             "they may be down or unreachable, so whether anything matches is unknown")
 
     async def _lookup(self, call: Any) -> Any:
-        from dht.errors import DhtError, NoKnownPeers
+        from dht.errors import DhtError
 
         try:
             return await asyncio.wait_for(call, self.config.lookup_timeout)
         except asyncio.TimeoutError as exc:
-            raise LookupUnavailable("the DHT lookup timed out", status=504) from exc
-        except NoKnownPeers:
-            return []
+            raise LookupTimedOut("the DHT lookup timed out") from exc
         except DhtError as exc:
             raise LookupUnavailable(f"the DHT lookup failed: {exc}") from exc
 

@@ -25,7 +25,13 @@ from sanic.response import HTTPResponse, JSONResponse, json, raw
 
 from kadcommon.fileid import AmbiguousPrefix, FileIdError, UnknownPrefix, resolve_prefix
 from pserver.catalog import Catalog, SharedFile, normalise_file_id
-from pserver.errors import FileNotShared, InvalidFileId, PeerError
+from pserver.errors import (
+    FileNotShared,
+    InvalidFileId,
+    LookupTimedOut,
+    LookupUnavailable,
+    PeerError,
+)
 from pserver.metrics import CONTENT_TYPE_LATEST, PeerMetrics
 from pserver.openapi import openapi_document
 
@@ -36,14 +42,6 @@ MAX_BODY_BYTES = 64 * 1024
 SEARCH_COUNT_PARALLEL = 16  # provider lookups at once while counting a search's providers
 MAX_SEEN_IDS = 4096  # ids of search and provider answers kept to resolve id prefixes
 _app_numbers = itertools.count(1)
-
-
-class LookupUnavailable(PeerError):
-    """A DHT lookup failed or timed out (answered 503/504)."""
-
-    def __init__(self, message: str, status: int = 503) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class PeerApi(Protocol):
@@ -251,8 +249,10 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
             return error(400, str(exc))
         if isinstance(exc, FileNotShared):
             return error(404, str(exc))
+        if isinstance(exc, LookupTimedOut):
+            return error(504, str(exc))
         if isinstance(exc, LookupUnavailable):
-            return error(exc.status, str(exc))
+            return error(503, str(exc))
         if isinstance(exc, PeerError):
             return error(400, str(exc))
         if isinstance(exc, SanicException):

@@ -10,7 +10,7 @@ import pytest
 
 import dht
 from dht import Contact, DhtConfig, DhtNode, ProviderRecord, SearchHit
-from dht.errors import DhtError, InvalidRecord, NoKnownPeers, RecordTooLarge, StoreFailed
+from dht.errors import DhtError, InvalidRecord, RecordTooLarge
 
 
 class TestPublicApi:
@@ -42,7 +42,7 @@ class TestPublicApi:
             )
 
     def test_error_tree(self) -> None:
-        for cls in (NoKnownPeers, StoreFailed, InvalidRecord, RecordTooLarge):
+        for cls in (InvalidRecord, RecordTooLarge):
             assert issubclass(cls, DhtError)
         assert issubclass(InvalidRecord, ValueError)
 
