@@ -5,6 +5,7 @@ Usage:
   kadshare-sim compare SCENARIO [--impls LIST] [options]
   kadshare-sim plot DIR
   kadshare-sim (-h | --help)
+  kadshare-sim --version
 
 Scenarios:
   steady        N nodes, no churn, lookups only.
@@ -44,6 +45,7 @@ Options:
   -q --quiet           No progress line.
   -v --verbose         Debug logging.
   -h --help            Show this.
+  --version            Show the version.
 
 Exit codes: 0 done, 1 the run failed, 2 bad usage or runner unavailable.
 """
@@ -57,6 +59,7 @@ import os
 import signal
 import sys
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +140,17 @@ def run_impls(trace: Trace, impls: list[str], progress: bool) -> list[Any]:
     return [run_virtual(_run_all(trace, [impl], progress))[0] for impl in impls]
 
 
+def version() -> str:
+    """``kadshare-sim X.Y.Z``: the installed distribution's version, as the other two
+    commands print theirs."""
+    try:
+        return f"kadshare-sim {metadata.version('kadshare')}"
+    except metadata.PackageNotFoundError:   # run from a checkout that is not installed
+        from pserver import __version__
+
+        return f"kadshare-sim {__version__}"
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -158,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `kadshare-sim --help | head`: the reader left, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if opts["--version"]:
+        print(version())
         return 0
     _setup_logging(bool(opts["--verbose"]))
     if opts["plot"]:

@@ -71,3 +71,15 @@ def test_bad_usage_exits_2_with_a_sentence(argv: list[str], capsys) -> None:
 def test_plot_of_a_folder_without_results_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["plot", str(tmp_path)]) == 2
     assert "results" in capsys.readouterr().err
+
+
+def test_version_flag_prints_the_installed_version() -> None:
+    """``kadshare-sim --version`` as a user types it, like ``kadshare``/``kadshare-node``."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    sim = str(Path(sys.executable).with_name("kadshare-sim"))
+    proc = subprocess.run([sim, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"kadshare-sim {metadata.version('kadshare')}"
