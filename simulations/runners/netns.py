@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from simulations.runners.base import RunnerUnavailable
@@ -39,12 +40,33 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
                           timeout=IP_TIMEOUT)
 
 
+# Capability bits (linux/capability.h) that creating namespaces, veths and a bridge needs.
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+
+
+def _has_admin_caps() -> bool:
+    """Whether this process holds CAP_SYS_ADMIN and CAP_NET_ADMIN.
+
+    Root is not enough (a container or ``setpriv`` may take them away) and what
+    matters is the capabilities, so read them rather than the user id."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return os.geteuid() == 0
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            eff = int(line.split()[1], 16)
+            return all(eff >> bit & 1 for bit in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
+    return os.geteuid() == 0
+
+
 def netns_available() -> tuple[bool, str]:
     """(True, "") when namespaces can be made here, else (False, reason)."""
     if shutil.which("ip") is None:
         return False, "the 'ip' command (iproute2) is not installed"
-    if os.geteuid() != 0:
-        return False, "network namespaces need root"
+    if not _has_admin_caps():
+        return False, "network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)"
     name = f"{NS_PREFIX}probe-{secrets.token_hex(3)}"
     try:
         _ip("netns", "add", name)
