@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -55,8 +56,11 @@ class Identity:
         self.node_id: bytes = node_id_for(self.public_key)
 
     @classmethod
-    def generate(cls) -> Identity:
-        """A fresh random identity."""
+    def generate(cls, rng: random.Random | None = None) -> Identity:
+        """A fresh random identity; from ``rng`` if given (repeatable simulations only:
+        a key drawn from a seeded generator is not secret), else from the OS."""
+        if rng is not None:
+            return cls(Ed25519PrivateKey.from_private_bytes(rng.randbytes(32)))
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod

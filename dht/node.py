@@ -9,13 +9,14 @@ of the own id and of stale buckets) and expiry (the store drops dead records).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-import random
 import socket
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from . import clock
 from .config import DhtConfig
 from .errors import DhtError, InvalidRecord
 from .identity import Identity
@@ -40,6 +41,16 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_WORDS = 8
 PUBLISH_CONCURRENCY = 8
+
+
+def _ip_literal(host: object, port: int) -> tuple[str, int] | None:
+    """(host, port) if ``host`` is an IP address literal (no resolver, no thread)."""
+    if not isinstance(host, str):
+        return None
+    try:
+        return (str(ipaddress.ip_address(host)), port)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,7 @@ class DhtNode:
     def __init__(self, identity: Identity | None = None, config: DhtConfig | None = None
                  ) -> None:
         self.config = (config or DhtConfig()).validate()
-        self.identity = identity or Identity.generate()
+        self.identity = identity or Identity.generate(clock.seeded_rng())
         self._node = Peer(self.identity.node_id)
         self.store = RecordStore(self.config)
         self.protocol: KadshareProtocol | None = None
@@ -165,15 +176,18 @@ class DhtNode:
             if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
                 log.warning("ignoring bootstrap address %s:%s: bad port", host, port)
                 continue
-            try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            except (OSError, UnicodeError) as exc:
-                log.warning("cannot resolve bootstrap address %s:%s: %s", host, port, exc)
-                continue
-            if infos:
-                sockaddr = infos[0][4]
-                if (sockaddr[0], sockaddr[1]) != (self.host, self.port):
-                    targets.append((sockaddr[0], sockaddr[1]))
+            sockaddr = _ip_literal(host, port)
+            if sockaddr is None:  # a name: resolved in the loop's executor thread
+                try:
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+                except (OSError, UnicodeError) as exc:
+                    log.warning("cannot resolve bootstrap address %s:%s: %s", host, port, exc)
+                    continue
+                if not infos:
+                    continue
+                sockaddr = (infos[0][4][0], infos[0][4][1])
+            if sockaddr != (self.host, self.port):
+                targets.append(sockaddr)
         if targets:
             answers = await asyncio.gather(*(protocol.ping_address(a) for a in targets))
             reached = sum(1 for a in answers if a is not None)
@@ -361,12 +375,12 @@ class DhtNode:
             (cfg.expire_interval, self._expire),
         ]
         loop = asyncio.get_running_loop()
-        due = [loop.time() + every * random.uniform(0.9, 1.0) for every, _ in jobs]
+        due = [loop.time() + every * clock.rng().uniform(0.9, 1.0) for every, _ in jobs]
         while not self._stopped:
             index = min(range(len(jobs)), key=due.__getitem__)
             await asyncio.sleep(max(0.0, due[index] - loop.time()))
             every, job = jobs[index]
-            due[index] = loop.time() + every * random.uniform(0.9, 1.0)
+            due[index] = loop.time() + every * clock.rng().uniform(0.9, 1.0)
             try:
                 await job()
             except asyncio.CancelledError:

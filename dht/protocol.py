@@ -22,7 +22,6 @@ import asyncio
 import functools
 import ipaddress
 import logging
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -30,6 +29,7 @@ import msgpack
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
+from . import clock
 from .config import DhtConfig
 from .errors import InvalidRecord
 from .routing import Peer, RoutingTable
@@ -98,12 +98,19 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self.router = RoutingTable(self, config.k, source_node, config)
         self._probed: OrderedDict[Address, float] = OrderedDict()
         self._probe_tokens = config.welcome_pings_per_second
-        self._probe_refill = time.monotonic()
+        self._probe_refill = clock.now()
         self.tasks: set[asyncio.Task] = set()
         self._suspects: OrderedDict[bytes, float] = OrderedDict()
         self._misses: OrderedDict[bytes, int] = OrderedDict()
         self._newcomers: dict[bytes, Node] = {}
         self._handoff_timer: asyncio.TimerHandle | None = None
+
+    def get_refresh_ids(self) -> list[bytes]:
+        """A random id in each bucket not touched for ``refresh_interval`` (paper §2.3),
+        drawn from ``clock.rng()`` (upstream used the global ``random``)."""
+        rng = clock.rng()
+        return [rng.randint(*bucket.range).to_bytes(ID_LEN, "big")
+                for bucket in self.router.lonely_buckets()]
 
     def __getattr__(self, name: str) -> Any:
         # rpcudp turns every unknown attribute into a remote call; we do not
@@ -144,7 +151,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         sender_id = _check_id(sender_id, "sender id")
         if sender_id == self._me() or self.router.contains(sender_id):
             return
-        now = time.monotonic()
+        now = clock.now()
         seen = self._probed.get(addr)
         if seen is not None and now - seen < 30.0:
             return
@@ -247,7 +254,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         ``dead_contact_memory``).
         """
         span = self.config.rpc_timeout_max if for_seconds is None else for_seconds
-        until = time.monotonic() + span
+        until = clock.now() + span
         if self._suspects.get(node_id, 0.0) > until:
             return
         self._suspects[node_id] = until
@@ -259,7 +266,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         until = self._suspects.get(node_id)
         if until is None:
             return False
-        if time.monotonic() < until:
+        if clock.now() < until:
             return True
         del self._suspects[node_id]
         return False

@@ -19,12 +19,12 @@ says "nothing here" (a tombstone kept until its own TTL ends).
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import msgpack
 
+from .clock import wall
 from .config import DhtConfig
 from .errors import InvalidRecord, RecordTooLarge
 from .identity import Identity, node_id_for, verify_signature
@@ -153,7 +153,7 @@ def encode_record(record: Record) -> bytes:
 
 
 def _now() -> float:
-    return time.time()
+    return wall()
 
 
 def _sign(identity: Identity, unsigned: Record) -> Record:

@@ -7,6 +7,9 @@
   ranked by XOR distance (the table holds at most a few hundred).
 * ``get_bucket_for``: upstream compares ``long_id < range[1]`` although a bucket's range
   is inclusive, so an id equal to a bucket's upper bound lands in the next bucket.
+* bucket timestamps (``last_updated``) come from ``clock.now()``, the loop's clock,
+  where upstream ``KBucket`` read ``time.monotonic()`` (a virtual-time loop would see
+  every bucket as fresh or as stale forever);
 * bucket refresh age comes from ``DhtConfig.refresh_interval`` instead of a literal
   3600 s, and a bucket admits at most ``max_contacts_per_prefix`` contacts from one
   /24 (IPv4) or /48 (IPv6) network, loopback exempt unless ``prefix_cap_on_loopback``.
@@ -17,7 +20,6 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,7 @@ from kademlia.node import Node
 from kademlia.routing import KBucket
 from kademlia.routing import RoutingTable as _UpstreamRoutingTable
 
+from . import clock
 from .config import DhtConfig
 
 
@@ -88,6 +91,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class Bucket(KBucket):
+    """Upstream ``KBucket`` whose ``last_updated`` follows the DHT clock (``clock.now``)."""
+
+    def touch_last_updated(self) -> None:
+        self.last_updated = clock.now()
+
+    def split(self) -> tuple[Bucket, Bucket]:
+        # upstream builds the halves as plain KBuckets; same rule, our class
+        low, high = self.range
+        midpoint = (low + high) // 2
+        one = Bucket(low, midpoint, self.ksize)
+        two = Bucket(midpoint + 1, high, self.ksize)
+        for node in [*self.nodes.values(), *self.replacement_nodes.values()]:
+            (one if node.long_id <= midpoint else two).add_node(node)
+        return one, two
+
+
 class RoutingTable(_UpstreamRoutingTable):
     """Upstream table with correct neighbour search, bucket choice and prefix cap."""
 
@@ -101,7 +121,7 @@ class RoutingTable(_UpstreamRoutingTable):
         self.rejected_address_change = 0
 
     def flush(self) -> None:
-        self.buckets = [KBucket(0, 2**160, self.ksize)]
+        self.buckets = [Bucket(0, 2**160, self.ksize)]
         self._uppers = [2**160]
         self._dirty = True
 
@@ -126,7 +146,7 @@ class RoutingTable(_UpstreamRoutingTable):
         return min(bisect.bisect_left(self._uppers, node.long_id), len(self.buckets) - 1)
 
     def lonely_buckets(self) -> list[KBucket]:
-        cutoff = time.monotonic() - self.config.refresh_interval
+        cutoff = clock.now() - self.config.refresh_interval
         return [b for b in self.buckets if b.last_updated < cutoff]
 
     def add_contact(self, node: Node) -> None:

@@ -25,12 +25,12 @@ Rules, in the order ``put`` applies them (documented in docs/PROTOCOL.md):
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
 from kademlia.storage import IStorage
 
+from .clock import wall
 from .config import DhtConfig
 from .errors import InvalidRecord
 from .records import KeywordRecord, Record, Withdrawal, decode_and_verify, encode_record, verify
@@ -55,7 +55,7 @@ class RecordStore(IStorage):
 
     STORED, REPLACED, STALE, DUPLICATE, CAPPED = "stored", "replaced", "stale", "dup", "capped"
 
-    def __init__(self, config: DhtConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: DhtConfig, clock: Callable[[], float] = wall) -> None:
         self.config = config
         self.clock = clock
         self._data: dict[bytes, dict[Slot, _Entry]] = {}

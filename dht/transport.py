@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
-import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from . import clock
 from .config import PROTOCOL_VERSION, DhtConfig
 
 log = logging.getLogger(__name__)
@@ -255,7 +254,7 @@ class RpcTransport(asyncio.DatagramProtocol):
             return
         del self._pending[msg.msg_id]
         pending.timer.cancel()
-        self.rtt.observe(addr, time.monotonic() - pending.sent_at)
+        self.rtt.observe(addr, clock.now() - pending.sent_at)
         if pending.future.done():  # cancelled between our check and now: nothing to do
             return
         if msg.kind == RESPONSE:
@@ -290,16 +289,16 @@ class RpcTransport(asyncio.DatagramProtocol):
             self.stats["pending_full"] += 1
             future.set_exception(RpcError("too many calls in flight"))
             return future, 0.0
-        msg_id = os.urandom(MSG_ID_LEN)
+        msg_id = clock.random_bytes(MSG_ID_LEN)
         while msg_id in self._pending:
-            msg_id = os.urandom(MSG_ID_LEN)
+            msg_id = clock.random_bytes(MSG_ID_LEN)
         data = encode_datagram(REQUEST, msg_id, [method, args])
         if len(data) > self.config.max_datagram:
             future.set_exception(RpcError(f"{method} request of {len(data)} bytes too large"))
             return future, 0.0
         soft = self.rtt.timeout_for(addr)
         timer = loop.call_later(self.config.rpc_timeout_max, self._expire, msg_id)
-        self._pending[msg_id] = _Pending(future, timer, addr, time.monotonic())
+        self._pending[msg_id] = _Pending(future, timer, addr, clock.now())
         future.add_done_callback(lambda _f, m=msg_id: self._forget(m))
         self.stats["requests_out"] += 1
         self._send(data, addr)
