@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 ID_LEN = 20
 FIND_OVERHEAD = 64  # envelope, map keys, "next" field
 HANDOFF_DELAY = 0.5  # seconds newcomers are collected before one handoff pass
+VERIFIED_MAX = 65536  # node ids remembered with the address they answered from
 
 
 def _check_id(value: object, what: str = "id") -> bytes:
@@ -104,6 +105,27 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._misses: OrderedDict[bytes, int] = OrderedDict()
         self._newcomers: dict[bytes, Node] = {}
         self._handoff_timer: asyncio.TimerHandle | None = None
+        # node id -> IP it answered one of our requests from (bounded LRU); the store
+        # prefers records whose owner answered from the address the record claims
+        self._verified: OrderedDict[bytes, str] = OrderedDict()
+        storage.reachable = self.verified_host
+
+    def verified_host(self, node_id_hex: str) -> str | None:
+        """The IP ``node_id_hex`` last answered our requests from, or None."""
+        try:
+            return self._verified.get(bytes.fromhex(node_id_hex))
+        except ValueError:
+            return None
+
+    def _note_verified(self, node_id: bytes, host: str) -> None:
+        old = self._verified.get(node_id)
+        self._verified[node_id] = host
+        if old is None or old != host:
+            self.storage.reachability_changed()
+            if len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(node_id)
 
     def get_refresh_ids(self) -> list[bytes]:
         """A random id in each bucket not touched for ``refresh_interval`` (paper §2.3),
@@ -210,7 +232,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         stored = refused = 0
         for raw in records[:64]:
             try:
-                status = self.storage.put_encoded(key, raw)
+                status = self.storage.put_encoded(key, raw, sender)
             except InvalidRecord as exc:
                 refused += 1
                 self.stats["records_refused"] += 1
@@ -241,6 +263,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             if node is not None:
                 self.router.remove_contact(node)  # same address, new identity
         if rid != self._me():
+            self._note_verified(rid, addr[0])
             self.welcome_if_new(responder)
         return responder, body
 

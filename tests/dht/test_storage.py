@@ -149,3 +149,49 @@ class TestCaps:
         assert store.owner_count(small.node_id_hex) == 4
         assert store.owner_count(big.node_id_hex) == 6
         assert store.records(file_key(fid(0))) == []  # the soonest-expiring went first
+
+
+class TestSybilSlots:
+    """A full file key keeps room for new providers (rule 3c of storage.py)."""
+
+    @staticmethod
+    def _flood(store: RecordStore, n: int, reachable: dict[str, str]) -> None:
+        for j in range(n):
+            ident = Identity.generate()
+            host = f"10.0.{j % 10}.{j % 200 + 1}"
+            if reachable is not None:
+                reachable[ident.node_id_hex] = host
+            rec = make_provider(ident, FID, "f", 1, f"{host}:{j + 1}", 30)
+            store.put(file_key(FID), rec, sender=(host, 4000))
+
+    def test_reachable_sybils_from_ten_networks_leave_room_for_other_networks(self) -> None:
+        reach: dict[str, str] = {}
+        store = RecordStore(DhtConfig.for_tests(max_records_per_key=100), reachable=reach.get)
+        self._flood(store, 400, reach)
+        assert len(store.records(file_key(FID))) == 100
+        for i in range(5):  # five honest providers, each from its own network
+            ident = Identity.generate()
+            reach[ident.node_id_hex] = f"192.0.{i}.7"
+            rec = make_provider(ident, FID, "f", 1, f"192.0.{i}.7:1", 30)
+            assert store.put(file_key(FID), rec, sender=(f"192.0.{i}.7", 4000)) == "stored"
+        self._flood(store, 400, reach)  # a second wave does not push them out
+        held = {r.grpc for r, _ in store.records(file_key(FID))}
+        assert {f"192.0.{i}.7:1" for i in range(5)} <= held
+
+    def test_unreachable_crowd_never_blocks_a_reachable_provider(self) -> None:
+        reach: dict[str, str] = {}
+        store = RecordStore(DhtConfig.for_tests(max_records_per_key=50), reachable=reach.get)
+        self._flood(store, 300, None)  # nobody of the crowd ever answered us
+        honest = Identity.generate()
+        reach[honest.node_id_hex] = "10.0.3.9"  # even from a crowded network
+        rec = make_provider(honest, FID, "f", 1, "10.0.3.9:1", 30)
+        assert store.put(file_key(FID), rec, sender=("10.0.3.9", 4000)) == "stored"
+
+    def test_a_provider_claiming_another_address_is_not_reachable(self) -> None:
+        reach: dict[str, str] = {}
+        store = RecordStore(DhtConfig.for_tests(max_records_per_key=50), reachable=reach.get)
+        self._flood(store, 300, None)
+        liar = Identity.generate()
+        reach[liar.node_id_hex] = "10.0.3.9"  # answered us from here, claims elsewhere
+        rec = make_provider(liar, FID, "f", 1, "203.0.113.5:1", 30)
+        assert store.put(file_key(FID), rec, sender=("10.0.3.9", 4000)) == "capped"
