@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.impls import ImplNode, make_impl
-from simulations.metrics import LookupRecord, Recorder, Sample, percentile
+from simulations.metrics import LookupRecord, Recorder, Sample, percentile, progress_figures
 from simulations.netmodel import NetModel, op_counter, traffic_tag
 from simulations.runners import make_runner
 from simulations.scenarios import FileSpec, Trace
@@ -100,6 +100,7 @@ class _Engine:
         self.loop = asyncio.get_running_loop()
         self.join_failures = 0
         self.lags: list[float] = []      # how late the 1 s ticker woke: loop overload
+        self.progress = False
         self.cpu0 = 0.0
         self.warmup_sim_s = 0.0          # warm-up on the loop's clock (virtual or real)
 
@@ -275,29 +276,36 @@ class _Engine:
             mean = round(recs / len(up), 2) if up else 0.0
         self.rec.samples.append(Sample(sec, len(up), mean))
 
+    def _prefix(self) -> str:
+        return f"[{self.impl.name}/{self.runner.name}]"
+
+    def _write_progress(self, line: str, *, final: bool = False) -> None:
+        # On a terminal the line is rewritten in place; in a log, one line each time.
+        tty = sys.stderr.isatty()
+        sys.stderr.write(("\r" + line + ("\n" if final else "")) if tty else (line + "\n"))
+        sys.stderr.flush()
+
     async def ticker(self, progress: bool) -> None:
         tty = sys.stderr.isatty()
         last_print = -10.0
-        for sec in range(int(self.cfg.duration) + 1):
+        dur = self.cfg.duration
+        wall0 = time.monotonic()
+        for sec in range(int(dur) + 1):
             await asyncio.sleep(max(0.0, self.t0 + sec - self.loop.time()))
             self.lags.append(max(0.0, self.loop.time() - (self.t0 + sec)))
             self.sample()
             if progress and (tty or sec - last_print >= 10):
                 last_print = sec
-                elig = [r for r in self.rec.lookups if r.eligible]
-                ok = sum(r.success for r in elig)
-                p99 = percentile([r.latency for r in elig if r.success], 99)
-                line = (f"[{self.impl.name}/{self.runner.name}] t={sec:4d}/{self.cfg.duration:g}s"
-                        f" alive={self.rec.samples[-1].alive:4d} lookups={len(elig):5d}"
-                        f" success={ok / len(elig) if elig else 0:6.1%}"
-                        f" p99={'-' if p99 is None else f'{p99 * 1000:.0f}ms'}")
-                sys.stderr.write(("\r" + line) if tty else (line + "\n"))
-                sys.stderr.flush()
-        if progress and tty:
-            sys.stderr.write("\n")
+                # Wall-clock ETA from the pace so far (a virtual run goes faster than 1 s/s).
+                pace = (time.monotonic() - wall0) / sec if sec else 1.0
+                eta = max(0.0, dur - sec) * pace
+                self._write_progress(
+                    f"{self._prefix()} t={sec:4d}/{dur:g}s eta {eta:4.0f}s "
+                    + progress_figures(self.rec.headline(), self.rec.samples[-1].alive))
 
     async def run(self, progress: bool) -> RunOutcome:
         w0, v0 = time.monotonic(), self.loop.time()
+        self.progress = progress
         try:
             await self.runner.start()
             await self.warmup()
@@ -331,6 +339,10 @@ class _Engine:
             if remote:
                 await asyncio.gather(*(h.refresh() for h in remote))
             return self.outcome(warmup_s)
+        except BaseException:
+            if progress and sys.stderr.isatty():   # end the in-place line before the error
+                sys.stderr.write("\n")
+            raise
         finally:
             for t in list(self.tasks):
                 t.cancel()
@@ -394,6 +406,11 @@ class _Engine:
         if not counted:   # real kadshare-node processes: their datagrams are not visible
             for key in ("maintenance_bytes_per_node_s", "msgs_per_lookup", "bytes_per_lookup"):
                 summary[key] = None
+        if self.progress:   # the final window, from the very figures of the table
+            extra = max(0.0, self.now() - dur)
+            self._write_progress(
+                f"{self._prefix()} done {dur:g}/{dur:g}s (+{extra:.1f}s for lookups in "
+                f"flight) " + progress_figures(summary, len(up)), final=True)
         return RunOutcome(
             impl=self.impl.name, runner=self.runner.name, summary=summary,
             timeseries=self.rec.timeseries(dur, traffic.per_second),

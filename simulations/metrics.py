@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["LookupRecord", "Sample", "Recorder", "percentile"]
+__all__ = ["LookupRecord", "Sample", "Recorder", "percentile", "progress_figures"]
 
 
 @dataclass
@@ -66,17 +66,14 @@ class Recorder:
     skipped: int = 0           # lookups whose origin node was not up
     events: list[dict] = field(default_factory=list)   # churn marks for plots
 
-    def summary(self, *, node_seconds: float, maintenance_bytes: int,
-                duration: float, marks: list[float]) -> dict[str, Any]:
-        """The ``metrics`` object of results.json."""
-        done = self.lookups
-        elig = [r for r in done if r.eligible]
+    def headline(self) -> dict[str, Any]:
+        """Counts, success and latency percentiles so far: the progress line and the
+        final table both come from here, so they cannot disagree."""
+        elig = [r for r in self.lookups if r.eligible]
         ok = [r for r in elig if r.success]
         lat = [r.latency for r in ok]
-        returned = sum(r.returned for r in done)
-        comp = [r.found_live / r.live for r in elig if r.live]
-        out: dict[str, Any] = {
-            "lookups": len(done),
+        return {
+            "lookups": len(self.lookups),
             "lookups_eligible": len(elig),
             "lookups_skipped": self.skipped,
             "lookups_failed": len(elig) - len(ok),
@@ -84,6 +81,17 @@ class Recorder:
             "latency_p50_ms": _ms(percentile(lat, 50)),
             "latency_p95_ms": _ms(percentile(lat, 95)),
             "latency_p99_ms": _ms(percentile(lat, 99)),
+        }
+
+    def summary(self, *, node_seconds: float, maintenance_bytes: int,
+                duration: float, marks: list[float]) -> dict[str, Any]:
+        """The ``metrics`` object of results.json."""
+        done = self.lookups
+        elig = [r for r in done if r.eligible]
+        returned = sum(r.returned for r in done)
+        comp = [r.found_live / r.live for r in elig if r.live]
+        out: dict[str, Any] = {
+            **self.headline(),
             "stale_fraction": _ratio(sum(r.stale for r in done), returned),
             "completeness": (sum(comp) / len(comp)) if comp else None,
             "msgs_per_lookup": _ratio(sum(r.msgs for r in done), len(done)),
@@ -143,6 +151,15 @@ class Recorder:
     def lookup_rows(self) -> list[dict]:
         """Per-lookup records (for the latency CDF when redrawing plots)."""
         return [asdict(r) for r in self.lookups]
+
+
+def progress_figures(m: dict[str, Any], alive: int) -> str:
+    """``alive= lookups= eligible= success= p99=`` of a headline or summary, formatted
+    as the final table formats them (report.TABLE_COLUMNS)."""
+    success = "-" if m["success"] is None else f"{m['success']:.1%}"
+    p99 = "-" if m["latency_p99_ms"] is None else f"{m['latency_p99_ms']:.1f}ms"
+    return (f"alive={alive:4d} lookups={m['lookups']:5d} eligible={m['lookups_eligible']:5d}"
+            f" success={success:>6} p99={p99}")
 
 
 def _ms(v: float | None) -> float | None:

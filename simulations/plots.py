@@ -149,10 +149,11 @@ def timeline_figure(out: Path) -> Figure:
         at = dict(zip(xs, ys, strict=True))
         if joins:
             axes[2].plot(joins, [at[t] for t in joins], linestyle="none", marker="^",
-                         color=TRACE_COLOR, markersize=7, label="join (trace)")
+                         color=TRACE_COLOR, markersize=7, label="join (trace)", zorder=10)
         if departs:
             axes[2].plot(departs, [at[t] for t in departs], linestyle="none", marker="v",
-                         color=MARK_COLOR, markersize=7, label="leave/crash (trace)")
+                         color=MARK_COLOR, markersize=7, label="leave/crash (trace)",
+                         zorder=10)
     for pos, run in enumerate(results["runs"]):
         impl = run["impl"]
         st = style_for(impl, pos)
