@@ -23,19 +23,16 @@ Commands:
   status     The node's id, ports and counts.
 
 Options:
-  --node URL         REST address of a kadshare node; default: $KADSHARE_NODE,
-                     else http://127.0.0.1:8000.
+  --node URL         REST address of a kadshare node, http://HOST:PORT or HOST:PORT;
+                     default: $KADSHARE_NODE, else http://127.0.0.1:8000.
   --json             Print one JSON document (for scripts) instead of tables.
   -o PATH, --output PATH  Folder to save into, or the file's own path [default: .].
                      PATH is a folder if it exists as one, ends with /, or is new and
                      has no extension (it is created); else it is the file's path.
   --sources N        Download from up to N providers at once [default: 4].
   --from ADDR        Fetch from this provider (HOST:GRPC_PORT) instead of asking the
-                     node who provides the file; repeatable. FILE must be an id.
-
-FILE_ID is a file's 64-hex id or any unique prefix of at least 8 characters (tables
-show 12); the node expands it against the ids it has seen (search, providers, its own
-files). FILE is a FILE_ID or a file's name.
+                     node who provides the file; repeatable. FILE must be an id
+                     (a prefix is expanded by the node).
   --force            Replace an existing different file with the same name.
   --timeout S        Seconds without data before a source is dropped [default: 15].
   --to ADDR          gRPC address (HOST:PORT) of the peer receiving the upload.
@@ -44,6 +41,10 @@ files). FILE is a FILE_ID or a file's name.
                      $KADSHARE_TOKEN. Needed unless it runs --accept-uploads open.
   -v, --verbose      Log what happens to stderr.
   -h, --help         Show this help.
+
+FILE_ID is a file's 64-hex id or any unique prefix of at least 8 characters (tables
+show 12); the node expands it against the ids it has seen (search, providers, its own
+files). FILE is a FILE_ID or a file's name. `kadshare COMMAND --help` shows one command.
 
 Exit codes: 0 ok, 1 not found or failed, 2 bad usage, 130 interrupted (resume state kept).
 """
@@ -59,14 +60,15 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
+from kadcommon.addr import AddressError, format_hostport, parse_hostport
 from kadcommon.fileid import is_id_prefix
+from kadcommon.units import human_size
 from pclient.client import DEFAULT_NODE_URL, BadFileId, Client, upload_file
-from pclient.download import DownloadConfig, download_file, is_file_id
+from pclient.download import DownloadConfig, DownloadResult, download_file, is_file_id
 from pclient.errors import AmbiguousId, AmbiguousName, ClientError, NotFound
 from pclient.render import (
     ProgressBar,
     files_table,
-    human_size,
     peers_table,
     print_json,
     providers_table,
@@ -74,6 +76,7 @@ from pclient.render import (
     short_id,
     status_table,
 )
+from pclient.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +109,29 @@ def _positive_float(value: str, flag: str) -> float:
 
 
 def _address(value: str, flag: str) -> str:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{flag} needs HOST:PORT, not {value!r}")
-    return value
+    try:
+        host, port = parse_hostport(value)
+    except AddressError as exc:
+        raise UsageError(f"{flag} needs HOST:PORT: {exc}") from exc
+    return format_hostport(host, port)
+
+
+def _node_url(value: str) -> str:
+    """``--node``: an http(s) URL, or HOST:PORT like every other address flag."""
+    if "://" in value:
+        if not value.startswith(("http://", "https://")):
+            raise UsageError(f"--node needs http://HOST:PORT, https://... or HOST:PORT, "
+                             f"not {value!r}")
+        return value
+    try:
+        host, port = parse_hostport(value)
+    except AddressError as exc:
+        raise UsageError(f"--node needs http://HOST:PORT or HOST:PORT: {exc}") from exc
+    return f"http://{format_hostport(host, port)}"
 
 
 async def _run(args: dict[str, Any]) -> int:
-    node = args["--node"] or os.environ.get("KADSHARE_NODE") or DEFAULT_NODE_URL
+    node = _node_url(args["--node"] or os.environ.get("KADSHARE_NODE") or DEFAULT_NODE_URL)
     as_json = bool(args["--json"])
     if args["put"]:
         return await _put(args, as_json)
@@ -184,15 +202,24 @@ async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
     if result.already_present:
         print(f"{result.path} is already here and verified ({human_size(result.size)})")
         return EXIT_OK
-    rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
-    resumed = f", {human_size(result.resumed_bytes)} resumed" if result.resumed_bytes else ""
-    print(
-        f"saved {result.path} ({human_size(result.size)}, sha256 verified{resumed}) from "
-        f"{len(result.sources)} source(s) in {result.seconds:.1f} s, {rate:.1f} MB/s"
-    )
+    print(_saved_line(result))
     for source, reason in result.dropped.items():
         print(f"  dropped {source}: {reason}")
     return EXIT_OK
+
+
+def _saved_line(result: DownloadResult) -> str:
+    """What a finished download says; no rate or source count when nothing was fetched."""
+    size = human_size(result.size)
+    if result.size == 0:
+        return f"saved {result.path} (an empty file: nothing to fetch)"
+    if result.fetched_bytes == 0:
+        return f"saved {result.path} ({size}, sha256 verified, all of it resumed)"
+    rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    resumed = f", {human_size(result.resumed_bytes)} resumed" if result.resumed_bytes else ""
+    count = len(result.sources)
+    return (f"saved {result.path} ({size}, sha256 verified{resumed}) from {count} "
+            f"source{'s' if count != 1 else ''} in {result.seconds:.1f} s, {rate:.1f} MB/s")
 
 
 async def _put(args: dict[str, Any], as_json: bool) -> int:
@@ -229,10 +256,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    usage = Usage(__doc__ or "", "kadshare")
+    if argv == ["--version"]:
+        print(VERSION)
+        return EXIT_OK
+    if "-h" in argv or "--help" in argv:
+        command = usage.command_of(argv)
+        print(usage.help(command) if command else (__doc__ or "").strip())
+        return EXIT_OK
     try:
-        args = docopt(__doc__, argv=argv, version=VERSION)
+        args = docopt(__doc__, argv=argv, default_help=False)
     except DocoptExit as exc:
-        print(str(exc), file=sys.stderr)
+        text = str(exc)
+        if DocoptExit.usage and text.endswith(DocoptExit.usage):
+            text = text[: -len(DocoptExit.usage)]
+        print(usage.error(argv, text), file=sys.stderr)
         return EXIT_USAGE
     as_json = bool(args["--json"])
     logging.basicConfig(

@@ -27,6 +27,7 @@ from pclient.download import (
     download_file,
     is_file_id,
     pick_name,
+    unreachable_reason,
 )
 from pclient.errors import (
     AmbiguousId,
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NODE_URL = "http://127.0.0.1:8000"
 DEFAULT_REST_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 5.0
 DEFAULT_UPLOAD_TIMEOUT = 3600.0
 UPLOAD_MESSAGE_BYTES = 1024 * 1024
 
@@ -67,7 +69,12 @@ class Client:
 
     def __init__(self, node_url: str = DEFAULT_NODE_URL, *, timeout: float = DEFAULT_REST_TIMEOUT):
         self.node_url = node_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.node_url, timeout=timeout)
+        # TCP connect and TLS handshake get a short bound: a plain-HTTP node asked over
+        # https:// never completes the handshake and would otherwise hang for ``timeout``
+        self._http = httpx.AsyncClient(
+            base_url=self.node_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+        )
 
     def __repr__(self) -> str:
         return f"Client({self.node_url!r})"
@@ -87,10 +94,16 @@ class Client:
             resp = await self._http.get(path, params=params)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise NodeUnreachable(self.node_url, "not an http:// or https:// URL") from exc
+        except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
+            if self.node_url.startswith("https://") and await self._speaks_plain_http():
+                plain = "http://" + self.node_url[len("https://"):]
+                raise NodeUnreachable(
+                    self.node_url, f"it speaks plain HTTP, not HTTPS: use --node {plain}"
+                ) from exc
+            why = "timed out" if isinstance(exc, httpx.ConnectTimeout) else "connection refused"
+            raise NodeUnreachable(self.node_url, why) from exc
         except httpx.TimeoutException as exc:
             raise NodeUnreachable(self.node_url, "timed out") from exc
-        except httpx.ConnectError as exc:
-            raise NodeUnreachable(self.node_url, "connection refused") from exc
         except httpx.RemoteProtocolError as exc:
             raise NodeUnreachable(
                 self.node_url, "it does not answer HTTP; is that a gRPC or DHT port?"
@@ -127,6 +140,16 @@ class Client:
         if not isinstance(doc, dict):
             raise NodeError(f"{self.node_url}{path} did not answer with a JSON object")
         return doc
+
+    async def _speaks_plain_http(self) -> bool:
+        """True if the node's host:port answers plain HTTP (asked after TLS failed)."""
+        url = "http://" + self.node_url[len("https://"):] + "/status"
+        try:
+            async with httpx.AsyncClient(timeout=CONNECT_TIMEOUT) as plain:
+                await plain.get(url)
+        except httpx.HTTPError:
+            return False
+        return True
 
     async def status(self) -> dict[str, Any]:
         """``GET /status``: this node's id, ports and counts."""
@@ -325,7 +348,8 @@ async def upload_file(
             if exc.details():
                 why += f" ({exc.details()})"
         elif code == grpc.StatusCode.UNAVAILABLE:
-            why = "cannot reach it"
+            reason = unreachable_reason(exc.details() or "")
+            why = reason if "REST port" in reason else f"cannot reach it ({reason})"
         else:
             why = describe_rpc_error(exc)
         raise UploadFailed(f"upload of {src.name} to {peer_grpc} failed: {why}") from exc

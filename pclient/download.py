@@ -221,18 +221,37 @@ def sha256_file(path: Path, block: int = 4 * 1024 * 1024) -> str:
 
 
 def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
-    """A short reason a person understands for a failed gRPC call."""
+    """A short reason a person understands for a failed gRPC call (no gRPC jargon)."""
     code = exc.code()
     details = (exc.details() or "").strip()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return f"unreachable ({details or 'connection refused'})"
+        return f"unreachable ({unreachable_reason(details)})"
     if code == grpc.StatusCode.NOT_FOUND:
         return "does not share this file"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return "timed out"
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return f"overloaded or message too large ({details})"
-    return f"{code.name.lower()}: {details}" if details else code.name.lower()
+        if details.startswith("Received message larger than max"):
+            return "sent a message larger than this client accepts"
+        return f"refused: {details}" if details else "busy; try again later"
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return f"refused: {details}" if details else "refused"
+    reason = code.name.lower().replace("_", " ")
+    return f"{reason}: {details}" if details else reason
+
+
+def unreachable_reason(details: str) -> str:
+    """Why a gRPC channel could not connect, from C-core's details text."""
+    if "http1.x server" in details:
+        return ("it answers plain HTTP, not gRPC: that looks like a REST port; give the "
+                "peer's grpc_port (`kadshare status` against that peer shows it)")
+    if "Connection refused" in details:
+        return "connection refused: nothing listens on that TCP port"
+    if "DNS resolution failed" in details or "name resolution" in details.lower():
+        return "cannot resolve the host name"
+    if "Deadline" in details or "Timeout" in details:
+        return "timed out"
+    return "cannot connect"
 
 
 def destination_error(exc: OSError, path: Path) -> DestinationError:

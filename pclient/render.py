@@ -17,23 +17,13 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
+from kadcommon.units import human_duration, human_size
 from pclient.download import DownloadProgress
 
 ID_PREFIX = 12
-
-
-def human_size(size: Any) -> str:
-    """1536 -> '1.5 KiB'; unknown -> '?'."""
-    if not isinstance(size, int) or size < 0:
-        return "?"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+FIGURES_WIDTH = 72  # columns the bar, bytes, rate, ETA and sources need
 
 
 def short_id(value: Any) -> str:
@@ -93,7 +83,7 @@ def providers_table(
     now = time.time()
     for prov in providers:
         expires = prov.get("expires")
-        left = f"{max(0, int(expires - now))} s" if isinstance(expires, (int, float)) else "?"
+        left = human_duration(expires - now) if isinstance(expires, (int, float)) else "?"
         table.add_row(
             short_id(prov.get("node_id")), str(prov.get("grpc", "")), str(prov.get("name", "")),
             human_size(prov.get("size")), left,
@@ -134,15 +124,19 @@ class ProgressBar:
         self._task: TaskID | None = None
         self._started = False
         if self.enabled:
+            console = Console(file=stream)
+            # the name gives way (cut with an ellipsis), never the bytes, rate and ETA
+            name_width = max(8, console.width - FIGURES_WIDTH)
             self._progress = Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", table_column=Column(
+                    max_width=name_width, no_wrap=True, overflow="ellipsis")),
                 BarColumn(),
                 DownloadColumn(binary_units=True),
                 TransferSpeedColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[sources]}"),
-                console=Console(file=stream),
+                console=console,
                 transient=False,
                 refresh_per_second=8,
             )

@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -409,6 +410,11 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         share_dir = self.catalog.share_dir
         assert share_dir is not None
         final = share_dir / name
+        if await asyncio.to_thread(_holds, final, file_id, header.size):
+            # the very same bytes under the same name: succeed without storing anything
+            await self._drain(stream)
+            log.info("upload of %s: identical content already here", name)
+            return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
         self._check_free(final, file_id)
         tmp = share_dir / f"{UPLOAD_TMP_PREFIX}{secrets.token_hex(8)}.part"
         sink = await asyncio.to_thread(_UploadSink, tmp, self.catalog.chunk_size)
@@ -473,6 +479,22 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
     def _check_free(final: Path, file_id: str) -> None:
         if final.exists() or final.is_symlink():
             raise UploadRefused(UploadRefused.EXISTS, f"{final.name} already exists here")
+
+
+def _holds(path: Path, file_id: str, size: int) -> bool:
+    """True if ``path`` is a regular file (not a link) of ``size`` bytes hashing to
+    ``file_id``: a re-upload of it is a no-op, not a conflict."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size:
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while data := fh.read(4 * 1024 * 1024):
+                digest.update(data)
+    except OSError:
+        return False
+    return digest.hexdigest() == file_id
 
 
 def transfer_handler(servicer: TransferServicer) -> grpc.GenericRpcHandler:
