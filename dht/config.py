@@ -77,6 +77,21 @@ class DhtConfig:
     """Outstanding requests before new calls fail fast (protects memory)."""
     welcome_pings_per_second: float = 50.0
     """Rate of pings sent to unknown senders to verify them before they enter the table."""
+    store_rate: float = 200.0
+    """Store requests per second served per sender address (host:port); a sender's
+    /24 or /48 network gets ``prefix_rate_factor`` times as much (loopback exempt unless
+    ``prefix_cap_on_loopback``).  Beyond it requests are dropped unanswered and counted
+    (``rate_limited_store``).  Bursts up to ``rate_burst_seconds`` of rate pass."""
+    lookup_rate: float = 500.0
+    """find_node/find_records requests per second per sender address (as ``store_rate``)."""
+    prefix_rate_factor: float = 5.0
+    """A network prefix's rate as a multiple of one address's rate."""
+    rate_burst_seconds: float = 5.0
+    """Depth of every token bucket, in seconds of its rate."""
+    amplification_factor: float = 3.0
+    """An answer to an address that has not proved it receives our datagrams (answered
+    one of our requests, or echoed our cookie) is at most this many times the request's
+    size (QUIC's anti-amplification rule, RFC 9000 section 8)."""
     socket_receive_buffer: int = 1024 * 1024
     """SO_RCVBUF asked for the UDP socket, bytes (the kernel caps it at rmem_max).  Linux's
     default of 208 KiB overflows when a burst of 8 KiB store replies lands while the loop
@@ -99,12 +114,16 @@ class DhtConfig:
             "rpc_timeout_min", "rpc_timeout_max", "rpc_timeout_initial", "lookup_timeout",
             "dead_contact_memory",
             "republish_interval", "refresh_interval", "expire_interval",
-            "welcome_pings_per_second",
+            "welcome_pings_per_second", "store_rate", "lookup_rate", "prefix_rate_factor",
+            "rate_burst_seconds",
         )
         for name in positive_floats:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"DhtConfig.{name} must be > 0, got {value!r}")
+        if not isinstance(self.amplification_factor, (int, float)) \
+                or isinstance(self.amplification_factor, bool) or self.amplification_factor < 1:
+            raise ValueError("DhtConfig.amplification_factor must be >= 1")
         if self.max_clock_skew < 0:
             raise ValueError("DhtConfig.max_clock_skew must be >= 0")
         if self.rpc_timeout_min > self.rpc_timeout_max:

@@ -116,7 +116,9 @@ class Lookup:
         else:
             args = [self.protocol.source_node.id, self.target.id]
             method = "find_node"
-        future, soft = self.protocol.request((node.ip, node.port), method, args)
+        addr = (node.ip, node.port)
+        args = self.protocol.cookie_args(addr, args)
+        future, soft = self.protocol.request(addr, method, args)
         query.future = future
         query.soft_deadline = loop.time() + soft
         query.pages += 1
@@ -251,7 +253,11 @@ class Lookup:
         if self.records:
             self._take_records(query, body)
             nxt = body.get("next")
-            if (isinstance(nxt, int) and not isinstance(nxt, bool) and nxt > query.offset
+            # a page cut short because the node had not yet seen us answer (it sent its
+            # cookie) is asked again at once with the cookie, from where it stopped
+            cut = "cookie" in body and nxt == query.offset
+            if (isinstance(nxt, int) and not isinstance(nxt, bool)
+                    and (nxt > query.offset or cut)
                     and query.pages < self.config.max_find_pages):
                 query.offset = nxt
                 self._send(query, loop)

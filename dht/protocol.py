@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
 import ipaddress
 import logging
 from collections import OrderedDict
@@ -32,9 +34,18 @@ from kademlia.protocol import KademliaProtocol
 from . import clock
 from .config import DhtConfig
 from .errors import InvalidRecord
-from .routing import Peer, RoutingTable
+from .ratelimit import TokenBuckets
+from .routing import Peer, RoutingTable, address_prefix, is_loopback
 from .storage import RecordStore
-from .transport import Address, BadRequest, RpcError, RpcTransport
+from .transport import (
+    MSG_ID_LEN,
+    RESPONSE,
+    Address,
+    BadRequest,
+    RpcError,
+    RpcTransport,
+    encode_datagram,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,8 @@ ID_LEN = 20
 FIND_OVERHEAD = 64  # envelope, map keys, "next" field
 HANDOFF_DELAY = 0.5  # seconds newcomers are collected before one handoff pass
 VERIFIED_MAX = 65536  # node ids remembered with the address they answered from
+COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
+LOOKUP_METHODS = frozenset({"find_node", "find_records"})
 
 
 def _check_id(value: object, what: str = "id") -> bytes:
@@ -109,6 +122,70 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         # prefers records whose owner answered from the address the record claims
         self._verified: OrderedDict[bytes, str] = OrderedDict()
         storage.reachable = self.verified_host
+        # anti-amplification: addresses that proved they receive our datagrams, our
+        # cookie secret, and the cookies other nodes gave us (echoed in our requests)
+        self._proven: OrderedDict[Address, None] = OrderedDict()
+        self._cookie_key = clock.random_bytes(32)
+        self._cookies: OrderedDict[Address, bytes] = OrderedDict()
+        burst, factor = config.rate_burst_seconds, config.prefix_rate_factor
+        self._limits = {
+            kind: (TokenBuckets(rate, rate * burst),
+                   TokenBuckets(rate * factor, rate * factor * burst))
+            for kind, rate in (("store", config.store_rate), ("lookup", config.lookup_rate))
+        }
+
+    # -- rate limits and anti-amplification -------------------------------------------------
+    def admit(self, method: str, addr: Address) -> bool:
+        """Token buckets per address and per /24 (/48) for stores and lookups."""
+        kind = "store" if method == "store" else "lookup" if method in LOOKUP_METHODS else None
+        if kind is None:
+            return True
+        per_addr, per_prefix = self._limits[kind]
+        t = clock.now()
+        if not per_addr.allow(addr, t):
+            self.stats[f"rate_limited_{kind}"] += 1
+            return False
+        if is_loopback(addr[0]) and not self.config.prefix_cap_on_loopback:
+            return True
+        if not per_prefix.allow(address_prefix(addr[0]) or addr[0], t):
+            self.stats[f"rate_limited_{kind}_prefix"] += 1
+            return False
+        return True
+
+    def _cookie_for(self, addr: Address) -> bytes:
+        text = f"{addr[0]}|{addr[1]}".encode()
+        return hmac.new(self._cookie_key, text, hashlib.sha256).digest()[:COOKIE_LEN]
+
+    def _prove(self, addr: Address) -> None:
+        self._proven[addr] = None
+        self._proven.move_to_end(addr)
+        if len(self._proven) > VERIFIED_MAX:
+            self._proven.popitem(last=False)
+
+    def _reply_budget(self, addr: Address, cookie: object) -> int | None:
+        """Bytes an answer to ``addr`` may take; None if the address is proven."""
+        if addr in self._proven:
+            return None
+        if type(cookie) is bytes and hmac.compare_digest(cookie, self._cookie_for(addr)):
+            self._prove(addr)
+            return None
+        self.stats["amplification_capped"] += 1
+        return int(self.request_size * self.config.amplification_factor)
+
+    def cookie_args(self, addr: Address, args: list) -> list:
+        """``args`` plus the cookie ``addr`` gave us, if any (see _reply_budget)."""
+        cookie = self._cookies.get(addr)
+        return [*args, cookie] if cookie is not None else args
+
+    def _take_cookie(self, addr: Address, body: dict) -> bool:
+        cookie = body.get("cookie")
+        if type(cookie) is not bytes or len(cookie) != COOKIE_LEN:
+            return False
+        self._cookies[addr] = cookie
+        self._cookies.move_to_end(addr)
+        if len(self._cookies) > 4096:
+            self._cookies.popitem(last=False)
+        return True
 
     def verified_host(self, node_id_hex: str) -> str | None:
         """The IP ``node_id_hex`` last answered our requests from, or None."""
@@ -197,19 +274,31 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._note_sender(sender, sender_id)
         return {"id": self._me()}
 
-    def rpc_find_node(self, sender: Address, sender_id: bytes, target: bytes) -> dict:
+    def rpc_find_node(self, sender: Address, sender_id: bytes, target: bytes,
+                      cookie: object = None) -> dict:
         self._note_sender(sender, sender_id)
-        return {"id": self._me(), "nodes": self._nodes_for(_check_id(target, "target"), sender)}
+        nodes = self._nodes_for(_check_id(target, "target"), sender)
+        limit = self._reply_budget(sender, cookie)
+        if limit is None:
+            return {"id": self._me(), "nodes": nodes}
+        reply = {"id": self._me(), "nodes": _fit(nodes, limit - FIND_OVERHEAD),
+                 "cookie": self._cookie_for(sender)}
+        return _trim(reply, limit)
 
     def rpc_find_records(self, sender: Address, sender_id: bytes, key: bytes,
-                         offset: int = 0) -> dict:
+                         offset: int = 0, cookie: object = None) -> dict:
         self._note_sender(sender, sender_id)
         key = _check_id(key, "key")
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise BadRequest("offset must be an int >= 0")
+        limit = self._reply_budget(sender, cookie)
         nodes = self._nodes_for(key, sender)
+        room = self.config.max_datagram
+        if limit is not None:
+            room = min(room, limit)
+            nodes = _fit(nodes, room - FIND_OVERHEAD)
         found = sorted(self.storage.records(key), key=lambda re: (re[0].node_id, re[0].file_id))
-        budget = self.config.max_datagram - FIND_OVERHEAD - len(msgpack.packb(nodes))
+        budget = room - FIND_OVERHEAD - len(msgpack.packb(nodes))
         records: list[bytes] = []
         index = offset
         while index < len(found):
@@ -219,10 +308,14 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             budget -= size
             records.append(found[index][1])
             index += 1
-        return {
+        reply = {
             "id": self._me(), "nodes": nodes, "records": records,
             "next": index if index < len(found) else None,
         }
+        if limit is not None:
+            reply["cookie"] = self._cookie_for(sender)
+            reply = _trim(reply, limit, offset)
+        return reply
 
     def rpc_store(self, sender: Address, sender_id: bytes, key: bytes, records: list) -> dict:
         self._note_sender(sender, sender_id)
@@ -262,6 +355,10 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             responder = Peer(rid, addr[0], addr[1])
             if node is not None:
                 self.router.remove_contact(node)  # same address, new identity
+        if addr not in self._proven:
+            self._prove(addr)  # it answered what we sent there: it receives our datagrams
+        if "cookie" in body:
+            self._take_cookie(addr, body)
         if rid != self._me():
             self._note_verified(rid, addr[0])
             self.welcome_if_new(responder)
@@ -400,6 +497,36 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         for key, encoded in items:
             if encoded:
                 await self.call_store_records(node, key, encoded)
+
+
+def _trim(reply: dict, limit: int, offset: int = 0) -> dict:
+    """Drop trailing records (moving ``next`` back), then contacts, until the whole
+    datagram fits ``limit`` bytes."""
+    records, nodes = reply.get("records"), reply["nodes"]
+    for _ in range(10_000):
+        if len(encode_datagram(RESPONSE, bytes(MSG_ID_LEN), reply)) <= limit:
+            break
+        if records:
+            records.pop()
+            reply["next"] = offset + len(records)
+        elif nodes:
+            nodes.pop()
+        else:
+            break
+    return reply
+
+
+def _fit(nodes: list[list], budget: int) -> list[list]:
+    """The first contacts of ``nodes`` whose encoding fits ``budget`` bytes."""
+    out: list[list] = []
+    used = 0
+    for entry in nodes:
+        size = len(entry[0]) + len(entry[1]) + 8  # id, host, port, array headers
+        if used + size > budget:
+            break
+        used += size
+        out.append(entry)
+    return out
 
 
 def chunk_records(encoded: list[bytes], budget: int) -> list[list[bytes]]:

@@ -181,6 +181,8 @@ class RpcTransport(asyncio.DatagramProtocol):
         self.stats: Counter[str] = Counter()
         self._logged: set[str] = set()
         self._closed = False
+        #: size of the request being handled (handlers bound unverified replies by it)
+        self.request_size = 0
 
     # -- asyncio.DatagramProtocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,7 +209,7 @@ class RpcTransport(asyncio.DatagramProtocol):
             return
         try:
             if msg.kind == REQUEST:
-                self._handle_request(msg, addr)
+                self._handle_request(msg, addr, len(data))
             else:
                 self._handle_reply(msg, addr)
         except Exception:  # a bug must not kill the socket; count and log once
@@ -224,8 +226,15 @@ class RpcTransport(asyncio.DatagramProtocol):
         else:
             log.debug(message)
 
-    def _handle_request(self, msg: Message, addr: Address) -> None:
+    def admit(self, method: str, addr: Address) -> bool:
+        """Whether to serve a request at all (rate limits); subclasses decide."""
+        return True
+
+    def _handle_request(self, msg: Message, addr: Address, size: int = 0) -> None:
         self.stats["requests_in"] += 1
+        if msg.method in self.RPC_METHODS and not self.admit(msg.method, addr):
+            return  # over its sender's budget: no reply, no work (counted by admit)
+        self.request_size = size
         if msg.method not in self.RPC_METHODS:
             self._drop("unknown_method", f"unknown method {msg.method!r:.40} from {addr}")
             self._send(encode_datagram(ERROR, msg.msg_id, "unknown method"), addr)

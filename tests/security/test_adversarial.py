@@ -30,8 +30,8 @@ from dht.records import (
     make_withdrawal,
     signed_message,
 )
-from dht.transport import RpcError
-from tests.security.stranger import Stranger
+from dht.transport import REQUEST, RESPONSE, RpcError, encode_datagram
+from tests.security.stranger import Stranger, raw_request
 
 N_NODES = 6
 CONFIG = DhtConfig.for_tests(record_ttl=300)
@@ -440,3 +440,91 @@ class TestSybil:
         found = {r.grpc for r in await nodes[5].find_providers(file_id)}
         assert "127.0.0.1:7001" in found  # the earlier provider survives
         assert "127.0.0.1:7002" in found  # the later one gets a slot (refused before)
+
+
+class TestFloodLimits:
+    """Rate limits per sender and no reflection amplification (issue 16, item 2)."""
+
+    async def test_find_records_answer_to_an_unproven_address_is_at_most_three_times_the_request(
+        self, nodes: list[DhtNode], stranger: Stranger
+    ) -> None:
+        file_id = fid("big key")
+        key = file_key(file_id)
+        recs = [encode_record(make_provider(Identity.generate(), file_id, "big.iso", 9,
+                                            f"127.0.0.1:{j + 1}", ttl=300)) for j in range(60)]
+        await store_everywhere(stranger, nodes[:1], key, recs[:30])
+        await store_everywhere(stranger, nodes[:1], key, recs[30:])
+        spoofer = await Stranger.open()  # never answers anything: an unproven address
+        try:
+            request = raw_request("find_records", [os.urandom(20), key, 0], b"\x01" * 8)
+            reply = await spoofer.request(("127.0.0.1", nodes[0].port), "find_records",
+                                          [os.urandom(20), key, 0])
+            assert reply is not None and reply[0] == 1
+            size = len(encode_datagram(RESPONSE, b"\x01" * 8, reply[1]))
+            assert size <= 3 * len(request), (size, len(request))
+            assert reply[1]["next"] == 0 and isinstance(reply[1]["cookie"], bytes)
+            # echoing the cookie proves the address: the next answer is a full page
+            again = await spoofer.request(("127.0.0.1", nodes[0].port), "find_records",
+                                          [os.urandom(20), key, 0, reply[1]["cookie"]])
+            assert again is not None and len(again[1]["records"]) >= 20
+            assert "cookie" not in again[1]
+        finally:
+            spoofer.close()
+        # an honest node (a stranger to nodes[0] too, but it answers) still finds all 60
+        found = await nodes[3].find_providers(file_id)
+        assert len(found) == 60
+
+    async def test_a_store_flood_from_one_sender_is_cut_to_its_rate(self) -> None:
+        cfg = replace(CONFIG, store_rate=20.0, rate_burst_seconds=1.0).validate()
+        node = DhtNode(config=cfg)
+        await node.listen(port=0, interface="127.0.0.1")
+        flooder = await Stranger.open()
+        honest = await Stranger.open()
+        try:
+            file_id = fid("flooded")
+            rec = encode_record(make_provider(Identity.generate(), file_id, "f.iso", 9,
+                                              "127.0.0.1:9", ttl=300))
+            me = os.urandom(20)
+            for _ in range(500):  # as fast as the socket goes, no waiting for answers
+                flooder.send(encode_datagram(REQUEST, os.urandom(8),
+                                             ["store", [me, file_key(file_id), [rec]]]),
+                             ("127.0.0.1", node.port))
+            await asyncio.sleep(0.5)
+            stats = node.stats
+            assert stats["rate_limited_store"] >= 400, stats
+            # another sender is served, and the flooder again once its bucket refills
+            reply = await honest.request(("127.0.0.1", node.port), "store",
+                                         [os.urandom(20), file_key(file_id), [rec]])
+            assert reply is not None and reply[0] == 1
+            await asyncio.sleep(0.2)
+            reply = await flooder.request(("127.0.0.1", node.port), "store",
+                                          [me, file_key(file_id), [rec]])
+            assert reply is not None and reply[0] == 1
+        finally:
+            flooder.close()
+            honest.close()
+            node.stop()
+
+    async def test_senders_of_one_network_share_its_budget(self) -> None:
+        cfg = replace(CONFIG, lookup_rate=20.0, prefix_rate_factor=2.0, rate_burst_seconds=1.0,
+                      prefix_cap_on_loopback=True).validate()
+        node = DhtNode(config=cfg)
+        await node.listen(port=0, interface="127.0.0.1")
+        crowd = [await Stranger.open(host="127.0.7.1") for _ in range(10)]
+        other = await Stranger.open(host="127.0.8.1")
+        try:
+            for s in crowd:  # 10 ports x 15 lookups: each within its own 20, not the /24's 40
+                for _ in range(15):
+                    s.send(encode_datagram(REQUEST, os.urandom(8),
+                                           ["find_node", [os.urandom(20), os.urandom(20)]]),
+                           ("127.0.0.1", node.port))
+            await asyncio.sleep(0.5)
+            assert node.stats["rate_limited_lookup_prefix"] >= 150 - 45, node.stats
+            assert node.stats["rate_limited_lookup"] == 0
+            reply = await other.request(("127.0.0.1", node.port), "find_node",
+                                        [os.urandom(20), os.urandom(20)])
+            assert reply is not None and reply[0] == 1  # another network is served
+        finally:
+            for s in [*crowd, other]:
+                s.close()
+            node.stop()
