@@ -16,7 +16,6 @@ import pytest
 from matplotlib.patches import Rectangle
 
 from simulations.cli import main
-from simulations.plots import comparison_figure, timeline_figure
 from simulations.report import TABLE_COLUMNS, _cell
 
 DURATION = 6.0
@@ -37,6 +36,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_timeline_impls_distinct_inside_window_schedule_and_event_lines(run) -> None:
+    from simulations.plots import timeline_figure
+
     fig = timeline_figure(run["out"])
     try:
         success, _, alive = fig.axes[:3]
@@ -66,6 +67,8 @@ def test_timeline_impls_distinct_inside_window_schedule_and_event_lines(run) -> 
 
 
 def test_comparison_has_units_value_labels_direction_and_no_cut_bar(run) -> None:
+    from simulations.plots import comparison_figure
+
     fig = comparison_figure(run["out"])
     try:
         for ax in fig.axes:
