@@ -25,6 +25,7 @@ from kademlia.node import Node
 
 from .config import DhtConfig
 from .errors import InvalidRecord
+from .nearest import DistanceOrder
 from .protocol import KadshareProtocol, parse_contacts
 from .records import Record, decode_and_verify, storage_key
 from .routing import Peer
@@ -89,12 +90,14 @@ class Lookup:
         self._positive = 0
         self._seen: dict[bytes, dict[Slot, float]] = {}
         self._skipped: set[bytes] = set()
+        self._order = DistanceOrder(self.target.long_id)  # every known node, nearest first
 
     def _push(self, nodes: list[Node]) -> None:
         me = self.protocol.source_node.id
         for node in nodes:
             if node.id != me and node.id not in self._nodes:
                 self._nodes[node.id] = node
+                self._order.add(node.id, node.long_id)
                 self._state[node.id] = "new"
                 if self.protocol.is_suspect(node.id):
                     self._state[node.id] = "slow"
@@ -104,9 +107,9 @@ class Lookup:
         return self._nodes[node_id].long_id ^ self.target.long_id
 
     def _live_closest(self) -> list[bytes]:
-        live = [i for i, s in self._state.items() if s not in ("failed", "slow")]
-        live.sort(key=self._dist)
-        return live[: self.config.k]
+        """The k closest known nodes not failed or slow (a walk down ``_order``)."""
+        state = self._state
+        return self._order.first(self.config.k, lambda i: state[i] not in ("failed", "slow"))
 
     def _send(self, query: _Query, loop: asyncio.AbstractEventLoop) -> None:
         node = query.node
@@ -142,7 +145,9 @@ class Lookup:
                         if not self._queries and self._revive_skipped():
                             continue
                         break
-                active = sum(1 for i in self._state.values() if i == "inflight")
+                # only nodes with a query pending can be in flight
+                active = sum(1 for q in self._queries.values()
+                             if self._state[q.node.id] == "inflight")
                 for node_id in closest:
                     if active >= self.config.alpha or self.result.queried >= max_queries:
                         break
@@ -177,9 +182,8 @@ class Lookup:
                     lambda f, n=query.node: self._late(f, n)
                 )
             self._queries.clear()
-        responded = sorted(
-            (i for i, s in self._state.items() if s == "done"), key=self._dist
-        )[: self.config.k]
+        state = self._state
+        responded = self._order.first(self.config.k, lambda i: state[i] == "done")
         self.result.closest = [self._nodes[i] for i in responded]
         if self.records and self.result.records:
             newest = {slot: rec.issued_at for slot, (rec, _) in self.result.records.items()}
@@ -245,7 +249,8 @@ class Lookup:
         me = self.protocol.source_node.id
         for nid, host, port in parse_contacts(body.get("nodes"), self.config.k):
             if nid not in known and nid != me:
-                known[nid] = Peer(nid, host, port)
+                peer = known[nid] = Peer(nid, host, port)
+                self._order.add(nid, peer.long_id)
                 self._state[nid] = "new"
                 if self.protocol.is_suspect(nid):
                     self._state[nid] = "slow"

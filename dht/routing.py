@@ -3,8 +3,8 @@
 * ``find_neighbors``: upstream walks buckets outward through ``TableTraverser``, which
   stops as soon as the right-hand side is exhausted while it is on a "right" turn, so
   left buckets are never visited and a lookup can start with no contacts although the
-  table holds dozens (about 3 % of puts lost at 256 nodes).  Here every contact is
-  ranked by XOR distance (the table holds at most a few hundred).
+  table holds dozens (about 3 % of puts lost at 256 nodes).  Here contacts come out in
+  exact XOR order from ``nearest.XorIndex``, which the table keeps current per bucket.
 * ``get_bucket_for``: upstream compares ``long_id < range[1]`` although a bucket's range
   is inclusive, so an id equal to a bucket's upper bound lands in the next bucket.
 * bucket timestamps (``last_updated``) come from ``clock.now()``, the loop's clock,
@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from kademlia.routing import RoutingTable as _UpstreamRoutingTable
 
 from . import clock
 from .config import DhtConfig
+from .nearest import XorIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,12 @@ class Peer:
         return f"{self.ip}:{self.port}"
 
 
+@functools.lru_cache(maxsize=65536)
 def address_prefix(host: str) -> str | None:
-    """The /24 or /48 network of ``host``; None for loopback or a non-IP host."""
+    """The /24 or /48 network of ``host``; None for loopback or a non-IP host.
+
+    Cached: the prefix cap asks this for every contact of a bucket on every admission,
+    and ``ipaddress`` parsing cost ~100 us a call (benchmarks/neighbors_bench.py)."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -84,6 +90,7 @@ def address_prefix(host: str) -> str | None:
     return str(ipaddress.ip_network(f"{host}/48", strict=False))
 
 
+@functools.lru_cache(maxsize=65536)
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -113,9 +120,9 @@ class RoutingTable(_UpstreamRoutingTable):
 
     def __init__(self, protocol: Any, ksize: int, node: Node, config: DhtConfig) -> None:
         self.config = config
-        self._ids: list[int] = []
-        self._by_long: dict[int, Node] = {}
-        self._dirty = True
+        self._index: XorIndex[Node] = XorIndex()
+        self._indexed: list[KBucket] | None = None  # the bucket list _index reflects
+        self._indexed_count = 0
         super().__init__(protocol, ksize, node)
         self.rejected_by_prefix = 0
         self.rejected_address_change = 0
@@ -123,22 +130,39 @@ class RoutingTable(_UpstreamRoutingTable):
     def flush(self) -> None:
         self.buckets = [Bucket(0, 2**160, self.ksize)]
         self._uppers = [2**160]
-        self._dirty = True
+        self._indexed = None
 
     def split_bucket(self, index: int) -> None:
-        super().split_bucket(index)
+        lo, hi = self.buckets[index].range
+        super().split_bucket(index)  # may promote replacement nodes into the halves
         self._uppers = [b.range[1] for b in self.buckets]
-        self._dirty = True
+        self._resync(lo, hi)
 
-    def _index(self) -> tuple[list[int], dict[int, Node]]:
-        """All contacts' ids as ints, rebuilt only after the membership changed."""
-        if self._dirty or len(self._ids) != len(self._by_long):
-            self._by_long = {
-                n.long_id: n for bucket in self.buckets for n in bucket.nodes.values()
-            }
-            self._ids = list(self._by_long)
-            self._dirty = False
-        return self._ids, self._by_long
+    def _contacts(self) -> XorIndex[Node]:
+        """The index of all contacts; rebuilt in full only if the buckets were replaced
+        from outside (tests do), otherwise kept current range by range (``_resync``)."""
+        if self._indexed is not self.buckets or self._indexed_count != len(self.buckets):
+            self._index.reset(
+                {n.long_id: n for bucket in self.buckets for n in bucket.nodes.values()}
+            )
+            self._indexed = self.buckets
+            self._indexed_count = len(self.buckets)
+        return self._index
+
+    def _resync(self, lo: int, hi: int) -> None:
+        """Re-read the contacts of the buckets covering ``[lo, hi]`` (one old bucket's
+        range) after upstream code changed them: a few dozen contacts, not the table."""
+        if self._indexed is not self.buckets:
+            return  # a full rebuild is pending anyway
+        if len(self._uppers) != len(self.buckets):
+            self._uppers = [b.range[1] for b in self.buckets]
+        last = len(self.buckets) - 1
+        first = min(bisect.bisect_left(self._uppers, lo), last)
+        end = min(bisect.bisect_left(self._uppers, hi), last)
+        self._index.replace_range(lo, hi, {
+            n.long_id: n for b in self.buckets[first:end + 1] for n in b.nodes.values()
+        })
+        self._indexed_count = len(self.buckets)
 
     def get_bucket_for(self, node: Node) -> int:
         if len(self._uppers) != len(self.buckets):  # buckets replaced from outside
@@ -164,8 +188,9 @@ class RoutingTable(_UpstreamRoutingTable):
         if not self._prefix_allows(bucket, node):
             self.rejected_by_prefix += 1
             return
-        self._dirty = True
+        lo, hi = bucket.range
         super().add_contact(node)
+        self._resync(lo, hi)
 
     def remove_contact(self, node: Node) -> None:
         """Drop a contact that failed, only if it failed at the address we hold for it."""
@@ -173,8 +198,8 @@ class RoutingTable(_UpstreamRoutingTable):
         known = bucket.nodes.get(node.id)
         if known is not None and (known.ip, known.port) != (node.ip, node.port):
             return  # a timeout at an address someone else advertised says nothing of it
-        self._dirty = True
-        super().remove_contact(node)
+        super().remove_contact(node)  # may promote a replacement node
+        self._resync(*bucket.range)
 
     def _prefix_allows(self, bucket: KBucket, node: Node) -> bool:
         if is_loopback(node.ip) and not self.config.prefix_cap_on_loopback:
@@ -190,13 +215,9 @@ class RoutingTable(_UpstreamRoutingTable):
         """The k contacts closest to ``node`` by XOR distance, over every bucket."""
         k = k or self.ksize
         self.buckets[self.get_bucket_for(node)].touch_last_updated()
-        ids, by_long = self._index()
-        # sorted() with int.__xor__ as key runs in C: no Python code per contact
-        ranked = sorted(ids, key=node.long_id.__xor__)
         out = []
-        for long_id in ranked:
-            n = by_long[long_id]
-            if long_id == node.long_id or (exclude is not None and n.same_home_as(exclude)):
+        for n in self._contacts().closest(node.long_id):
+            if n.long_id == node.long_id or (exclude is not None and n.same_home_as(exclude)):
                 continue
             out.append(n)
             if len(out) >= k:
@@ -204,11 +225,11 @@ class RoutingTable(_UpstreamRoutingTable):
         return out
 
     def all_contacts(self) -> list[Node]:
-        return list(self._index()[1].values())
+        return self._contacts().items()
 
     def contains(self, node_id: bytes) -> bool:
         probe = Peer(node_id)
         return node_id in self.buckets[self.get_bucket_for(probe)].nodes
 
     def __len__(self) -> int:
-        return len(self._index()[0])
+        return len(self._contacts())
