@@ -98,7 +98,8 @@ class Client:
             if self.node_url.startswith("https://") and await self._speaks_plain_http():
                 plain = "http://" + self.node_url[len("https://"):]
                 raise NodeUnreachable(
-                    self.node_url, f"it speaks plain HTTP, not HTTPS: use --node {plain}"
+                    self.node_url, f"it speaks plain HTTP, not HTTPS: use --node {plain}",
+                    how_to_start=False,
                 ) from exc
             why = "timed out" if isinstance(exc, httpx.ConnectTimeout) else "connection refused"
             raise NodeUnreachable(self.node_url, why) from exc

@@ -31,15 +31,13 @@ class ClientError(Exception):
 class NodeUnreachable(ClientError):
     """The node's REST API could not be reached at ``url``."""
 
-    def __init__(self, url: str, reason: str = "") -> None:
+    def __init__(self, url: str, reason: str = "", *, how_to_start: bool = True) -> None:
         self.url = url
         self.reason = reason
         detail = f" ({reason})" if reason else ""
-        super().__init__(
-            f"cannot reach a kadshare node at {url}{detail}. Start one with "
-            "`kadshare-node --share DIR --rest-port 8000`, or point to a running node "
-            "with --node URL or KADSHARE_NODE."
-        )
+        hint = (" Start one with `kadshare-node --share DIR --rest-port 8000`, or point to a "
+                "running node with --node URL or KADSHARE_NODE.") if how_to_start else ""
+        super().__init__(f"cannot reach a kadshare node at {url}{detail}.{hint}")
 
 
 class NodeError(ClientError):
