@@ -66,8 +66,8 @@ async def table_case(n: int, rng: random.Random) -> None:
         new = per_call(lambda: table.find_neighbors(targets[next(it) % 64], cfg.k), 2000)
         old = per_call(lambda: naive_find(table, targets[next(it) % 64], cfg.k), 500)
         # one membership change then one search; the old code rebuilt its id map and
-        # sorted everything; here both variants pay the same remove/add (which now also
-        # includes the index upkeep, so "old" is slightly overstated by that upkeep)
+        # sorted everything; here both variants pay today's remove/add (with the index
+        # upkeep and the integer Bucket.depth), so "old" is a lower bound of the old cost
         contacts = table.all_contacts()
 
         def churn(find: Callable[[Peer], object]) -> Callable[[], None]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 
+from kademlia.routing import KBucket
+
 from dht import DhtConfig
 from dht.nearest import DistanceOrder, XorIndex
 from dht.protocol import KadshareProtocol
-from dht.routing import Peer
+from dht.routing import Bucket, Peer
 from dht.storage import RecordStore
 
 BITS = 160
@@ -120,3 +122,16 @@ class TestDistanceOrder:
                 naive = sorted((i for i, s in state.items() if s in wanted),
                                key=lambda i: int.from_bytes(i, "big") ^ target)[:20]
                 assert order.first(20, lambda i, w=wanted: state[i] in w) == naive
+
+
+class TestBucketDepth:
+    def test_depth_matches_upstream_bit_strings(self) -> None:
+        rng = random.Random(15)
+        for _ in range(200):
+            ids = clustered_ids(rng, rng.choice([1, 2, 5, 20]))
+            ours, theirs = Bucket(0, 2**BITS, 20), KBucket(0, 2**BITS, 20)
+            for i, long_id in enumerate(ids):
+                node = Peer(long_id.to_bytes(20, "big"), "127.0.0.1", 1000 + i)
+                ours.add_node(node)
+                theirs.add_node(node)
+            assert ours.depth() == theirs.depth()
