@@ -112,7 +112,9 @@ def _validity(results: dict[str, Any]) -> list[str]:
         "Loop lag is how late the harness's 1 s ticker woke: with `inproc` every node "
         "shares that loop, so a lag of tens of ms delays every node and shows up in the "
         "latencies. Harness CPU is its CPU time / measured seconds (near 100 % = "
-        "CPU-bound). Nodes up at end counts joined nodes still answering.",
+        "CPU-bound). Nodes up at end: joined and up when the run finished, after the "
+        "wait for lookups in flight, so it can exceed the timeline's last value when "
+        "joins were slow.",
         "",
         metrics_table(results["runs"], VALIDITY_COLUMNS),
         "",
