@@ -258,6 +258,29 @@ def _usage() -> str:
     return doc[start : doc.index("\n\n", start)]
 
 
+def _known_options() -> list[str]:
+    """Every long and short option the usage text documents."""
+    return re.findall(r"(?m)^\s+((?:--?[\w-]+)(?:[ ,]+--?[\w-]+)*)", __doc__ or "")
+
+
+def _what_is_wrong(words: Sequence[str]) -> str:
+    """Name the first word docopt could not place (an unknown option, a stray word)."""
+    known = {name for group in _known_options() for name in re.findall(r"--?[\w-]+", group)}
+    for word in words:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0]
+        if name.startswith("--"):
+            matches = [k for k in known if k.startswith(name)]
+            if not matches:
+                return f"unknown option {name}"
+            if len(matches) > 1 and name not in known:
+                return f"ambiguous option {name} (could be {', '.join(sorted(matches))})"
+        elif name.startswith("-") and name not in known:
+            return f"unknown option {name}"
+    return "an option is missing its value or a word is out of place"
+
+
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
     return code
@@ -306,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = list(argv) if argv is not None else sys.argv[1:]
         args = docopt(__doc__, argv=normalise_argv(words), version=f"{PROG} {__version__}")
     except DocoptExit:
-        print(f"{PROG}: unknown option or misplaced argument\n{_usage()}\nSee {PROG} --help.",
+        print(f"{PROG}: {_what_is_wrong(words)}\n{_usage()}\nSee {PROG} --help.",
               file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help and --version print, then exit 0

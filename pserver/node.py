@@ -26,6 +26,7 @@ from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
 from pserver.metrics import PeerMetrics
+from pserver.ports import check_listen_addresses
 from pserver.rest import create_app
 from pserver.storage import (
     DataDirLock,
@@ -109,6 +110,7 @@ class Node:
             config.validate()
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+        check_listen_addresses(config)  # before any state is touched or logged
         node = cls(config)
         try:
             await node._start()
