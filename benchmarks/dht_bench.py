@@ -18,11 +18,16 @@ implementation after the other, with the same workload and seed:
   (``--tracemalloc`` counts Python allocations instead; slower).
   ``--join-only --nodes 1000`` gives join time and memory at larger N.
 
+``--hog`` runs every implementation a second time with a CPU-burning process (a busy loop
+in another interpreter, at the benchmark's own priority) beside it, so the churn rows show
+recovery on a loaded machine; the table then has four columns.
+
 kadshare's get is ``find_providers(file_id, wanted=1)`` (stop at the first provider,
 as plain kademlia's ``get`` stops at the first value); completeness uses full lookups.
 Prints a table with kadshare/plain ratios and writes JSON (``--json``).
 
     .venv/bin/python benchmarks/dht_bench.py --nodes 256
+    nice -n 10 .venv/bin/python benchmarks/dht_bench.py --nodes 256 --hog
 """
 
 from __future__ import annotations
@@ -280,30 +285,62 @@ def dig(d: dict, path: tuple[str, ...]) -> float | None:
     return d  # type: ignore[return-value]
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(
+        value if value is not None else "-")
+
+
 def table(results: dict[str, dict]) -> str:
-    ks, pl = results.get("kadshare", {}), results.get("kademlia", {})
-    lines = [f"{'metric':28} {'kadshare':>12} {'kademlia':>12} {'ratio k/p':>10}"]
-    lines.append("-" * len(lines[0]))
+    """kadshare vs kademlia (and the same with the hog, if it ran), with ratios."""
+    pairs = [("", "kadshare", "kademlia")]
+    if "kadshare+hog" in results or "kademlia+hog" in results:
+        pairs.append(("+hog", "kadshare+hog", "kademlia+hog"))
+    head = f"{'metric':28}"
+    for tag, _, _ in pairs:
+        head += f" {'kadshare' + tag:>13} {'kademlia' + tag:>13} {'ratio' + tag:>9}"
+    lines = [head, "-" * len(head)]
     for label, path, _ in ROWS:
-        a, b = dig(ks, path), dig(pl, path)
-        ratio = f"{a / b:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) \
-            and b else "-"
-        fa = f"{a:.3f}" if isinstance(a, float) else str(a if a is not None else "-")
-        fb = f"{b:.3f}" if isinstance(b, float) else str(b if b is not None else "-")
-        lines.append(f"{label:28} {fa:>12} {fb:>12} {ratio:>10}")
+        line = f"{label:28}"
+        for _, ka, pa in pairs:
+            a, b = dig(results.get(ka, {}), path), dig(results.get(pa, {}), path)
+            ratio = f"{a / b:.3f}" if isinstance(a, (int, float)) \
+                and isinstance(b, (int, float)) and b else "-"
+            line += f" {_fmt(a):>13} {_fmt(b):>13} {ratio:>9}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+HOG_CODE = "import time\nend = time.monotonic() + 3600\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def start_hog() -> subprocess.Popen:
+    """A CPU-burning interpreter beside the run (ends by itself after an hour at most)."""
+    return subprocess.Popen([sys.executable, "-c", HOG_CODE])
+
+
+def stop_hog(hog: subprocess.Popen) -> None:
+    hog.kill()
+    hog.wait(timeout=10)
 
 
 async def main_async(args: argparse.Namespace) -> dict:
     impls = {"kadshare": KadshareImpl, "kademlia": PlainImpl}
     chosen = ["kadshare", "kademlia"] if args.impl == "both" else [args.impl]
     results = {}
-    for name in chosen:
-        start = time.perf_counter()
-        print(f"running {name} with {args.nodes} nodes ...", file=sys.stderr, flush=True)
-        results[name] = await run_impl(impls[name](), args)
-        results[name]["wall_s"] = time.perf_counter() - start
-        print(f"  {name} done in {results[name]['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    for hogged in ([False, True] if args.hog else [False]):
+        for name in chosen:
+            label = name + ("+hog" if hogged else "")
+            start = time.perf_counter()
+            print(f"running {label} with {args.nodes} nodes ...", file=sys.stderr, flush=True)
+            hog = start_hog() if hogged else None
+            try:
+                results[label] = await run_impl(impls[name](), args)
+            finally:
+                if hog is not None:
+                    stop_hog(hog)
+            results[label]["wall_s"] = time.perf_counter() - start
+            print(f"  {label} done in {results[label]['wall_s']:.1f} s", file=sys.stderr,
+                  flush=True)
     return results
 
 
@@ -345,6 +382,10 @@ def main() -> None:
     parser.add_argument("--phase-budget", type=float, default=100.0,
                         help="no lookup of a phase starts after this many seconds")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--hog", action="store_true",
+                        help="run each implementation again beside a CPU-burning process")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the memory runs in fresh processes")
     parser.add_argument("--impl", choices=["both", "kadshare", "kademlia"], default="both")
     parser.add_argument("--json", default=None, help="write results here (default: stdout only)")
     args = parser.parse_args()
@@ -359,7 +400,9 @@ def main() -> None:
     if not args.join_only:
         for name, res in results.items():
             res["memory_per_node_kb_in_run"] = res["memory_per_node_kb"]
-            res["memory_per_node_kb"] = memory_in_fresh_process(name, args)
+            fresh = None if args.no_memory or name.endswith("+hog") \
+                else memory_in_fresh_process(name, args)
+            res["memory_per_node_kb"] = fresh
     print(table(results))
     text = json.dumps(results, indent=2, sort_keys=True)
     if args.json:
