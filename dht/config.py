@@ -77,7 +77,7 @@ class DhtConfig:
     """Outstanding requests before new calls fail fast (protects memory)."""
     welcome_pings_per_second: float = 50.0
     """Rate of pings sent to unknown senders to verify them before they enter the table."""
-    store_rate: float = 200.0
+    store_rate: float = 100.0
     """Store requests per second served per sender address (host:port); a sender's
     /24 or /48 network gets ``prefix_rate_factor`` times as much (loopback exempt unless
     ``prefix_cap_on_loopback``).  Beyond it requests are dropped unanswered and counted
@@ -86,7 +86,7 @@ class DhtConfig:
     """find_node/find_records requests per second per sender address (as ``store_rate``)."""
     prefix_rate_factor: float = 5.0
     """A network prefix's rate as a multiple of one address's rate."""
-    rate_burst_seconds: float = 5.0
+    rate_burst_seconds: float = 2.0
     """Depth of every token bucket, in seconds of its rate."""
     amplification_factor: float = 3.0
     """An answer to an address that has not proved it receives our datagrams (answered

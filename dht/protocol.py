@@ -55,6 +55,7 @@ HANDOFF_DELAY = 0.5  # seconds newcomers are collected before one handoff pass
 VERIFIED_MAX = 65536  # node ids remembered with the address they answered from
 COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
 LOOKUP_METHODS = frozenset({"find_node", "find_records"})
+PROVEN_FACTOR = 10  # rate multiplier for addresses that answered one of our requests
 
 
 def _check_id(value: object, what: str = "id") -> bytes:
@@ -130,19 +131,23 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         burst, factor = config.rate_burst_seconds, config.prefix_rate_factor
         self._limits = {
             kind: (TokenBuckets(rate, rate * burst),
+                   TokenBuckets(rate * PROVEN_FACTOR, rate * PROVEN_FACTOR * burst),
                    TokenBuckets(rate * factor, rate * factor * burst))
             for kind, rate in (("store", config.store_rate), ("lookup", config.lookup_rate))
         }
 
     # -- rate limits and anti-amplification -------------------------------------------------
     def admit(self, method: str, addr: Address) -> bool:
-        """Token buckets per address and per /24 (/48) for stores and lookups."""
+        """Token buckets per address and per /24 (/48) for stores and lookups; an address
+        that answered one of our requests (a publisher handing over many keys) gets
+        ``PROVEN_FACTOR`` times the rate, a stranger that never answers only the base."""
         kind = "store" if method == "store" else "lookup" if method in LOOKUP_METHODS else None
         if kind is None:
             return True
-        per_addr, per_prefix = self._limits[kind]
+        per_addr, per_proven, per_prefix = self._limits[kind]
         t = clock.now()
-        if not per_addr.allow(addr, t):
+        buckets = per_proven if addr in self._proven else per_addr
+        if not buckets.allow(addr, t):
             self.stats[f"rate_limited_{kind}"] += 1
             return False
         if is_loopback(addr[0]) and not self.config.prefix_cap_on_loopback:
