@@ -9,8 +9,10 @@ seed, not on how busy the machine is.
 
 Everything random is seeded from ``--seed``: node identities (derived per node number,
 so they do not depend on the order of joins), the ``dht`` package's RNG
-(``dht.clock``), and the global ``random`` module that the plain ``kademlia`` package
-draws refresh ids from (saved and restored around the run).
+(``dht.clock.set_rng``), and the global ``random`` module that the plain ``kademlia``
+package draws refresh ids from (saved and restored around the run). The ``dht``
+package reads time through ``dht.clock``, which follows the running loop; the plain
+``kademlia`` package calls ``time.monotonic()``, so its two modules get a stand-in.
 """
 
 from __future__ import annotations
@@ -79,11 +81,7 @@ class VirtualRunner(Runner):
             params["secret"] = _secret(self.cfg.seed, idx, "ed25519").hex()
         elif self.impl.name == "kademlia":
             params["node_id"] = _secret(self.cfg.seed, idx, "kademlia")[:20].hex()
-        node = self.impl.new_node(idx, host_for(idx), params)
-        store = getattr(getattr(node, "node", None), "store", None)
-        if self._shim is not None and self._shim.bridged and store is not None:
-            store.clock = self._shim.time      # its default argument holds time.time
-        return node
+        return self.impl.new_node(idx, host_for(idx), params)
 
     async def close(self) -> None:
         try:
@@ -123,12 +121,10 @@ def _reset_dht_rng(token: Any) -> None:
         reset(token)
 
 
-# Modules whose ``time`` global the shim replaces. The plain kademlia package stamps
-# buckets and stored values with time.monotonic(); dht's modules do too until every
-# read goes through dht.clock (issue 11 item 1), after which only kademlia's remain.
+# Modules whose ``time`` global the shim replaces: the plain kademlia package stamps
+# buckets and stored values with time.monotonic(). (dht reads dht.clock, which follows
+# the running loop by itself.)
 _KADEMLIA_MODULES = ("kademlia.routing", "kademlia.storage")
-_DHT_MODULES = ("dht.protocol", "dht.transport", "dht.routing", "dht.records",
-                "dht.storage", "dht.node", "dht.lookup")
 
 
 class _TimeShim:
@@ -138,11 +134,6 @@ class _TimeShim:
     def __init__(self, loop: VirtualTimeLoop) -> None:
         self._loop = loop
         self._saved: list[tuple[Any, Any]] = []
-        try:
-            from dht import clock  # noqa: F401
-            self.bridged = False
-        except ImportError:
-            self.bridged = True
 
     def monotonic(self) -> float:
         return self._loop.time()
@@ -154,8 +145,7 @@ class _TimeShim:
         return getattr(time, name)
 
     def install(self) -> None:
-        names = _KADEMLIA_MODULES + (_DHT_MODULES if self.bridged else ())
-        for name in names:
+        for name in _KADEMLIA_MODULES:
             mod = importlib.import_module(name)
             if getattr(mod, "time", None) is time:
                 self._saved.append((mod, mod.time))
