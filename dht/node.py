@@ -113,11 +113,30 @@ class DhtNode:
         """This node's id, 40 lowercase hex characters."""
         return self.identity.node_id_hex
 
-    def contacts(self) -> list[Contact]:
-        """The routing table's contacts."""
+    def contacts(self, live_only: bool = False) -> list[Contact]:
+        """The routing table's contacts; ``live_only`` leaves out those that missed
+        their last request (a stopped peer stays in its bucket, as the paper wants,
+        until a replacement arrives, but it is not shown as a live peer)."""
         if self.protocol is None:
             return []
-        return [Contact(n.id.hex(), n.ip, n.port) for n in self.protocol.router.all_contacts()]
+        protocol = self.protocol
+        return [
+            Contact(n.id.hex(), n.ip, n.port) for n in protocol.router.all_contacts()
+            if not (live_only and protocol.is_suspect(n.id))
+        ]
+
+    async def check_contacts(self, older_than: float, at_most: int) -> int:
+        """Ping up to ``at_most`` contacts not heard from for ``older_than`` seconds,
+        oldest first; one that does not answer is marked (``contacts(live_only=True)``
+        hides it). Returns how many were pinged."""
+        protocol = self.protocol
+        if protocol is None:
+            return 0
+        cutoff = clock.now() - older_than
+        quiet = [n for n in protocol.router.all_contacts() if protocol.last_heard(n.id) <= cutoff]
+        quiet.sort(key=lambda n: protocol.last_heard(n.id))
+        await asyncio.gather(*(protocol.call_ping(n) for n in quiet[:at_most]))
+        return min(len(quiet), at_most)
 
     def stored_record_count(self) -> int:
         """Live provider and keyword records held in this node's store."""

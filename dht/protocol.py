@@ -117,6 +117,10 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self.tasks: set[asyncio.Task] = set()
         self._suspects: OrderedDict[bytes, float] = OrderedDict()
         self._misses: OrderedDict[bytes, int] = OrderedDict()
+        #: node id -> clock.now() of its last reply (liveness checks ping the oldest).
+        self._heard: OrderedDict[bytes, float] = OrderedDict()
+        #: ids whose old address is being pinged because they answered from a new one.
+        self._moving: set[bytes] = set()
         self._newcomers: dict[bytes, Node] = {}
         self._handoff_timer: asyncio.TimerHandle | None = None
         # node id -> IP it answered one of our requests from (bounded LRU); the store
@@ -251,9 +255,14 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         return self.source_node.id
 
     def _note_sender(self, addr: Address, sender_id: object) -> None:
-        """Probe an unknown requester; it joins the table only if it answers us."""
+        """Probe an unknown requester, or a known id writing from a new address (a
+        restarted peer); it enters the table only if it answers us there."""
         sender_id = _check_id(sender_id, "sender id")
-        if sender_id == self._me() or self.router.contains(sender_id):
+        if sender_id == self._me():
+            return
+        if self.router.contains(sender_id) and self.router.known_elsewhere(
+            Peer(sender_id, addr[0], addr[1])
+        ) is None:
             return
         now = clock.now()
         seen = self._probed.get(addr)
@@ -350,6 +359,10 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             self.stats["bad_replies"] += 1
             raise RpcError(f"ill-shaped reply from {addr}")
         rid = body["id"]
+        self._heard[rid] = clock.now()
+        self._heard.move_to_end(rid)
+        if len(self._heard) > 4096:
+            self._heard.popitem(last=False)
         if self._suspects:
             self._suspects.pop(rid, None)
         if self._misses:
@@ -460,6 +473,10 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         pass over the store per batch rather than per new contact.
         """
         if not self.router.is_new_node(node):
+            moved_from = self.router.known_elsewhere(node)
+            if moved_from is not None:
+                self._check_move(moved_from, node)
+                return
             self.router.add_contact(node)  # refresh its position (least recently seen)
             return
         self.router.add_contact(node)
@@ -469,6 +486,31 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         if self._handoff_timer is None:
             loop = asyncio.get_running_loop()
             self._handoff_timer = loop.call_later(HANDOFF_DELAY, self._handoff_batch)
+
+    def last_heard(self, node_id: bytes) -> float:
+        """``clock.now()`` of the node's last reply; -inf if none is remembered."""
+        return self._heard.get(node_id, float("-inf"))
+
+    def _check_move(self, old: Node, new: Node) -> None:
+        """A known id answered from a new address (a restarted peer on another port).
+
+        The old address keeps the id while it answers, so a stranger cannot redirect a
+        contact by claiming its id; once it fails a ping, the new address takes over.
+        """
+        if old.id in self._moving or self._closed:
+            return
+        self._moving.add(old.id)
+
+        async def check() -> None:
+            try:
+                if await self.call_ping(old) is None:
+                    self.router.remove_contact(old)
+                    self.router.add_contact(new)
+                    self.stats["contacts_moved"] += 1
+            finally:
+                self._moving.discard(old.id)
+
+        self.spawn(check())
 
     def _handoff_batch(self) -> None:
         self._handoff_timer = None

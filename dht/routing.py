@@ -205,6 +205,13 @@ class RoutingTable(_UpstreamRoutingTable):
         super().add_contact(node)
         self._resync(lo, hi)
 
+    def known_elsewhere(self, node: Node) -> Node | None:
+        """The contact held for ``node.id`` when it is at another address, else None."""
+        known = self.buckets[self.get_bucket_for(node)].nodes.get(node.id)
+        if known is not None and (known.ip, known.port) != (node.ip, node.port):
+            return known
+        return None
+
     def remove_contact(self, node: Node) -> None:
         """Drop a contact that failed, only if it failed at the address we hold for it."""
         bucket = self.buckets[self.get_bucket_for(node)]

@@ -29,6 +29,11 @@ DEFAULT_SHARE_WAIT = 20.0
 #: Seconds a file's size and mtime must stay unchanged before it is hashed and announced,
 #: so a file still being copied in is not announced at every size it passes through.
 DEFAULT_SETTLE_SECONDS = 3.0
+#: Seconds between liveness sweeps: contacts silent for twice as long are pinged, so a
+#: peer that left drops out of ``/peers`` within about a minute. 0 turns sweeps off.
+DEFAULT_LIVENESS_INTERVAL = 20.0
+#: Contacts pinged per sweep at most (bounds the traffic of a large routing table).
+LIVENESS_PINGS_PER_SWEEP = 32
 #: Downloads served at the same time (each holds an open file); more get RESOURCE_EXHAUSTED.
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 256
 #: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
@@ -64,6 +69,7 @@ class NodeConfig:
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     share_wait: float = DEFAULT_SHARE_WAIT
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    liveness_interval: float = DEFAULT_LIVENESS_INTERVAL
     #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
     dht_config: Any = field(default=None, repr=False)
 
@@ -86,6 +92,8 @@ class NodeConfig:
             raise ValueError("intervals must be > 0")
         if self.share_wait < 0:
             raise ValueError("share_wait must be >= 0")
+        if not 0 <= self.liveness_interval <= 3600:
+            raise ValueError("liveness_interval must be 0..3600")
         if not 0 <= self.settle_seconds <= 3600:
             raise ValueError("settle_seconds must be 0..3600")
         self.check_folders()

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from sanic import Sanic
 from dht import DhtConfig, DhtNode, Identity, LookupStats
 from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
-from pserver.config import NodeConfig
+from pserver.config import LIVENESS_PINGS_PER_SWEEP, NodeConfig
 from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
 from pserver.metrics import PeerMetrics
 from pserver.ports import check_listen_addresses
@@ -161,6 +162,8 @@ class Node:
         write_atomic(cfg.data_dir / "node.json", (json.dumps(self.info) + "\n").encode())
         self._tasks.append(asyncio.create_task(self._scan_loop(first), name="scan"))
         self._tasks.append(asyncio.create_task(self._contacts_loop(), name="contacts"))
+        if cfg.liveness_interval > 0:
+            self._tasks.append(asyncio.create_task(self._liveness_loop(), name="liveness"))
         log.info(
             "node %s up: dht %d, grpc %d, rest %d, %d files",
             self.dht.node_id[:8], self.dht.port, grpc_port, rest_port, len(self.catalog),
@@ -359,6 +362,24 @@ class Node:
                 waited = 0.0
                 self._save_contacts()
 
+    async def _liveness_loop(self) -> None:
+        """Ping contacts that have been silent, so ``/peers`` shows who is there now.
+
+        Sweeps are jittered (0.75-1.25 x the interval) so peers started together do not
+        ping in waves; each pings at most ``LIVENESS_PINGS_PER_SWEEP`` contacts.
+        """
+        every = self.config.liveness_interval
+        while True:
+            await asyncio.sleep(every * random.uniform(0.75, 1.25))
+            if self.dht is None:
+                continue
+            try:
+                await self.dht.check_contacts(2 * every, LIVENESS_PINGS_PER_SWEEP)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("liveness sweep failed; retrying")
+
     async def _rejoin_if_alone(self) -> bool:
         """A table emptied by a cut never refills by itself (nobody left to ask)."""
         if self.dht is None or self.dht.contacts():
@@ -411,7 +432,7 @@ class Node:
         assert self.dht is not None
         return {
             **self.info,
-            "peers": len(self.dht.contacts()),
+            "peers": len(self.dht.contacts(live_only=True)),
             "files": len(self.catalog),
             "records": self.dht.stored_record_count(),
         }
@@ -419,7 +440,8 @@ class Node:
     def peers(self) -> list[dict[str, Any]]:
         assert self.dht is not None
         return [
-            {"node_id": c.node_id, "host": c.host, "dht_port": c.port} for c in self.dht.contacts()
+            {"node_id": c.node_id, "host": c.host, "dht_port": c.port}
+            for c in self.dht.contacts(live_only=True)
         ]
 
     async def search(self, query: str) -> list[dict[str, Any]]:

@@ -130,6 +130,7 @@ class LocalNetwork:
             "--share", str(share),
             "--data", str(data),
             "--host", self.host,
+            "--rest-host", self.host,  # the harness reaches REST where it put the node
             "--dht-port", "0",
             "--grpc-port", "0",
             "--rest-port", "0",

@@ -201,7 +201,7 @@ class PeerProcessNode(ImplNode):
         share.mkdir(parents=True, exist_ok=True)
         argv = [*self.runner.prefix(self.idx), self.runner.python, "-c", _NODE_MAIN,
                 "--share", str(share), "--data", str(data), "--host", self.host,
-                "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
+                "--rest-host", self.host, "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
                 "--log-level", "warning"]
         for h, p in bootstrap:
             argv += ["--bootstrap", f"{h}:{p}"]

@@ -46,6 +46,11 @@ def test_without_docker_it_exits_2_with_one_line_saying_why(tmp_path: Path) -> N
     assert "Traceback" not in done.stderr + done.stdout
 
 
+def _others_can_run(path: Path) -> bool:
+    """True when every folder above ``path`` lets other users through (o+x)."""
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.resolve().parents)
+
+
 def test_when_no_daemon_can_be_started_it_exits_2_with_one_line(tmp_path: Path) -> None:
     """As an unprivileged user: no access to a running daemon and no right to start one."""
     if shutil.which("docker") is None:
@@ -54,6 +59,9 @@ def test_when_no_daemon_can_be_started_it_exits_2_with_one_line(tmp_path: Path) 
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("root, and no setpriv to drop privileges with")
+        if not _others_can_run(Path(sys.executable)) or not _others_can_run(SCRIPT):
+            pytest.skip("the checkout lies in a folder other users cannot enter (e.g. a 0700 "
+                        "mktemp dir), so an unprivileged user cannot run the script from it")
         argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,
                           cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)})

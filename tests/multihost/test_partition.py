@@ -36,7 +36,8 @@ class Peer:
         self.data.mkdir(parents=True)
         self.argv = [
             str(BIN / "kadshare-node"), "--share", str(self.share), "--data", str(self.data),
-            "--host", host.addr, "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
+            "--host", host.addr, "--rest-host", host.addr,
+            "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
         ]
         if bootstrap:
             self.argv += ["--bootstrap", bootstrap]
