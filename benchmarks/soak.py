@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import random
 import shutil
@@ -40,6 +39,7 @@ import httpx
 
 from pclient import Client, ClientError
 from simulations.localnet import console_script
+from kadcommon.merkle import file_id_of_bytes
 
 MAX_DURATION = 4 * 3600
 GRACE = 30.0  # seconds a provider must have been up before a miss counts as unexplained
@@ -151,7 +151,7 @@ class Soak:
             size = self.rng.randrange(64 * 1024, 768 * 1024)
             data = self.rng.randbytes(size)
             name = f"{self.rng.choice(words)} {self.rng.choice(words)} soak{i}.bin"
-            fid = hashlib.sha256(data).hexdigest()
+            fid = file_id_of_bytes(data)
             copies = 3 if i % 3 == 0 else 1
             holders = self.rng.sample(range(len(self.peers)), copies)
             for h in holders:

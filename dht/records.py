@@ -3,14 +3,18 @@
 Wire form of every record is a msgpack array, canonical (re-encoding a decoded record
 gives the same bytes, anything else is rejected)::
 
-    provider:   [1, "p", file_id:bin32, node_id:bin20, public_key:bin32, grpc:str,
+    provider:   [2, "p", file_id:bin32, node_id:bin20, public_key:bin32, grpc:str,
                  name:str, size:int, issued_at:float64, ttl:int, signature:bin64]
-    keyword:    [1, "k", word:str, file_id:bin32, node_id:bin20, public_key:bin32,
+    keyword:    [2, "k", word:str, file_id:bin32, node_id:bin20, public_key:bin32,
                  name:str, size:int, issued_at:float64, ttl:int, signature:bin64]
-    withdrawal: [1, "w", key_name:str, file_id:bin32, node_id:bin20, public_key:bin32,
+    withdrawal: [2, "w", key_name:str, file_id:bin32, node_id:bin20, public_key:bin32,
                  issued_at:float64, ttl:int, signature:bin64]
 
-The signature covers ``b"kadshare/record/1\\n"`` followed by the encoding of the array
+Version 2: ``file_id`` is the Merkle id of ``kadcommon.merkle``. Version-1 records named
+files by the SHA-256 of the whole content; the same bytes have another id now, so they
+are refused (``InvalidRecord`` saying so) rather than pointing at the wrong file.
+
+The signature covers ``b"kadshare/record/2\\n"`` followed by the encoding of the array
 without its last element.  A record occupies the slot (node_id, file_id) of its key;
 a newer record in a slot replaces the older, and a withdrawal is a newer record that
 says "nothing here" (a tombstone kept until its own TTL ends).
@@ -31,8 +35,9 @@ from .identity import Identity, node_id_for, verify_signature
 from .keys import check_file_id, digest_key, file_key_name, is_node_id_hex, keyword_key_name
 from .keywords import is_normal_word
 
-VERSION = 1
-SIGN_CONTEXT = b"kadshare/record/1\n"
+VERSION = 2
+SIGN_CONTEXT = b"kadshare/record/2\n"
+OLD_VERSIONS = (1,)  # whole-file SHA-256 ids
 MAX_GRPC_LEN = 262
 MAX_SIZE = 2**63 - 1
 
@@ -265,8 +270,13 @@ def decode_record(data: bytes, max_record_bytes: int = 1024) -> Record:
         )
     except Exception as exc:  # msgpack raises many types on garbage
         raise InvalidRecord(f"undecodable record: {type(exc).__name__}") from exc
+    if isinstance(arr, list) and arr and _is_int(arr[0]) and arr[0] in OLD_VERSIONS:
+        raise InvalidRecord(
+            f"version-{arr[0]} record refused: its file id is a whole-file SHA-256; "
+            f"this node speaks version {VERSION} (Merkle file ids), upgrade the sender"
+        )
     if not isinstance(arr, list) or len(arr) < 3 or not _is_int(arr[0]) or arr[0] != VERSION:
-        raise InvalidRecord("not a version-1 record array")
+        raise InvalidRecord(f"not a version-{VERSION} record array")
     kind = arr[1]
     try:
         if kind == "p" and len(arr) == 11:

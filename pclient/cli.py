@@ -7,6 +7,7 @@ Usage:
                [--node URL] [--json] [-v]
   kadshare put PATH --to ADDR [--name NAME] [--token TOKEN] [--node URL] [--json] [-v]
   kadshare ls [--node URL] [--json] [-v]
+  kadshare id PATH [--json] [-v]
   kadshare peers [--node URL] [--json] [-v]
   kadshare status [--node URL] [--json] [-v]
   kadshare (-h | --help)
@@ -19,6 +20,8 @@ Commands:
              verified, resumable (run the same command again after an interruption).
   put        Upload a file to a peer that accepts uploads (ADDR is HOST:GRPC_PORT).
   ls         Files shared by the node.
+  id         Print the file id of a local file (no node needed): the id others find
+             it by once it is shared.
   peers      The node's routing table.
   status     The node's id, ports and counts.
 
@@ -62,6 +65,7 @@ from docopt import DocoptExit, docopt
 
 from kadcommon.addr import AddressError, format_hostport, parse_hostport
 from kadcommon.fileid import is_id_prefix
+from kadcommon.merkle import hash_file
 from kadcommon.units import human_size
 from pclient.client import DEFAULT_NODE_URL, BadFileId, Client, upload_file
 from pclient.download import DownloadConfig, DownloadResult, download_file, is_file_id
@@ -135,6 +139,8 @@ async def _run(args: dict[str, Any]) -> int:
     as_json = bool(args["--json"])
     if args["put"]:
         return await _put(args, as_json)
+    if args["id"]:
+        return await _file_id(args["PATH"], as_json)
     async with Client(node) as client:
         if args["search"]:
             query = " ".join(args["WORDS"])
@@ -234,6 +240,25 @@ async def _put(args: dict[str, Any], as_json: bool) -> int:
     else:
         print(f"uploaded {reply['name']} ({human_size(reply['size'])}) to {peer}; "
               f"id {reply['file_id']}")
+    return EXIT_OK
+
+
+async def _file_id(path: str, as_json: bool) -> int:
+    """``kadshare id PATH``: hash the file locally (Merkle id, kadcommon.merkle)."""
+    if not os.path.isfile(path):
+        what = "is a folder" if os.path.isdir(path) else "is not a file"
+        if not os.path.lexists(path):
+            what = "does not exist"
+        return _fail(f"{path} {what}", as_json, EXIT_FAILED)
+    try:
+        file_id, _leaves, st = await asyncio.to_thread(hash_file, path)
+    except OSError as exc:
+        return _fail(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}",
+                     as_json, EXIT_FAILED)
+    if as_json:
+        print_json({"file_id": file_id, "path": path, "size": st.st_size})
+    else:
+        print(f"{file_id}  {path}")
     return EXIT_OK
 
 

@@ -7,7 +7,6 @@ node over REST (docs/ARCHITECTURE.md's table), bytes come from providers over ``
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +16,7 @@ from typing import Any
 import grpc
 import httpx
 
+from kadcommon.merkle import hash_file as merkle_hash_file
 from kadcommon.fileid import FileIdError, is_id_prefix, normalise_file_id, normalise_prefix
 from pclient.download import (
     MAX_MESSAGE_BYTES,
@@ -309,14 +309,14 @@ async def upload_file(
     timeout: float = DEFAULT_UPLOAD_TIMEOUT,
     token: str | None = None,
 ) -> dict[str, Any]:
-    """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, sha256), then data.
+    """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, Merkle file id), then data.
 
     ``token`` is the receiving node's token (its DATA/token); a peer started with a plain
     ``--accept-uploads`` refuses uploads without it.
     """
     src = Path(path)
     try:
-        size, digest = await asyncio.to_thread(_size_and_sha256, src)
+        size, digest = await asyncio.to_thread(_size_and_file_id, src)
     except OSError as exc:
         raise UploadFailed(f"cannot read {src}: {(exc.strerror or str(exc)).lower()}") from exc
     header = kadshare_pb2.UploadHeader(name=name or src.name, size=size, file_id=digest)
@@ -359,12 +359,9 @@ async def upload_file(
     return {"file_id": reply.file_id, "name": reply.name, "size": reply.size, "peer": peer_grpc}
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    size = path.stat().st_size  # OSError (e.g. missing file) is reported by the caller
+def _size_and_file_id(path: Path) -> tuple[int, str]:
+    path.stat()  # OSError (e.g. missing file) is reported by the caller
     if not path.is_file():
         raise UploadFailed(f"cannot read {path}: not a regular file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while data := fh.read(4 * 1024 * 1024):
-            digest.update(data)
-    return size, digest.hexdigest()
+    file_id, _leaves, before = merkle_hash_file(path)
+    return before.st_size, file_id

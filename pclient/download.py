@@ -2,9 +2,11 @@
 
 How a download runs (``download_file``):
 
-1. ``GetInfo`` from the first provider that answers: size, chunk size, one SHA-256 per
-   chunk. Every chunk is checked against its hash the moment it arrives, so a source
-   that sends bad bytes is caught after one chunk, not after the whole file.
+1. ``GetInfo`` from the providers that answer first: size, chunk size, one leaf hash per
+   chunk. The chunk list is checked against the file id (its Merkle root,
+   ``kadcommon.merkle``) before any byte is fetched, so a provider that lies about it is
+   dropped at once. Every chunk is checked against its leaf the moment it arrives, so a
+   source that sends bad bytes is caught after one chunk.
 2. Bytes go to a hidden ``.kadshare-dl-ID.part`` in the destination folder beside a small
    JSON resume state ``.kadshare-dl-ID.part.state`` (which chunks are written and
    verified). Both are named by the file id, not by the saved name, so a rerun finds
@@ -17,8 +19,8 @@ How a download runs (``download_file``):
    fast sources end up doing more of the file. A source that errors, stalls longer than
    ``stall_timeout`` or sends a chunk with the wrong hash is dropped for this download;
    its unfinished chunks go back to the queue and a spare provider takes its place.
-4. When every chunk is in, the whole file is hashed once more against the file id and
-   renamed over the final name atomically. An existing different file is never
+4. When every chunk is in, the file is complete and verified (no second pass: every
+   chunk matched a leaf of the verified tree) and is renamed over the final name. An existing different file is never
    replaced unless ``force``.
 """
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +48,8 @@ except ImportError:  # not POSIX: downloads work, without the .part lock
     fcntl = None  # type: ignore[assignment]
 
 from kadcommon.fileid import is_file_id
+from kadcommon.merkle import CHUNK_SIZE, file_id_of_path, leaf_hash, leaves_match
 from pclient.errors import (
-    ChecksumMismatch,
     ClientError,
     DestinationError,
     NoProviders,
@@ -68,8 +69,7 @@ REPROBE_WINDOWS = 10  # after a step that did not pay, wait this many windows to
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 STATE_VERSION = 1
-INFO_QUORUM = 3  # providers asked for GetInfo at once; the majority description wins
-MAX_HASH_BACKLOG_BYTES = 64 * 1024 * 1024  # chunk bytes queued for the whole-file hash
+INFO_BATCH = 3  # providers asked for GetInfo at once (the first verified answer is used)
 IO_THREADS = 2  # chunk verify+write threads: more only add contention on small machines
 PART_PREFIX = ".kadshare-dl-"
 PART_SUFFIX = ".part"
@@ -211,13 +211,9 @@ def output_path(dest: str | os.PathLike[str], name: str, fallback: str) -> Path:
     return path / safe_name(name, fallback)
 
 
-def sha256_file(path: Path, block: int = 4 * 1024 * 1024) -> str:
-    """Hex SHA-256 of a whole file (run in a thread: hashlib releases the GIL)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while data := fh.read(block):
-            digest.update(data)
-    return digest.hexdigest()
+def file_id_of(path: Path) -> str:
+    """The Merkle file id of a file on disk (run in a thread: hashlib releases the GIL)."""
+    return file_id_of_path(path)
 
 
 def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
@@ -375,15 +371,15 @@ def _validate_info(info: kadshare_pb2.FileInfo, file_id: str) -> str | None:
     """Why this FileInfo cannot be used, or None if it is consistent."""
     if info.file_id.lower() != file_id:
         return "answered GetInfo for a different file"
-    if info.size > 0 and info.chunk_size == 0:
-        return "sent a chunk size of 0"
-    if info.chunk_size > MAX_CHUNK_SIZE:
-        return f"sent a chunk size of {info.chunk_size} bytes (at most {MAX_CHUNK_SIZE} taken)"
-    expected = -(-info.size // info.chunk_size) if info.size else 0
+    if info.chunk_size != CHUNK_SIZE:
+        return f"sent a chunk size of {info.chunk_size} bytes, not the protocol's {CHUNK_SIZE}"
+    expected = -(-info.size // info.chunk_size)
     if len(info.chunk_hashes) != expected:
         return f"sent {len(info.chunk_hashes)} chunk hashes for {expected} chunks"
     if any(len(h) != 32 for h in info.chunk_hashes):
         return "sent a chunk hash that is not 32 bytes"
+    if not leaves_match(file_id, info.size, info.chunk_hashes):
+        return "sent a chunk list (or size) that does not hash to the file id"
     return None
 
 
@@ -416,47 +412,34 @@ async def _get_info(
 
 
 async def fetch_info(
-    file_id: str, providers: list[str], timeout: float, quorum: int = INFO_QUORUM
+    file_id: str, providers: list[str], timeout: float, batch: int = INFO_BATCH
 ) -> tuple[kadshare_pb2.FileInfo, str, dict[str, str]]:
-    """Chunk list of the file, as described by most of the first ``quorum`` answers.
+    """The file's chunk list, from the first providers whose list hashes to ``file_id``.
 
-    A single provider could lie in GetInfo (wrong chunk hashes would make every honest
-    source look corrupt), so up to ``quorum`` providers are asked at once and the
-    description most of them share wins; the others are dropped with a reason.
+    Up to ``batch`` providers are asked at once (one slow or dead provider costs no
+    time); every answer is checked against the id, so a provider that lies is dropped
+    here, before a byte is fetched from it, and no vote among providers is needed.
     Returns the info, a provider that gave it and the reasons others were dropped; the
-    info's ``name`` is the one most of the agreeing providers gave (``pick_name``), so
+    info's ``name`` is the one most of the verified answers gave (``pick_name``), so
     the saved name does not depend on who answered first.
     """
     reasons: dict[str, str] = {}
     answers: list[tuple[str, kadshare_pb2.FileInfo]] = []
     queue = list(providers)
-    while queue and len(answers) < quorum:
-        batch, queue = queue[: quorum - len(answers)], queue[quorum - len(answers) :]
-        results = await asyncio.gather(*(_get_info(a, file_id, timeout) for a in batch))
-        for address, (info, why) in zip(batch, results, strict=True):
+    while queue and not answers:
+        now, queue = queue[:batch], queue[batch:]
+        results = await asyncio.gather(*(_get_info(a, file_id, timeout) for a in now))
+        for address, (info, why) in zip(now, results, strict=True):
             if info is None:
                 reasons[address] = why
             else:
                 answers.append((address, info))
     if not answers:
         raise TransferFailed("no provider could describe the file", reasons)
-    groups: dict[tuple[int, int, tuple[bytes, ...]], list[str]] = {}
-    for address, info in answers:
-        key = (info.size, info.chunk_size, tuple(info.chunk_hashes))
-        groups.setdefault(key, []).append(address)
-    best = max(groups, key=lambda k: len(groups[k]))  # ties: the earliest answer wins
-    for key, addresses in groups.items():
-        if key == best or (key[0] == best[0] and key[1] != best[1]):
-            continue  # another chunk size is honest too: its bytes are checked against ours
-        for address in addresses:
-            reasons[address] = (
-                f"describes the file differently from {len(groups[best])} other provider(s)"
-            )
-    chosen = groups[best][0]
-    by_address = dict(answers)
+    chosen, first = answers[0]
     info = kadshare_pb2.FileInfo()
-    info.CopyFrom(by_address[chosen])
-    info.name = pick_name([by_address[a].name for a in groups[best]])
+    info.CopyFrom(first)
+    info.name = pick_name([a.name for _addr, a in answers])
     return info, chosen, reasons
 
 
@@ -500,10 +483,6 @@ class _Download:
         self.sched: _Scheduler | None = None
         self.io_pool = ThreadPoolExecutor(max_workers=IO_THREADS,
                                           thread_name_prefix="kadshare-io")
-        self.hash_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kadshare-hash")
-        self.hasher = hashlib.sha256()
-        self.hash_cursor = 0
-        self.hash_futures: list[Future[None]] = []
 
     def chunk_len(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
@@ -532,7 +511,7 @@ class _Download:
             for i in claimed:
                 fh.seek(i * self.chunk_size)
                 data = fh.read(self.chunk_len(i))
-                if hashlib.sha256(data).digest() == self.hashes[i]:
+                if leaf_hash(data) == self.hashes[i]:
                     good.append(i)
         return good
 
@@ -603,12 +582,11 @@ class _Download:
             raise destination_error(exc, self.part) from exc
         self.opened = True
         self.done_bytes = self.resumed
-        self._advance_hash()
 
     # -- transfer --------------------------------------------------------------------
     def _verify_and_write(self, index: int, data: bytes) -> bool:
         """Hash one chunk and write it if it matches (runs in a thread: both drop the GIL)."""
-        if hashlib.sha256(data).digest() != self.hashes[index]:
+        if leaf_hash(data) != self.hashes[index]:
             return False
         self._write(index, data)
         return True
@@ -620,44 +598,6 @@ class _Download:
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as exc:
             raise destination_error(exc, self.part) from exc
-
-    def _hash_from_disk(self, index: int) -> None:
-        self.hasher.update(os.pread(self.fd, self.chunk_len(index), index * self.chunk_size))
-
-    def _advance_hash(self, index: int = -1, data: bytes | None = None) -> None:
-        """Feed the whole-file SHA-256 in file order while chunks arrive.
-
-        The in-order chunk is hashed from memory; chunks that arrived earlier out of
-        order (or were resumed) are read back from the .part file. One dedicated
-        thread does it, so the final check costs almost nothing after the last chunk.
-        """
-        while self.hash_cursor < self.total_chunks and self.done[self.hash_cursor]:
-            if self.hash_cursor == index and data is not None:
-                fut = self.hash_pool.submit(self.hasher.update, data)
-            else:
-                fut = self.hash_pool.submit(self._hash_from_disk, self.hash_cursor)
-            self.hash_futures.append(fut)
-            self.hash_cursor += 1
-        if len(self.hash_futures) > 16:
-            for fut in [f for f in self.hash_futures if f.done()]:
-                fut.result()
-                self.hash_futures.remove(fut)
-
-    async def _hash_backpressure(self) -> None:
-        """Bound memory: wait while more than MAX_HASH_BACKLOG_BYTES await hashing."""
-        limit = max(2, MAX_HASH_BACKLOG_BYTES // self.chunk_size)
-        while len(self.hash_futures) > limit:
-            oldest = self.hash_futures[0]
-            await asyncio.wrap_future(oldest)
-            with contextlib.suppress(ValueError):
-                self.hash_futures.remove(oldest)
-
-    async def full_digest(self) -> str:
-        """The SHA-256 of the whole file, once every chunk has been fed."""
-        self._advance_hash()
-        while self.hash_futures:
-            await asyncio.wrap_future(self.hash_futures.pop(0))
-        return self.hasher.hexdigest()
 
     def _report(self) -> None:
         if self.progress is not None:
@@ -684,8 +624,6 @@ class _Download:
             return
         size = len(data)
         self.sched.chunk_done(index)
-        self._advance_hash(index, data)
-        await self._hash_backpressure()
         self.fetched += size
         self.done_bytes += size
         self.per_source[run.source] = self.per_source.get(run.source, 0) + size
@@ -862,7 +800,6 @@ class _Download:
 
     def close(self) -> None:
         self.io_pool.shutdown(wait=True, cancel_futures=True)
-        self.hash_pool.shutdown(wait=True, cancel_futures=True)
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
@@ -877,7 +814,7 @@ def _check_destination(final: Path, file_id: str, size: int, force: bool) -> boo
     final.parent.mkdir(parents=True, exist_ok=True)
     if not (final.exists() or final.is_symlink()):
         return False
-    if final.is_file() and final.stat().st_size == size and sha256_file(final) == file_id:
+    if final.is_file() and final.stat().st_size == size and file_id_of(final) == file_id:
         return True
     if final.is_dir():
         raise DestinationError(f"{final} is a directory; cannot replace it")
@@ -927,7 +864,7 @@ async def download_file(
     ``dest`` is a folder or the file's path (see ``output_path``). The file is saved as
     ``name`` if given, else under the name most of the providers asked describe it by.
 
-    Raises NoProviders, TransferFailed, ChecksumMismatch or DestinationError.
+    Raises NoProviders, TransferFailed or DestinationError.
     """
     config = config or DownloadConfig()
     file_id = file_id.lower()
@@ -956,17 +893,8 @@ async def download_file(
         await job.open_part()
         if job.total_chunks:
             await job.run()
-        actual = await job.full_digest()
-        if actual != file_id:
-            job.opened = False
-            for path in (job.part, job.state):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            job.close()
-            raise ChecksumMismatch(
-                f"the assembled file hashes to {actual[:16]}…, not {file_id[:16]}…; "
-                "the providers' chunk lists are wrong, nothing was kept"
-            )
+        # No second pass: the leaves were checked against the id, each chunk against
+        # its leaf, so a complete part file is the file.
         try:
             os.replace(job.part, final)  # still locked: nobody else can start on .part now
         except OSError as exc:

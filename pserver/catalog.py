@@ -1,7 +1,8 @@
 """The files this peer shares: the share folder (with subfolders) plus files shared by path.
 
-Each file is hashed once: the whole-file SHA-256 is its id, and the SHA-256 of every
-chunk lets a client verify each piece from any source. Hashes are cached by
+Each file is hashed once: its id is the Merkle root over its chunk hashes
+(``kadcommon.merkle``), and the chunk hashes let a client verify each piece from any
+source, after checking them against the id. Hashes are cached by
 (real path, size, mtime) in ``DATA/hashcache.msgpack`` so a restart does not rehash,
 and hashing runs in a worker thread so the event loop keeps serving.
 
@@ -18,7 +19,6 @@ download still being written, is not announced at every size it passes through.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import re
@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kadcommon.merkle import CHUNK_SIZE
+from kadcommon.merkle import hash_file as merkle_hash_file
 from pserver.errors import FileNotShared, InvalidFileId, PeerError
 from pserver.storage import load_msgpack, save_msgpack
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FILE = "hashcache.msgpack"
 SHARES_FILE = "shares.msgpack"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Merkle file ids (1 held whole-file SHA-256 ids)
 _FILE_ID = re.compile(r"[0-9a-f]{64}")
 #: Prefix of upload temp files inside the share folder (hidden, so never scanned).
 UPLOAD_TMP_PREFIX = ".kadshare-upload-"
@@ -77,32 +79,15 @@ class _Hashed:
 
 
 def hash_file(path: Path, chunk_size: int) -> tuple[str, tuple[bytes, ...], os.stat_result]:
-    """SHA-256 of the whole file and of each chunk, read once (runs in a worker thread).
+    """Merkle file id and chunk leaves of a file, read once (runs in a worker thread).
 
     Returns the stat taken before reading; the caller compares it with a later stat to
-    notice a file that changed while it was hashed.
+    notice a file that changed while it was hashed. ``chunk_size`` must be the protocol's
+    ``CHUNK_SIZE``: it is part of the id's definition.
     """
-    whole = hashlib.sha256()
-    chunks: list[bytes] = []
-    buf = bytearray(chunk_size)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as handle:
-        before = os.fstat(handle.fileno())
-        while True:
-            filled = 0
-            while filled < chunk_size:
-                got = handle.readinto(view[filled:])
-                if not got:
-                    break
-                filled += got
-            if not filled:
-                break
-            piece = view[:filled]
-            whole.update(piece)
-            chunks.append(hashlib.sha256(piece).digest())
-            if filled < chunk_size:
-                break
-    return whole.hexdigest(), tuple(chunks), before
+    if chunk_size != CHUNK_SIZE:
+        raise ValueError(f"chunk size {chunk_size} is not the protocol's {CHUNK_SIZE}")
+    return merkle_hash_file(path)
 
 
 def _is_within(path: str, root: str) -> bool:

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Bytes per hashed chunk in ``GetInfo`` (a client verifies each chunk on its own).
-DEFAULT_CHUNK_SIZE = 1024 * 1024
+from kadcommon.merkle import CHUNK_SIZE
+
+#: Bytes per hashed chunk in ``GetInfo``: the protocol constant the Merkle file id uses.
+DEFAULT_CHUNK_SIZE = CHUNK_SIZE
 #: Bytes per ``Download`` message: 1 MiB is the largest the contract allows and the fastest.
 DEFAULT_MESSAGE_SIZE = 1024 * 1024
 #: Largest upload taken when ``--max-upload`` is not given (1 GiB).
@@ -84,8 +86,8 @@ class NodeConfig:
                 raise ValueError(f"bad bootstrap address {host}:{port}")
         if self.max_upload < 0:
             raise ValueError("max_upload must be >= 0")
-        if not 64 * 1024 <= self.chunk_size <= 64 * 1024 * 1024:
-            raise ValueError("chunk_size must be 64 KiB..64 MiB")
+        if self.chunk_size != CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be {CHUNK_SIZE} (part of the file id's definition)")
         if not 16 * 1024 <= self.message_size <= 1024 * 1024:
             raise ValueError("message_size must be 16 KiB..1 MiB")
         if self.scan_interval <= 0 or self.contacts_interval <= 0 or self.stall_timeout <= 0:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import hmac
 import logging
 import os
@@ -24,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from kadcommon.merkle import ChunkHasher
 from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import UPLOAD_TMP_PREFIX, Catalog, SharedFile, normalise_file_id
 from pserver.config import NodeConfig
@@ -155,40 +155,31 @@ async def read_chunk_message(fd: int, offset: int, length: int) -> bytes | None:
 
 
 class _UploadSink:
-    """Writes arriving bytes to a temp file and hashes them per chunk (worker thread)."""
+    """Writes arriving bytes to a temp file and hashes them into chunk leaves (worker thread)."""
 
-    def __init__(self, path: Path, chunk_size: int) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.chunk_size = chunk_size
-        self.whole = hashlib.sha256()
-        self.chunk_hashes: list[bytes] = []
-        self._chunk = hashlib.sha256()
-        self._chunk_fill = 0
-        self.written = 0
+        self.hasher = ChunkHasher()
+        self.file_id = ""
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    @property
+    def written(self) -> int:
+        return self.hasher.size
+
+    @property
+    def chunk_hashes(self) -> list[bytes]:
+        return self.hasher.leaves
 
     def absorb(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-        self.whole.update(data)
-        pos = 0
-        while pos < len(data):
-            take = min(self.chunk_size - self._chunk_fill, len(data) - pos)
-            self._chunk.update(data[pos : pos + take])
-            self._chunk_fill += take
-            pos += take
-            if self._chunk_fill == self.chunk_size:
-                self.chunk_hashes.append(self._chunk.digest())
-                self._chunk = hashlib.sha256()
-                self._chunk_fill = 0
-        self.written += len(data)
+        self.hasher.update(data)
 
     def finish(self) -> None:
-        if self._chunk_fill:
-            self.chunk_hashes.append(self._chunk.digest())
-            self._chunk_fill = 0
+        self.file_id = self.hasher.finish()
         os.fsync(self._fd)
         self.close()
 
@@ -417,7 +408,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
         self._check_free(final, file_id)
         tmp = share_dir / f"{UPLOAD_TMP_PREFIX}{secrets.token_hex(8)}.part"
-        sink = await asyncio.to_thread(_UploadSink, tmp, self.catalog.chunk_size)
+        sink = await asyncio.to_thread(_UploadSink, tmp)
         try:
             while (message := await self._next(stream)) is not None:
                 if message.WhichOneof("kind") != "data":
@@ -435,7 +426,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                     f"stream ended after {sink.written} of {header.size} declared bytes",
                 )
             await asyncio.to_thread(sink.finish)
-            actual = sink.whole.hexdigest()
+            actual = sink.file_id
             if actual != file_id:
                 raise UploadRefused(
                     UploadRefused.BAD_HASH,

@@ -8,7 +8,6 @@ Any failure prints one line saying what went wrong and exits 1.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from simulations.localnet import LocalNetError, LocalNetwork, Peer, console_script
+from kadcommon.merkle import file_id_of_bytes
 
 SEARCH_WORDS = ["holiday", "photos"]
 PROPAGATION_TIMEOUT = 30.0
@@ -85,7 +85,7 @@ def run_demo(root: Path) -> None:
     files = generated_files()
     wanted_name = "Holiday Photos - Beach.jpg"
     wanted = files[wanted_name]
-    file_id = hashlib.sha256(wanted).hexdigest()
+    file_id = file_id_of_bytes(wanted)
     others = {name: data for name, data in files.items() if name != wanted_name}
     shares = [
         {wanted_name: wanted},
@@ -119,7 +119,7 @@ def run_demo(root: Path) -> None:
         fetched = out_dir / wanted_name
         if not fetched.exists():
             raise DemoFailed(f"`kadshare get` exited 0 but {fetched} does not exist")
-        digest = hashlib.sha256(fetched.read_bytes()).hexdigest()
+        digest = file_id_of_bytes(fetched.read_bytes())
         if digest != file_id:
             raise DemoFailed(f"downloaded file has SHA-256 {digest}, expected {file_id}")
         print(f"get {file_id[:12]}... from peer {searcher.index}: {human(len(wanted))} "

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulations.config import SimConfig
+from kadcommon.merkle import file_id_of_bytes
 
 __all__ = ["FileSpec", "Trace", "build_trace", "file_content", "TraceError"]
 
@@ -31,7 +32,7 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One shared file of the workload; its content is derived, its id is its sha256."""
+    """One shared file of the workload; its content is derived, its id its Merkle file id."""
 
     index: int
     file_id: str
@@ -40,7 +41,7 @@ class FileSpec:
 
 
 def file_content(seed: int, index: int, size: int) -> bytes:
-    """Deterministic content of workload file ``index`` (so file_id = sha256 is stable)."""
+    """Deterministic content of workload file ``index`` (so its file id is stable)."""
     line = f"kadshare-sim seed={seed} file={index}\n".encode()
     reps = size // len(line) + 1
     return (line * reps)[:size]
@@ -124,7 +125,7 @@ def _make_files(cfg: SimConfig, rng: random.Random) -> list[FileSpec]:
         size = rng.randint(1024, 16 * 1024)
         words = rng.sample(_WORDS, 2)
         name = f"{words[0]} {words[1]} {i:04d}.dat"
-        fid = hashlib.sha256(file_content(cfg.seed, i, size)).hexdigest()
+        fid = file_id_of_bytes(file_content(cfg.seed, i, size))
         files.append(FileSpec(i, fid, name, size))
     return files
 

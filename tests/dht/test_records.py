@@ -198,3 +198,27 @@ class TestKeywordExamples:
     ])
     def test_examples(self, name: str, words: list[str]) -> None:
         assert normalize_words(name) == words
+
+
+class TestOldVersion:
+    """Version-1 records named files by whole-file SHA-256; they are refused by name."""
+
+    def _v1_provider(self) -> bytes:
+        import msgpack
+
+        rec = provider()
+        fields = [1, *rec._fields()[1:]]
+        sig = ALICE.sign(b"kadshare/record/1\n" + msgpack.packb(fields, use_bin_type=True))
+        return msgpack.packb([*fields, sig], use_bin_type=True)
+
+    def test_a_correctly_signed_version_1_record_is_refused_with_the_reason(self) -> None:
+        data = self._v1_provider()
+        with pytest.raises(InvalidRecord, match="version-1 record refused.*upgrade"):
+            decode_record(data)
+        with pytest.raises(InvalidRecord, match="version-1"):
+            decode_and_verify(data, CFG)
+
+    def test_new_records_carry_version_2(self) -> None:
+        import msgpack
+
+        assert msgpack.unpackb(encode_record(provider()))[0] == 2

@@ -7,7 +7,6 @@ file order on one network: the last ones kill and stop peers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import subprocess
@@ -19,12 +18,13 @@ import httpx
 import pytest
 
 from simulations.localnet import LocalNetwork, Peer, console_script
+from kadcommon.merkle import file_id_of_bytes
 
 RNG = random.Random(20261122)
 SHARED_TWICE = ("Holiday Photos Beach.jpg", RNG.randbytes(2 * 1024 * 1024 + 17))
 SHARED_ONCE = ("Quarterly report 2026.pdf", RNG.randbytes(300 * 1024))
-TWICE_ID = hashlib.sha256(SHARED_TWICE[1]).hexdigest()
-ONCE_ID = hashlib.sha256(SHARED_ONCE[1]).hexdigest()
+TWICE_ID = file_id_of_bytes(SHARED_TWICE[1])
+ONCE_ID = file_id_of_bytes(SHARED_ONCE[1])
 POLL_SECONDS = 45.0
 
 
@@ -94,7 +94,7 @@ def test_cli_get_downloads_and_verifies(network: list[Peer], tmp_path: Path) -> 
     done = kadshare(network[3], "get", TWICE_ID, "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr
     fetched = tmp_path / SHARED_TWICE[0]
-    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == TWICE_ID
+    assert file_id_of_bytes(fetched.read_bytes()) == TWICE_ID
     assert [p.name for p in tmp_path.iterdir()] == [SHARED_TWICE[0]]
 
 
@@ -110,7 +110,7 @@ def test_download_survives_sigkill_of_one_provider(network: list[Peer], tmp_path
     done = kadshare(network[4], "get", TWICE_ID, "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr
     fetched = tmp_path / SHARED_TWICE[0]
-    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == TWICE_ID
+    assert file_id_of_bytes(fetched.read_bytes()) == TWICE_ID
 
 
 def test_sigterm_withdraws_records_and_exits_0(network: list[Peer]) -> None:

@@ -9,7 +9,6 @@ during the cut, within a bounded time.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from tests.multihost.netns import Host, Lab, read_json_line, wait_until
+from kadcommon.merkle import file_id_of_bytes
 
 BIN = Path(sys.executable).parent
 CONVERGE_SECONDS = 90.0
@@ -85,7 +85,7 @@ class Peer:
 def _share(peer: Peer, name: str) -> str:
     content = RNG.randbytes(4096 + peer.host.index)
     (peer.share / name).write_bytes(content)
-    return hashlib.sha256(content).hexdigest()
+    return file_id_of_bytes(content)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -10,16 +9,17 @@ from typing import Any
 
 import pytest
 
+from kadcommon.merkle import file_id_of_bytes
 from pclient import Client
 from tests.pclient.netutil import COPY, PLAGE, start_net, until
 from tests.pclient.provider import Behaviour, FaultyProvider
 
-FILE_SIZE = 2 * 1024 * 1024 + 12345  # 33 chunks of 64 KiB, the last one short
+FILE_SIZE = 6 * 1024 * 1024 + 12345  # 7 chunks of 1 MiB, the last one short
 
 
 @pytest.fixture
 def shared_file(tmp_path: Path) -> Path:
-    """A 2 MiB file of seeded random bytes."""
+    """A 6 MiB file of seeded random bytes."""
     rng = random.Random(5)
     path = tmp_path / "share" / "holiday photos.bin"
     path.parent.mkdir()
@@ -29,7 +29,7 @@ def shared_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def file_id(shared_file: Path) -> str:
-    return hashlib.sha256(shared_file.read_bytes()).hexdigest()
+    return file_id_of_bytes(shared_file.read_bytes())
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ async def make_provider(
 async def photo_net(tmp_path: Path) -> AsyncIterator[Any]:
     """Peers 0 and 1 share the photo as COPY, 2 as PLAGE; the client talks to peer 3."""
     photo = random.Random(11).randbytes(300 * 1024 + 7)
-    photo_id = hashlib.sha256(photo).hexdigest()
+    photo_id = file_id_of_bytes(photo)
     net = await start_net(tmp_path, [{COPY: photo}, {COPY: photo}, {PLAGE: photo}])
     net.photo, net.photo_id = photo, photo_id  # type: ignore[attr-defined]
     try:

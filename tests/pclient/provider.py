@@ -7,7 +7,9 @@ a provider's behaviour, which the real peer would never do on purpose:
 - ``stall_after``: stop sending (but keep the stream open) after this many bytes,
 - ``fail_after``: abort the stream with UNAVAILABLE after this many bytes,
 - ``delay``: sleep this long before each message (a slow source),
-- ``bad_info``: lie in GetInfo (wrong hash for chunk 0).
+- ``bad_info``: lie in GetInfo (wrong hash for chunk 0),
+- ``lie_consistently``: serve other bytes (every byte flipped) under the asked id, with a
+  chunk list that matches those bytes: only the Merkle check of the id can catch it.
 
 Run as a process (``python -m tests.pclient.provider FILE [--delay S]``) it prints its
 port on one line, so a test can kill -9 it.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import grpc
 
+from kadcommon.merkle import CHUNK_SIZE, ChunkHasher, file_id_of_bytes, leaves_of_bytes
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 MESSAGE_BYTES = 64 * 1024
@@ -40,17 +42,18 @@ class Behaviour:
     fail_after: int | None = None
     delay: float = 0.0
     bad_info: bool = False
+    lie_consistently: bool = False
 
 
 class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
-    """Serves ``path`` under its SHA-256 id; counts bytes sent; accepts uploads to a dir."""
+    """Serves ``path`` under its Merkle file id; counts bytes sent; accepts uploads to a dir."""
 
     __test__ = False
 
     def __init__(
         self,
         path: Path,
-        chunk_size: int = 64 * 1024,
+        chunk_size: int = CHUNK_SIZE,
         behaviour: Behaviour | None = None,
         upload_dir: Path | None = None,
         name: str | None = None,
@@ -58,9 +61,11 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
         self.path = path
         self.name = name or path.name  # announced in GetInfo (may be longer than disk allows)
         self.data = path.read_bytes()
-        self.file_id = hashlib.sha256(self.data).hexdigest()
+        self.file_id = file_id_of_bytes(self.data)
         self.chunk_size = chunk_size
         self.behaviour = behaviour or Behaviour()
+        if self.behaviour.lie_consistently:
+            self.data = bytes(b ^ 0xFF for b in self.data)
         self.upload_dir = upload_dir
         self.bytes_sent = 0
         self.server: grpc.aio.Server | None = None
@@ -71,9 +76,7 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
         return f"127.0.0.1:{self.port}"
 
     def chunk_hashes(self) -> list[bytes]:
-        cs = self.chunk_size
-        return [hashlib.sha256(self.data[i : i + cs]).digest()
-                for i in range(0, len(self.data), cs)]
+        return leaves_of_bytes(self.data)
 
     async def GetInfo(self, request, context):  # noqa: N802 - gRPC method name
         if request.file_id != self.file_id:
@@ -115,7 +118,7 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
         if self.upload_dir is None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "uploads are off")
         header = None
-        digest = hashlib.sha256()
+        digest = ChunkHasher()
         parts: list[bytes] = []
         async for msg in request_iterator:
             if header is None:
@@ -124,7 +127,7 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
             digest.update(msg.data)
             parts.append(msg.data)
         assert header is not None
-        if digest.hexdigest() != header.file_id:
+        if digest.finish() != header.file_id:
             await context.abort(grpc.StatusCode.DATA_LOSS, "content does not match file_id")
         data = b"".join(parts)
         (self.upload_dir / header.name).write_bytes(data)
@@ -153,7 +156,7 @@ async def _serve(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("file")
-    parser.add_argument("--chunk-size", type=int, default=64 * 1024)
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

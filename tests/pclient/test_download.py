@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kadcommon.merkle import CHUNK_SIZE
 from pclient import (
     DestinationError,
     DownloadConfig,
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def fast(**kw: object) -> DownloadConfig:
-    """Small runs so that every source gets work on a 2 MiB file; short stall timeout."""
+    """One-chunk runs so that every source gets work on a 6 MiB file; short stall timeout."""
     kw.setdefault("run_bytes", 128 * 1024)
     kw.setdefault("stall_timeout", 5.0)
     return DownloadConfig(**kw)  # type: ignore[arg-type]
@@ -55,32 +56,47 @@ class TestMultiSource:
         assert result.path.read_bytes() == shared_file.read_bytes()
         assert "corrupt" in result.dropped[bad.address]
         assert bad.address not in result.sources
+        assert bad.bytes_sent <= CHUNK_SIZE  # dropped after its first (bad) chunk
 
-    async def test_provider_lying_in_getinfo_is_outvoted(
+    async def test_provider_lying_in_getinfo_is_dropped_by_the_file_id_alone(
         self, make_provider, shared_file, file_id, tmp_path
     ):
         liar = await make_provider(Behaviour(bad_info=True))
-        honest = [await make_provider() for _ in range(2)]
-        providers = [liar.address] + [p.address for p in honest]
-        result = await download_file(file_id, tmp_path, providers, config=fast(sources=3))
-        assert result.path.read_bytes() == shared_file.read_bytes()
-        assert "differently" in result.dropped[liar.address]
-        assert liar.bytes_sent == 0
-
-    async def test_providers_with_another_chunk_size_still_serve_bytes(
-        self, make_provider, shared_file, file_id, tmp_path
-    ):
-        small = await make_provider(chunk_size=64 * 1024)
-        big = await make_provider(chunk_size=256 * 1024)
-        result = await download_file(file_id, tmp_path, [small.address, big.address],
+        honest = await make_provider()
+        result = await download_file(file_id, tmp_path, [liar.address, honest.address],
                                      config=fast(sources=2))
         assert result.path.read_bytes() == shared_file.read_bytes()
-        assert not result.dropped and set(result.sources) == {small.address, big.address}
+        assert "does not hash to the file id" in result.dropped[liar.address]
+        assert liar.bytes_sent == 0
+
+    async def test_consistent_liar_is_rejected_before_any_chunk_is_fetched(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        """Its chunk list matches the bytes it serves; only the Merkle id exposes it."""
+        liar = await make_provider(Behaviour(lie_consistently=True))
+        with pytest.raises(TransferFailed, match="does not hash to the file id"):
+            await download_file(file_id, tmp_path, [liar.address], config=fast())
+        assert liar.bytes_sent == 0
+        honest = await make_provider()
+        result = await download_file(file_id, tmp_path, [liar.address, honest.address],
+                                     config=fast(sources=2))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert liar.bytes_sent == 0 and liar.address in result.dropped
+
+    async def test_provider_with_another_chunk_size_is_dropped_with_the_reason(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        odd = await make_provider(chunk_size=64 * 1024)
+        right = await make_provider()
+        result = await download_file(file_id, tmp_path, [odd.address, right.address],
+                                     config=fast(sources=2))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "chunk size of 65536" in result.dropped[odd.address]
 
     async def test_stalled_source_times_out_and_download_continues(
         self, make_provider, shared_file, file_id, tmp_path
     ):
-        stalled = await make_provider(Behaviour(stall_after=64 * 1024))
+        stalled = await make_provider(Behaviour(stall_after=CHUNK_SIZE + 64 * 1024))
         with pytest.raises(TransferFailed, match="stalled"):  # alone, it fails the download
             await download_file(file_id, tmp_path, [stalled.address],
                                 config=fast(stall_timeout=0.5))
@@ -155,8 +171,8 @@ class TestFailures:
     async def test_every_provider_failing_gives_a_reason_each_and_keeps_state(
         self, make_provider, shared_file, file_id, tmp_path
     ):
-        a = await make_provider(Behaviour(fail_after=512 * 1024))
-        b = await make_provider(Behaviour(corrupt_chunks={20, 21, 22, 23, 24, 25}))
+        a = await make_provider(Behaviour(fail_after=CHUNK_SIZE + 512 * 1024))
+        b = await make_provider(Behaviour(corrupt_chunks={2, 3, 4, 5, 6}))
         with pytest.raises(TransferFailed) as info:
             await download_file(file_id, tmp_path, [a.address, b.address],
                                 config=fast(sources=2))

@@ -7,7 +7,6 @@ answer must list full ids a person can paste.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from pclient import Client
 from tests.pclient.cli_runner import run_cli, run_main
 from tests.pclient.netutil import Net, start_net, until
+from kadcommon.merkle import file_id_of_bytes
 
 
 def twins() -> tuple[bytes, bytes]:
@@ -25,7 +25,7 @@ def twins() -> tuple[bytes, bytes]:
     seen: dict[str, bytes] = {}
     for i in range(2_000_000):
         data = b"twin %d\n" % i
-        head = hashlib.sha256(data).hexdigest()[:8]
+        head = file_id_of_bytes(data)[:8]
         if head in seen:
             return seen[head], data
         seen[head] = data
@@ -33,7 +33,7 @@ def twins() -> tuple[bytes, bytes]:
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return file_id_of_bytes(data)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ The ``kadshare`` command runs as a real process against that peer's REST port.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import random
@@ -23,6 +22,7 @@ import pytest
 from pclient import Client, DownloadConfig, DownloadProgress, NotFound
 from pserver.node import Node, NodeConfig
 from tests.pclient.cli_runner import ROOT, run_cli, run_main
+from kadcommon.merkle import file_id_of_bytes
 
 HOLIDAY = "holiday photos.bin"
 
@@ -66,7 +66,7 @@ async def net(tmp_path: Path) -> AsyncIterator[Net]:
                 accept_uploads=(i == 3),
             )))
         url = f"http://127.0.0.1:{nodes[3].info['rest_port']}"
-        net = Net(nodes, url, hashlib.sha256(holiday).hexdigest(), holiday, tmp_path)
+        net = Net(nodes, url, file_id_of_bytes(holiday), holiday, tmp_path)
         async with Client(url) as client:
             async def ready() -> bool:
                 hits = await client.search("holiday")
@@ -188,7 +188,7 @@ class TestRealProviders:
                                        "--token", net.nodes[3].token)
         assert code == 0, err
         doc = json.loads(out)
-        assert doc["file_id"] == hashlib.sha256(src.read_bytes()).hexdigest()
+        assert doc["file_id"] == file_id_of_bytes(src.read_bytes())
         async with Client(net.url) as client:
             async def listed() -> bool:
                 return any(f["file_id"] == doc["file_id"] for f in await client.files())
@@ -199,7 +199,7 @@ class TestRealProviders:
     async def test_kill_9_of_a_real_provider_mid_download(self, net: Net):
         """A third provider runs as a kadshare-node process; it is killed mid-download."""
         big = random.Random(9).randbytes(24 * 1024 * 1024)
-        big_id = hashlib.sha256(big).hexdigest()
+        big_id = file_id_of_bytes(big)
         for i in (1, 2):
             (net.tmp / f"share{i}" / "big.bin").write_bytes(big)
         share = net.tmp / "share-proc"

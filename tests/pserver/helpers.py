@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import AsyncIterator
 
 import grpc
 
 from protos import kadshare_pb2, kadshare_pb2_grpc
+from kadcommon.merkle import file_id_of_bytes
 
 RPC_TIMEOUT = 30.0
 
@@ -19,7 +19,7 @@ def content(size: int, seed: int) -> bytes:
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return file_id_of_bytes(data)
 
 
 async def download(

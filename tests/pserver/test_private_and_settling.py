@@ -7,7 +7,6 @@ file) must not be announced under the ids of their intermediate states.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import subprocess
@@ -21,13 +20,14 @@ import pytest
 from pserver.catalog import Catalog
 from pserver.errors import FileNotShared, PeerError
 from tests.pserver.conftest import Peers, rest_url
+from kadcommon.merkle import file_id_of_bytes
 
 CHUNK = 64 * 1024
 SCRIPT = str(Path(sys.executable).parent / "kadshare-node")
 
 
 def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return file_id_of_bytes(data)
 
 
 def old(path: Path, seconds: float = 3600) -> None:

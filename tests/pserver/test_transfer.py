@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -27,6 +26,7 @@ from tests.pserver.helpers import (
     sha,
     upload,
 )
+from kadcommon.merkle import leaf_hash
 
 MiB = 1024 * 1024
 BIG = content(3 * MiB + 12345, seed=1)
@@ -113,7 +113,7 @@ class TestInfo:
         )
         assert (info.size, info.chunk_size, info.name) == (len(BIG), MiB, "big.bin")
         pieces = [BIG[i : i + MiB] for i in range(0, len(BIG), MiB)]
-        assert list(info.chunk_hashes) == [hashlib.sha256(p).digest() for p in pieces]
+        assert list(info.chunk_hashes) == [leaf_hash(p) for p in pieces]
 
     async def test_subfolder_file_is_named_by_relative_path(self, peer: Peer) -> None:
         info = await peer.stub.GetInfo(
@@ -386,7 +386,7 @@ class TestUpload:
             kadshare_pb2.InfoRequest(file_id=sha(data)), timeout=RPC_TIMEOUT
         )
         assert list(info.chunk_hashes) == [
-            hashlib.sha256(data[:MiB]).digest(), hashlib.sha256(data[MiB:]).digest()
+            leaf_hash(data[:MiB]), leaf_hash(data[MiB:])
         ]
         assert uploader.catalog.hash_calls == 0  # the upload's own hashes were kept
 

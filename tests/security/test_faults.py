@@ -9,7 +9,6 @@ mid-download and a client interrupted and resumed (``tests/pclient``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import subprocess
@@ -22,10 +21,11 @@ import httpx
 import pytest
 
 from simulations.localnet import console_script
+from kadcommon.merkle import file_id_of_bytes
 
 RNG = random.Random(9)
 FILES = {f"crash survivor {i}.dat": RNG.randbytes(300_000 + i) for i in range(3)}
-IDS = {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()}
+IDS = {name: file_id_of_bytes(data) for name, data in FILES.items()}
 POLL = 60.0
 
 
@@ -155,7 +155,7 @@ class TestCrashRestart:
         )
         assert res.returncode == 0, res.stdout + res.stderr
         got = [p for p in out.iterdir() if not p.name.startswith(".")]
-        assert len(got) == 1 and hashlib.sha256(got[0].read_bytes()).hexdigest() == fid
+        assert len(got) == 1 and file_id_of_bytes(got[0].read_bytes()) == fid
 
 
 def garble(path: Path, how: str) -> None:

@@ -11,7 +11,6 @@ these generate inputs nobody listed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import socket
@@ -34,9 +33,10 @@ from pserver.config import NodeConfig
 from pserver.node import Node
 from tests.security.fuzzing import budget
 from tests.security.nodethread import LoopThread
+from kadcommon.merkle import file_id_of_bytes
 
 CONTENT = b"kadshare fuzz target " * 5000
-FILE_ID = hashlib.sha256(CONTENT).hexdigest()
+FILE_ID = file_id_of_bytes(CONTENT)
 MAX_UPLOAD = 64 * 1024
 # the node's background loops use `random` on their thread while examples run
 pytestmark = [
@@ -245,7 +245,7 @@ class TestGrpc:
     @settings(max_examples=max(1, settings.default.max_examples // 3))
     def test_upload_valid_content_any_name(self, peer: Peer, name: str, data: bytes) -> None:
         header = pb.UploadHeader(name=name, size=len(data),
-                                 file_id=hashlib.sha256(data).hexdigest())
+                                 file_id=file_id_of_bytes(data))
         messages = [pb.UploadMessage(header=header), pb.UploadMessage(data=data)]
         code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20,
                                                    metadata=peer.auth))
@@ -275,7 +275,7 @@ class TestClientGoesAway:
         normal: the peer must not log it as an ERROR with a traceback."""
         big = peer.share / "big stream.bin"
         big.write_bytes(b"\x01" * (24 * 1024 * 1024))
-        big_id = hashlib.sha256(big.read_bytes()).hexdigest()
+        big_id = file_id_of_bytes(big.read_bytes())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # the scan picks it up within seconds
             if peer.http.get(f"/files/{big_id}").status_code == 200:
@@ -299,4 +299,4 @@ class TestAfterFuzzing:
         assert FILE_ID in {h["file_id"] for h in hits}
         data = b"".join(c.data for c in peer.stub.Download(
             pb.DownloadRequest(file_id=FILE_ID, offset=0, length=0), timeout=30))
-        assert hashlib.sha256(data).hexdigest() == FILE_ID
+        assert file_id_of_bytes(data) == FILE_ID
