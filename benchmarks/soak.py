@@ -37,9 +37,9 @@ from typing import Any
 
 import httpx
 
+from kadcommon.merkle import file_id_of_bytes
 from pclient import Client, ClientError
 from simulations.localnet import console_script
-from kadcommon.merkle import file_id_of_bytes
 
 MAX_DURATION = 4 * 3600
 GRACE = 30.0  # seconds a provider must have been up before a miss counts as unexplained

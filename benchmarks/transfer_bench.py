@@ -44,6 +44,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kadcommon.merkle import ChunkHasher, leaf_hash  # noqa: E402
 from protos import kadshare_pb2, kadshare_pb2_grpc  # noqa: E402
 
 MiB = 1024 * 1024
@@ -200,7 +201,7 @@ async def grpc_download(address: str, file_id: str, streams: int, zero_copy: boo
 
 
 def _check(piece: bytes | memoryview, want: bytes) -> bool:
-    return hashlib.sha256(piece).digest() == want
+    return leaf_hash(piece) == want
 
 
 async def pclient_get(address: str, file_id: str, dest: Path) -> int:
@@ -299,11 +300,11 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
     share = tmp / "share"
     share.mkdir()
     path = share / "payload.bin"
-    digest = hashlib.sha256()
+    hasher = ChunkHasher()
     with open(path, "wb") as handle:
         for _ in range(args.size_mib):
             block = os.urandom(MiB)
-            digest.update(block)
+            hasher.update(block)
             handle.write(block)
     node, info = start_node(tmp, share)
     raw = subprocess.Popen(
@@ -314,7 +315,7 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
         raw_port = int(raw.stdout.readline())
         address = f"127.0.0.1:{info['grpc_port']}"
         asyncio.run(measure(args, tmp, size, (raw.pid, raw_port), (node.pid, address),
-                            digest.hexdigest()))
+                            hasher.finish()))
     finally:
         stop(node)
         raw.kill()

@@ -140,7 +140,7 @@ async def _run(args: dict[str, Any]) -> int:
     if args["put"]:
         return await _put(args, as_json)
     if args["id"]:
-        return await _file_id(args["PATH"], as_json)
+        return _file_id(args["PATH"], as_json)
     async with Client(node) as client:
         if args["search"]:
             query = " ".join(args["WORDS"])
@@ -220,11 +220,11 @@ def _saved_line(result: DownloadResult) -> str:
     if result.size == 0:
         return f"saved {result.path} (an empty file: nothing to fetch)"
     if result.fetched_bytes == 0:
-        return f"saved {result.path} ({size}, sha256 verified, all of it resumed)"
+        return f"saved {result.path} ({size}, every chunk verified, all of it resumed)"
     rate = result.fetched_bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
     resumed = f", {human_size(result.resumed_bytes)} resumed" if result.resumed_bytes else ""
     count = len(result.sources)
-    return (f"saved {result.path} ({size}, sha256 verified{resumed}) from {count} "
+    return (f"saved {result.path} ({size}, every chunk verified{resumed}) from {count} "
             f"source{'s' if count != 1 else ''} in {result.seconds:.1f} s, {rate:.1f} MB/s")
 
 
@@ -243,7 +243,7 @@ async def _put(args: dict[str, Any], as_json: bool) -> int:
     return EXIT_OK
 
 
-async def _file_id(path: str, as_json: bool) -> int:
+def _file_id(path: str, as_json: bool) -> int:
     """``kadshare id PATH``: hash the file locally (Merkle id, kadcommon.merkle)."""
     if not os.path.isfile(path):
         what = "is a folder" if os.path.isdir(path) else "is not a file"
@@ -251,7 +251,7 @@ async def _file_id(path: str, as_json: bool) -> int:
             what = "does not exist"
         return _fail(f"{path} {what}", as_json, EXIT_FAILED)
     try:
-        file_id, _leaves, st = await asyncio.to_thread(hash_file, path)
+        file_id, _leaves, st = hash_file(path)
     except OSError as exc:
         return _fail(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}",
                      as_json, EXIT_FAILED)

@@ -16,8 +16,8 @@ from typing import Any
 import grpc
 import httpx
 
-from kadcommon.merkle import hash_file as merkle_hash_file
 from kadcommon.fileid import FileIdError, is_id_prefix, normalise_file_id, normalise_prefix
+from kadcommon.merkle import hash_file as merkle_hash_file
 from pclient.download import (
     MAX_MESSAGE_BYTES,
     DownloadConfig,

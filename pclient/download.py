@@ -20,8 +20,8 @@ How a download runs (``download_file``):
    ``stall_timeout`` or sends a chunk with the wrong hash is dropped for this download;
    its unfinished chunks go back to the queue and a spare provider takes its place.
 4. When every chunk is in, the file is complete and verified (no second pass: every
-   chunk matched a leaf of the verified tree) and is renamed over the final name. An existing different file is never
-   replaced unless ``force``.
+   chunk matched a leaf of the verified tree) and is renamed over the final name. An
+   existing different file is never replaced unless ``force``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 STATE_VERSION = 1
 INFO_BATCH = 3  # providers asked for GetInfo at once (the first verified answer is used)
-IO_THREADS = 2  # chunk verify+write threads: more only add contention on small machines
+#: Threads that verify (SHA-256 drops the GIL) and write chunks off the event loop: one
+#: per core, at least 2 (a write may wait for the disk while another chunk hashes).
+IO_THREADS = min(8, max(2, os.cpu_count() or 2))
 PART_PREFIX = ".kadshare-dl-"
 PART_SUFFIX = ".part"
 STATE_SUFFIX = ".part.state"

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from kadcommon.merkle import ChunkHasher
+from kadcommon.merkle import ChunkHasher, file_id_of_path
 from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import UPLOAD_TMP_PREFIX, Catalog, SharedFile, normalise_file_id
 from pserver.config import NodeConfig
@@ -479,13 +479,10 @@ def _holds(path: Path, file_id: str, size: int) -> bool:
         st = path.lstat()
         if not stat.S_ISREG(st.st_mode) or st.st_size != size:
             return False
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while data := fh.read(4 * 1024 * 1024):
-                digest.update(data)
+        actual = file_id_of_path(path)
     except OSError:
         return False
-    return digest.hexdigest() == file_id
+    return actual == file_id
 
 
 def transfer_handler(servicer: TransferServicer) -> grpc.GenericRpcHandler:

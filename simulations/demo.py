@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from simulations.localnet import LocalNetError, LocalNetwork, Peer, console_script
 from kadcommon.merkle import file_id_of_bytes
+from simulations.localnet import LocalNetError, LocalNetwork, Peer, console_script
 
 SEARCH_WORDS = ["holiday", "photos"]
 PROPAGATION_TIMEOUT = 30.0

@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulations.config import SimConfig
 from kadcommon.merkle import file_id_of_bytes
+from simulations.config import SimConfig
 
 __all__ = ["FileSpec", "Trace", "build_trace", "file_content", "TraceError"]
 

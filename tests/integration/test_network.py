@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from simulations.localnet import LocalNetwork, Peer, console_script
 from kadcommon.merkle import file_id_of_bytes
+from simulations.localnet import LocalNetwork, Peer, console_script
 
 RNG = random.Random(20261122)
 SHARED_TWICE = ("Holiday Photos Beach.jpg", RNG.randbytes(2 * 1024 * 1024 + 17))

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.multihost.netns import Host, Lab, read_json_line, wait_until
 from kadcommon.merkle import file_id_of_bytes
+from tests.multihost.netns import Host, Lab, read_json_line, wait_until
 
 BIN = Path(sys.executable).parent
 CONVERGE_SECONDS = 90.0

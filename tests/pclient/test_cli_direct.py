@@ -263,3 +263,28 @@ class TestDestinationFaults:
         assert code == 1, (out, err)
         assert "disk full" in err and "Traceback" not in err
         assert out.rstrip().endswith("LISTING:")
+
+
+class TestId:
+    """``kadshare id PATH``: a file's id without any node running."""
+
+    def test_prints_the_merkle_id_and_json(self, shared_file, file_id, capsys):
+        assert main(["id", str(shared_file)]) == 0
+        assert capsys.readouterr().out == f"{file_id}  {shared_file}\n"
+        assert main(["id", str(shared_file), "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc == {"file_id": file_id, "path": str(shared_file),
+                       "size": shared_file.stat().st_size}
+
+    def test_empty_file_has_the_documented_id(self, tmp_path, capsys):
+        empty = tmp_path / "empty"
+        empty.write_bytes(b"")
+        assert main(["id", str(empty)]) == 0
+        assert capsys.readouterr().out.split()[0] == (
+            "c6c0aa07f27493d2f2e5cff56c890a353a20086d6c25ec825128e12ae752b2d9")
+
+    def test_missing_file_or_folder_exits_1_with_one_line(self, tmp_path, capsys):
+        assert main(["id", str(tmp_path / "nope")]) == 1
+        assert "does not exist" in capsys.readouterr().err
+        assert main(["id", str(tmp_path)]) == 1
+        assert "is a folder" in capsys.readouterr().err

@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kadcommon.merkle import file_id_of_bytes
 from pclient import Client
 from tests.pclient.cli_runner import run_cli, run_main
 from tests.pclient.netutil import Net, start_net, until
-from kadcommon.merkle import file_id_of_bytes
 
 
 def twins() -> tuple[bytes, bytes]:

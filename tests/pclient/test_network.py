@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from kadcommon.merkle import file_id_of_bytes
 from pclient import Client, DownloadConfig, DownloadProgress, NotFound
 from pserver.node import Node, NodeConfig
 from tests.pclient.cli_runner import ROOT, run_cli, run_main
-from kadcommon.merkle import file_id_of_bytes
 
 HOLIDAY = "holiday photos.bin"
 

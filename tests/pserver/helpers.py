@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from protos import kadshare_pb2, kadshare_pb2_grpc
 from kadcommon.merkle import file_id_of_bytes
+from protos import kadshare_pb2, kadshare_pb2_grpc
 
 RPC_TIMEOUT = 30.0
 

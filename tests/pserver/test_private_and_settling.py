@@ -17,12 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kadcommon.merkle import CHUNK_SIZE, file_id_of_bytes
 from pserver.catalog import Catalog
 from pserver.errors import FileNotShared, PeerError
 from tests.pserver.conftest import Peers, rest_url
-from kadcommon.merkle import file_id_of_bytes
 
-CHUNK = 64 * 1024
+CHUNK = CHUNK_SIZE  # the protocol constant: part of the file id
 SCRIPT = str(Path(sys.executable).parent / "kadshare-node")
 
 

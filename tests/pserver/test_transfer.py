@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from kadcommon.merkle import leaf_hash
 from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
@@ -26,7 +27,6 @@ from tests.pserver.helpers import (
     sha,
     upload,
 )
-from kadcommon.merkle import leaf_hash
 
 MiB = 1024 * 1024
 BIG = content(3 * MiB + 12345, seed=1)

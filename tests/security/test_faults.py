@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from simulations.localnet import console_script
 from kadcommon.merkle import file_id_of_bytes
+from simulations.localnet import console_script
 
 RNG = random.Random(9)
 FILES = {f"crash survivor {i}.dat": RNG.randbytes(300_000 + i) for i in range(3)}

@@ -27,13 +27,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht.config import DhtConfig
+from kadcommon.merkle import file_id_of_bytes
 from protos import kadshare_pb2 as pb
 from protos import kadshare_pb2_grpc as pb_grpc
 from pserver.config import NodeConfig
 from pserver.node import Node
 from tests.security.fuzzing import budget
 from tests.security.nodethread import LoopThread
-from kadcommon.merkle import file_id_of_bytes
 
 CONTENT = b"kadshare fuzz target " * 5000
 FILE_ID = file_id_of_bytes(CONTENT)
