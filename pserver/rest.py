@@ -24,7 +24,7 @@ from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json, raw
 
 from kadcommon.fileid import AmbiguousPrefix, FileIdError, UnknownPrefix, resolve_prefix
-from pserver.catalog import Catalog, SharedFile, normalise_file_id
+from pserver.catalog import Catalog, SharedFile
 from pserver.errors import (
     FileNotShared,
     InvalidFileId,
@@ -126,11 +126,17 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
 
     seen = _SeenIds(MAX_SEEN_IDS)
 
-    def file_id_or_400(value: str) -> str:
+    def shared_file_id(value: str) -> str:
+        """An id or unique prefix (8+ hex) of one of this peer's own files."""
+        own = {entry.file_id: entry.name for entry in peer.catalog.files()}
+        for file_id, name in own.items():  # so an ambiguity lists names too
+            seen.names.setdefault(file_id, name)
         try:
-            return normalise_file_id(value)
-        except InvalidFileId as exc:
+            return resolve_prefix(value, list(own))
+        except FileIdError as exc:
             raise _HttpError(400, str(exc)) from exc
+        except UnknownPrefix as exc:
+            raise _HttpError(404, f"no file shared here has an id starting {value!r}") from exc
 
     @app.get("/")
     async def index(request: Request) -> HTTPResponse:
@@ -152,7 +158,7 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
 
     @app.get("/files/<file_id:str>")
     async def one_file(request: Request, file_id: str) -> HTTPResponse:
-        entry = peer.catalog.get(file_id_or_400(file_id))
+        entry = peer.catalog.get(shared_file_id(file_id))
         return json(entry.as_json())
 
     @app.post("/files")
@@ -179,7 +185,7 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
     @app.delete("/files/<file_id:str>")
     @guarded
     async def unshare(request: Request, file_id: str) -> HTTPResponse:
-        entry = await peer.unshare(file_id_or_400(file_id))
+        entry = await peer.unshare(shared_file_id(file_id))
         return json(entry.as_json())
 
     @app.get("/search")

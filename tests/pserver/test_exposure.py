@@ -88,3 +88,18 @@ def test_rest_host_flag_and_bad_upload_mode() -> None:
     args = docopt(cli.__doc__, argv=["--data", "/tmp/kd-x", "--accept-uploads=maybe"])
     with pytest.raises(cli.UsageError, match="accept-uploads"):
         cli.build_config(args, {})
+
+
+async def test_own_files_by_unique_prefix(peers: Peers) -> None:
+    node = await peers.start({"a.txt": b"alpha", "b.txt": b"beta"})
+    port = node.info["rest_port"]
+    file_id = {f.name: f.file_id for f in node.catalog.files()}["a.txt"]
+    auth = {"Authorization": f"Bearer {node.token}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        one = await http.get(f"http://127.0.0.1:{port}/files/{file_id[:10]}")
+        assert one.status_code == 200 and one.json()["file_id"] == file_id
+        assert (await http.get(f"http://127.0.0.1:{port}/files/{file_id[:5]}")).status_code == 400
+        unknown = "0" * 8 if not file_id.startswith("0" * 8) else "f" * 8
+        assert (await http.get(f"http://127.0.0.1:{port}/files/{unknown}")).status_code == 404
+        gone = await http.delete(f"http://127.0.0.1:{port}/files/{file_id[:12]}", headers=auth)
+        assert gone.status_code == 200 and gone.json()["file_id"] == file_id

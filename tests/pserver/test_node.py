@@ -72,7 +72,8 @@ class TestReadCalls:
         [
             ("/files/xyz", 400),
             ("/files/" + "g" * 64, 400),
-            ("/files/" + "0" * 63, 400),
+            ("/files/" + "0" * 63, 404),  # a valid prefix (8+ hex) that matches nothing
+            ("/files/" + "0" * 7, 400),  # too short to be a prefix
             ("/files/" + "a" * 64, 404),
             ("/providers/nothex", 400),
             ("/search", 400),
