@@ -281,8 +281,15 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self.spawn(self.call_ping(Peer(sender_id, addr[0], addr[1])))
 
     def _nodes_for(self, target: bytes, addr: Address) -> list[list]:
-        near = self.router.find_neighbors(Peer(target), self.config.k)
-        return [[n.id, n.ip, n.port] for n in near if (n.ip, n.port) != addr]
+        """The k closest contacts, minus the asker and contacts we suspect (missed a
+        timeout and have not answered since): after a crash wave, a node that has seen
+        a contact die stops handing it out, so suspicion spreads through replies and
+        other nodes' lookups stop paying timeouts for it (issue 16)."""
+        k = self.config.k
+        near = self.router.find_neighbors(Peer(target), k + 8)
+        out = [[n.id, n.ip, n.port] for n in near
+               if (n.ip, n.port) != addr and not (self._suspects and self.is_suspect(n.id))]
+        return out[:k]
 
     def rpc_ping(self, sender: Address, sender_id: bytes) -> dict:
         self._note_sender(sender, sender_id)

@@ -39,3 +39,26 @@ class TestLookupFallbacks:
             assert one.queried <= full.queried
         finally:
             stop_all(nodes)
+
+
+class TestSharedSuspicion:
+    async def test_a_contact_seen_dead_is_not_handed_out_to_other_askers(self) -> None:
+        """After a crash, a node that saw a contact miss its hard timeout stops listing
+        it in find_node answers, so other nodes' lookups do not wait for it too."""
+        nodes = await start_network(5)
+        try:
+            holder, dead, asker = nodes[1], nodes[2], nodes[3]
+            dead_id = dead.protocol.source_node.id
+            near_dead = dead_id[:-1] + bytes([dead_id[-1] ^ 1])  # the dead one is closest
+            assert holder.protocol.router.contains(dead_id)
+            peer = next(p for p in holder.protocol.router.all_contacts() if p.id == dead_id)
+            dead.stop()
+            assert await holder.protocol.call_ping(peer) is None  # hard timeout: dead
+            assert holder.protocol.router.contains(dead_id)  # still in the table (1 miss)
+            body = await asker.protocol.call((holder.host, holder.port), "find_node",
+                                             [asker.protocol.source_node.id, near_dead])
+            listed = {bytes(n[0]) for n in body["nodes"]}
+            assert dead_id not in listed
+            assert len(listed) >= 2  # the live contacts are still handed out
+        finally:
+            stop_all(nodes)
