@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 
 def human_duration(seconds: float) -> str:
@@ -36,3 +37,32 @@ def human_size(size: object) -> str:
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
+
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_SIZE_TEXT = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'512K' -> 524288, '20M' -> 20971520, '1.5G', '100' (bytes); ValueError otherwise.
+
+    K, M, G, T are powers of 1024 (an optional ``iB``/``B`` is accepted), as
+    ``--max-upload`` has always read them.
+    """
+    match = _SIZE_TEXT.fullmatch(str(text).strip())
+    if not match:
+        raise ValueError(f"want a size like 512K, 20M or 1G, got {str(text)[:40]!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_rate(text: str) -> int:
+    """Bytes per second of '20M', '512K', '20M/s', '20MB/s'; '0' means no cap."""
+    value = str(text).strip()
+    if value.lower().endswith("/s"):
+        value = value[:-2]
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise ValueError(
+            f"want a rate like 512K or 20M (bytes per second), got {str(text)[:40]!r}"
+        ) from None

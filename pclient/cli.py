@@ -4,7 +4,7 @@ Usage:
   kadshare search WORDS... [--node URL] [--json] [-v]
   kadshare providers FILE_ID [--node URL] [--json] [-v]
   kadshare get FILE [-o PATH] [--sources N] [--from ADDR]... [--force] [--timeout S]
-               [--node URL] [--json] [-v]
+               [--max-rate RATE] [--node URL] [--json] [-v]
   kadshare put PATH --to ADDR [--name NAME] [--token TOKEN] [--node URL] [--json] [-v]
   kadshare ls [--node URL] [--json] [-v]
   kadshare id PATH [--json] [-v]
@@ -38,6 +38,8 @@ Options:
                      (a prefix is expanded by the node).
   --force            Replace an existing different file with the same name.
   --timeout S        Seconds without data before a source is dropped [default: 15].
+  --max-rate RATE    Cap the download rate, e.g. 512K or 20M (bytes/s, K/M = 1024-based,
+                     all sources together); default: no cap.
   --to ADDR          gRPC address (HOST:PORT) of the peer receiving the upload.
   --name NAME        Name to give the uploaded file (default: its own name).
   --token TOKEN      The receiving node's token (its DATA/token); default:
@@ -66,7 +68,7 @@ from docopt import DocoptExit, docopt
 from kadcommon.addr import AddressError, format_hostport, parse_hostport
 from kadcommon.fileid import is_id_prefix
 from kadcommon.merkle import hash_file
-from kadcommon.units import human_size
+from kadcommon.units import human_size, parse_rate
 from pclient.client import DEFAULT_NODE_URL, BadFileId, Client, upload_file
 from pclient.download import DownloadConfig, DownloadResult, download_file, is_file_id
 from pclient.errors import AmbiguousId, AmbiguousName, ClientError, NotFound
@@ -110,6 +112,16 @@ def _positive_float(value: str, flag: str) -> float:
     if not number > 0:
         raise UsageError(f"{flag} needs a positive number of seconds, not {value!r}")
     return number
+
+
+def _rate(value: str | None, flag: str) -> int:
+    """Bytes per second of a human rate (``20M``); None -> 0, no cap."""
+    if value is None:
+        return 0
+    try:
+        return parse_rate(value)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def _address(value: str, flag: str) -> str:
@@ -179,7 +191,8 @@ async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
     timeout = _positive_float(args["--timeout"], "--timeout")
     direct = [_address(a, "--from") for a in args["--from"]]
     target = args["FILE"]
-    config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]))
+    config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]),
+                            max_rate=_rate(args["--max-rate"], "--max-rate"))
     if direct:
         if is_file_id(target):
             hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}

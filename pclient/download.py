@@ -49,6 +49,7 @@ except ImportError:  # not POSIX: downloads work, without the .part lock
 
 from kadcommon.fileid import is_file_id
 from kadcommon.merkle import CHUNK_SIZE, file_id_of_path, leaf_hash, leaves_match
+from kadcommon.pacing import Pacer
 from pclient.errors import (
     ClientError,
     DestinationError,
@@ -93,6 +94,8 @@ class DownloadConfig:
     adaptive_bytes: downloads with at least this many bytes left ramp sources up one at a
         time and keep one more only if it raised the rate by ``adaptive_gain`` (0 = off).
     probe_seconds: length of each ramp-up measurement window.
+    max_rate: bytes per second taken from all sources together (0 = no cap); the
+        receiver paces itself and gRPC flow control slows the senders.
     """
 
     sources: int = DEFAULT_SOURCES
@@ -104,6 +107,7 @@ class DownloadConfig:
     adaptive_bytes: int = DEFAULT_ADAPTIVE_BYTES
     adaptive_gain: float = 1.1
     probe_seconds: float = 0.5
+    max_rate: int = 0
 
     def __post_init__(self) -> None:
         if self.sources < 1:
@@ -141,6 +145,8 @@ class DownloadResult:
     sources: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Seconds ``max_rate`` held the download back (not in the JSON document).
+    throttled_seconds: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -483,6 +489,7 @@ class _Download:
         self.active = 0
         self._last_save = 0.0
         self.sched: _Scheduler | None = None
+        self.pacer = Pacer(config.max_rate)
         self.io_pool = ThreadPoolExecutor(max_workers=IO_THREADS,
                                           thread_name_prefix="kadshare-io")
 
@@ -618,6 +625,7 @@ class _Download:
         """Verify and store the next chunk of ``run``; a bad hash drops the source."""
         assert self.sched is not None
         index = run.next
+        await self.pacer.take(len(data))
         loop = asyncio.get_running_loop()
         if not await loop.run_in_executor(self.io_pool, self._verify_and_write, index, data):
             raise _SourceFailed(f"sent a corrupted chunk (#{index}, hash mismatch)")
@@ -913,6 +921,7 @@ async def download_file(
     result.sources = dict(job.per_source)
     result.dropped = dict(job.dropped)
     result.seconds = time.monotonic() - started
+    result.throttled_seconds = job.pacer.waited
     log.info("saved %s (%d bytes, %d fetched) from %d sources",
              final, info.size, job.fetched, len(job.per_source))
     return result

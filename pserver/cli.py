@@ -22,6 +22,11 @@ Options:
                          "token"): only clients sending the node's token (DATA/token)
                          may upload; "open": anyone who reaches the gRPC port may.
   --max-upload BYTES     Largest upload accepted, e.g. 500M or 2G (default: 1G).
+  --max-upload-rate RATE Cap what this peer sends to downloaders, all streams together,
+                         e.g. 20M or 512K (bytes/s, 1024-based; default: no cap).
+  --max-upload-slots N[/M]  Download streams served at once: N in total, M per client
+                         address (default: 256, no per-client cap). A client over the cap
+                         gets RESOURCE_EXHAUSTED with a retry hint.
   --scan-interval SECS   Seconds between scans of the share folder (default: 2).
   --settle SECS          Seconds a new or changed file must stay unchanged before it is
                          hashed and announced (default: 3).
@@ -33,7 +38,8 @@ Every option can also come from an environment variable: KADSHARE_SHARE, KADSHAR
 KADSHARE_HOST, KADSHARE_DHT_PORT, KADSHARE_GRPC_PORT, KADSHARE_REST_PORT,
 KADSHARE_REST_HOST, KADSHARE_BOOTSTRAP (comma-separated), KADSHARE_ACCEPT_UPLOADS
 (1/true/yes/token or open),
-KADSHARE_MAX_UPLOAD, KADSHARE_SCAN_INTERVAL, KADSHARE_SETTLE, KADSHARE_LOG_LEVEL. Flags win.
+KADSHARE_MAX_UPLOAD, KADSHARE_MAX_UPLOAD_RATE, KADSHARE_MAX_UPLOAD_SLOTS,
+KADSHARE_SCAN_INTERVAL, KADSHARE_SETTLE, KADSHARE_LOG_LEVEL. Flags win.
 
 Once the three listeners are up, one JSON line {"node_id", "host", "dht_port",
 "grpc_port", "rest_port"} is printed on stdout and written to DATA/node.json.
@@ -56,6 +62,7 @@ from pathlib import Path
 
 from docopt import DocoptExit, docopt
 
+from kadcommon.units import parse_rate
 from pserver import __version__
 from pserver.config import (
     DEFAULT_MAX_UPLOAD,
@@ -129,6 +136,31 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise UsageError(f"--bootstrap port must be 1..65535, got {port}")
     return host, port
+
+
+def _rate(text: str | None) -> int:
+    if text is None:
+        return 0
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise UsageError(f"--max-upload-rate: {exc}") from None
+
+
+def _slots(text: str | None) -> dict[str, int]:
+    """``N`` or ``N/M`` -> NodeConfig fields (total, per client)."""
+    if text is None:
+        return {}
+    total, _, per_client = text.strip().partition("/")
+    try:
+        values = {"max_concurrent_downloads": int(total)}
+        if per_client:
+            values["max_downloads_per_client"] = int(per_client)
+    except ValueError:
+        raise UsageError(f"--max-upload-slots wants N or N/M (numbers), got {text!r}") from None
+    if min(values.values()) < 1:
+        raise UsageError(f"--max-upload-slots wants numbers >= 1, got {text!r}")
+    return values
 
 
 def parse_size(text: str) -> int:
@@ -213,6 +245,8 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
         open_uploads=uploads == "open",
         rest_host=rest_host,
         max_upload=parse_size(str(_pick(args, env, "--max-upload"))),
+        max_upload_rate=_rate(_pick(args, env, "--max-upload-rate")),
+        **_slots(_pick(args, env, "--max-upload-slots")),
         scan_interval=interval,
         settle_seconds=settle,
     )

@@ -68,6 +68,10 @@ class NodeConfig:
     startup_index_timeout: float = DEFAULT_STARTUP_INDEX_TIMEOUT
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
     max_concurrent_downloads: int = DEFAULT_MAX_CONCURRENT_DOWNLOADS
+    #: Download streams served at once to one client address (0 = only the total cap).
+    max_downloads_per_client: int = 0
+    #: Bytes per second sent by all Download streams together (0 = no cap).
+    max_upload_rate: int = 0
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     share_wait: float = DEFAULT_SHARE_WAIT
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
@@ -101,6 +105,8 @@ class NodeConfig:
         self.check_folders()
         if self.max_concurrent_uploads < 1 or self.max_concurrent_downloads < 1:
             raise ValueError("max_concurrent_uploads/downloads must be >= 1")
+        if self.max_downloads_per_client < 0 or self.max_upload_rate < 0:
+            raise ValueError("max_downloads_per_client and max_upload_rate must be >= 0")
 
     def check_folders(self) -> None:
         """Refuse layouts where the data folder (private key, token) would be shared.

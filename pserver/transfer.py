@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kadcommon.merkle import ChunkHasher, file_id_of_path
+from kadcommon.pacing import Pacer
 from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import UPLOAD_TMP_PREFIX, Catalog, SharedFile, normalise_file_id
 from pserver.config import NodeConfig
@@ -37,6 +38,8 @@ MAX_NAME_BYTES = 255
 #: After refusing an upload, bytes and seconds spent reading what the client still sends.
 DRAIN_BYTES = 16 * 1024 * 1024
 DRAIN_SECONDS = 2.0
+#: What a client refused for want of a download slot is told to wait.
+RETRY_AFTER_MS = 1000
 
 _UPLOAD_CODES = {
     UploadRefused.NOT_ACCEPTING: grpc.StatusCode.PERMISSION_DENIED,
@@ -207,6 +210,9 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         self.on_upload = on_upload
         self._upload_slots = asyncio.Semaphore(config.max_concurrent_uploads)
         self._downloads = 0
+        self._per_client: dict[str, int] = {}
+        #: One bucket for every Download stream: ``--max-upload-rate`` caps the total.
+        self.pacer = Pacer(config.max_upload_rate)
 
     async def GetInfo(
         self, request: kadshare_pb2.InfoRequest, context: grpc.aio.ServicerContext
@@ -227,16 +233,19 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
     ) -> None:
         """Stream the range with ``context.write``; each write may wait for flow control
         (a slow reader paces us) but not longer than ``stall_timeout``."""
+        client = _client_host(context.peer())
+        per_client = self.config.max_downloads_per_client
         if self._downloads >= self.config.max_concurrent_downloads:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this peer is serving {self._downloads} downloads; retry later",
-            )
+            await self._busy(context, f"this peer is serving {self._downloads} downloads")
+        if per_client and self._per_client.get(client, 0) >= per_client:
+            await self._busy(context, f"this peer serves at most {per_client} download "
+                                      "streams to one client at once")
         try:
             entry, fd = self.catalog.open_for_serving(request.file_id)
         except PeerError as exc:
             await context.abort(status_for(exc), str(exc))
         self._downloads += 1
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         gauge = self.metrics.active_transfers.labels("download")
         gauge.inc()
         outcome = "error"
@@ -256,6 +265,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 st = os.fstat(fd)  # edited in place mid-stream? stop before sending it
                 if st.st_mtime_ns != entry.mtime_ns or st.st_size != entry.size:
                     raise FileNotShared(f"{entry.name} changed on disk while being served")
+                await self.pacer.take(want)
                 try:
                     await asyncio.wait_for(context.write(message), stall)
                 except asyncio.TimeoutError:
@@ -288,10 +298,21 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         finally:
             os.close(fd)
             self._downloads -= 1
+            left = self._per_client.pop(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
             gauge.dec()
             self.metrics.transfers.labels("download", outcome).inc()
         if failure is not None:
             await context.abort(*failure)
+
+    @staticmethod
+    async def _busy(context: grpc.aio.ServicerContext, why: str) -> None:
+        """Refuse a stream over a slot cap: RESOURCE_EXHAUSTED with a retry hint (also as
+        ``retry-after-ms`` trailing metadata, for programs)."""
+        context.set_trailing_metadata((("retry-after-ms", str(RETRY_AFTER_MS)),))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"{why}; retry in {RETRY_AFTER_MS / 1000:g} s")
 
     @staticmethod
     def _range(entry: SharedFile, offset: int, length: int) -> tuple[int, int]:
@@ -483,6 +504,12 @@ def _holds(path: Path, file_id: str, size: int) -> bool:
     except OSError:
         return False
     return actual == file_id
+
+
+def _client_host(peer: str) -> str:
+    """The address part of grpc's ``ipv4:1.2.3.4:5678`` / ``ipv6:[::1]:5678``."""
+    host = peer.rpartition(":")[0] if peer.count(":") >= 2 else peer
+    return host.partition(":")[2] or host
 
 
 def transfer_handler(servicer: TransferServicer) -> grpc.GenericRpcHandler:

@@ -265,6 +265,20 @@ class TestDestinationFaults:
         assert out.rstrip().endswith("LISTING:")
 
 
+class TestMaxRate:
+    def test_bad_rate_is_usage_exit_2(self, file_id, capsys):
+        assert main(["get", file_id, "--from", "127.0.0.1:1", "--max-rate", "fast"]) == 2
+        assert "--max-rate" in capsys.readouterr().err
+
+    async def test_get_with_max_rate_completes(self, make_provider, shared_file, file_id,
+                                               tmp_path):
+        prov = await make_provider()
+        code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
+                                       str(tmp_path), "--max-rate", "64M", "--json")
+        assert code == 0, err
+        assert (tmp_path / shared_file.name).read_bytes() == shared_file.read_bytes()
+
+
 class TestId:
     """``kadshare id PATH``: a file's id without any node running."""
 

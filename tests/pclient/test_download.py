@@ -163,6 +163,16 @@ class TestMultiSource:
         assert flaky.address in result.dropped and spare.address in result.sources
 
 
+    async def test_max_rate_is_applied(self, make_provider, shared_file, file_id, tmp_path):
+        prov = await make_provider()
+        result = await download_file(file_id, tmp_path, [prov.address],
+                                     config=fast(max_rate=4 * CHUNK_SIZE))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.throttled_seconds > 0  # 6 MiB at 4 MiB/s after a 1 MiB burst
+        free = await download_file(file_id, tmp_path / "again", [prov.address], config=fast())
+        assert free.throttled_seconds == 0
+
+
 class TestFailures:
     async def test_no_providers(self, file_id, tmp_path):
         with pytest.raises(NoProviders):

@@ -51,7 +51,9 @@ class TestUsage:
     @pytest.mark.parametrize(
         "args",
         [["--bogus"], ["--dht-port", "abc"], ["--rest-port", "70000"], ["--bootstrap", "nohost"],
-         ["--bootstrap", "h:0"], ["--max-upload", "lots"], ["--log-level", "chatty"], ["extra"]],
+         ["--bootstrap", "h:0"], ["--max-upload", "lots"], ["--log-level", "chatty"], ["extra"],
+         ["--max-upload-rate", "fast"], ["--max-upload-slots", "0"],
+         ["--max-upload-slots", "4/x"]],
     )
     def test_bad_flags_exit_2_with_a_message(self, args: list[str]) -> None:
         done = run_cli(*args)
@@ -94,6 +96,14 @@ class TestConfigSources:
         assert config.bootstrap == (("10.0.0.1", 4000), ("::1", 4001))
         assert config.accept_uploads and config.max_upload == 2 * 1024 * 1024
         assert str(config.data_dir) == "/tmp/x" and level == 10
+
+    def test_caps_from_flags_and_environment(self) -> None:
+        env = {"KADSHARE_MAX_UPLOAD_RATE": "512K"}
+        config, _ = build_config({"--bootstrap": [], "--max-upload-slots": "16/2"}, env)
+        assert config.max_upload_rate == 512 * 1024
+        assert (config.max_concurrent_downloads, config.max_downloads_per_client) == (16, 2)
+        config, _ = build_config({"--bootstrap": [], "--max-upload-rate": "20M"}, env)
+        assert config.max_upload_rate == 20 * 1024 * 1024 and config.max_downloads_per_client == 0
 
     def test_parsers(self) -> None:
         assert parse_address("example.org:8468") == ("example.org", 8468)

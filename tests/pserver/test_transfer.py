@@ -58,6 +58,7 @@ class Peer:
         servicer = TransferServicer(
             self.catalog, self.config, self.metrics, on_upload, token=TEST_TOKEN
         )
+        self.servicer = servicer
         self.server, port, _ = await start_grpc_server(servicer, "127.0.0.1", 0)
         self.channel = channel(f"127.0.0.1:{port}")
         self.stub = kadshare_pb2_grpc.TransferServiceStub(self.channel)
@@ -263,6 +264,48 @@ class TestBackpressure:
                 served.append(p.metrics.bytes_served._value.get())
             assert max(served) < len(data) // 2
             call.cancel()
+        finally:
+            await p.close()
+
+
+class TestCaps:
+    """--max-upload-rate and --max-upload-slots are applied (benchmarks measure how well)."""
+
+    async def test_upload_rate_cap_holds_streams_back(self, tmp_path: Path) -> None:
+        (tmp_path / "share").mkdir()
+        (tmp_path / "share" / "big.bin").write_bytes(BIG)
+        p = await Peer(tmp_path, max_upload_rate=4 * MiB).start()
+        try:
+            got = b"".join([m.data async for m in p.stub.Download(
+                kadshare_pb2.DownloadRequest(file_id=sha(BIG)), timeout=RPC_TIMEOUT)])
+            assert got == BIG
+            assert p.servicer.pacer.waited > 0  # 3 MiB at 4 MiB/s after a 1 MiB burst
+        finally:
+            await p.close()
+
+    async def test_per_client_slot_cap_refuses_with_a_retry_hint(self, tmp_path: Path) -> None:
+        (tmp_path / "share").mkdir()
+        data = content(24 * MiB, seed=7)
+        (tmp_path / "share" / "large.bin").write_bytes(data)
+        p = await Peer(tmp_path, max_downloads_per_client=1).start()
+        try:
+            request = kadshare_pb2.DownloadRequest(file_id=sha(data))
+            first = p.stub.Download(request, timeout=RPC_TIMEOUT)
+            assert (await first.read()).offset == 0  # holds the one slot
+            second = p.stub.Download(request, timeout=RPC_TIMEOUT)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await second.read()
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "retry in" in (info.value.details() or "")
+            assert ("retry-after-ms", "1000") in tuple(info.value.trailing_metadata() or ())
+            first.cancel()
+            for _ in range(100):  # the slot is given back once the handler ends
+                if not p.servicer._per_client:
+                    break
+                await asyncio.sleep(0.05)
+            third = p.stub.Download(request, timeout=RPC_TIMEOUT)
+            assert (await third.read()).offset == 0
+            third.cancel()
         finally:
             await p.close()
 
