@@ -10,7 +10,12 @@ the issue asks for:
 
     .venv/bin/python benchmarks/client_bench.py [--size-mib 256] [--repeat 3]
 
-Targets: 4 sources >= 0.7 x raw TCP; more sources never slower than 1 source.
+Then, in the same run: raw TCP + SHA-256 inline, ``kadshare get`` as a user runs it (a
+process, ``--from`` the peers; the start-up of ``kadshare --version`` is printed and
+subtracted in a second row) with 1 and 4 sources, and the rerun of a 4-source
+``kadshare get`` killed with SIGKILL once its resume state holds 40 % of the chunks.
+
+Targets (issue 12): 1 source >= 0.6 x raw TCP, 4 sources >= 0.8, resume <= 0.7 x full.
 
 ``--limited MBPS`` adds a second table: the same client against 4 in-process test
 provider processes (``tests/pclient/provider.py``) that each pace their stream to MBPS, as peers
@@ -83,8 +88,12 @@ async def start_peer(workdir: Path, index: int, src: Path, bootstrap: str | None
     return proc, json.loads(line)
 
 
-async def raw_tcp(src: Path, out: Path, size: int) -> float:
-    """Seconds to receive the file over one plain asyncio TCP stream into a file."""
+async def raw_tcp(src: Path, out: Path, size: int, hashing: bool = False) -> float:
+    """Seconds to receive the file over one plain asyncio TCP stream into a file
+    (``hashing``: and SHA-256 every block inline, the cost of verifying)."""
+    import hashlib
+
+    digest = hashlib.sha256()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SENDER, str(src), stdout=asyncio.subprocess.PIPE)
     try:
@@ -94,6 +103,8 @@ async def raw_tcp(src: Path, out: Path, size: int) -> float:
         got = 0
         with open(out, "wb") as fh:  # noqa: ASYNC230 - the baseline writes like the client
             while data := await reader.read(RAW_BLOCK):
+                if hashing:
+                    digest.update(data)
                 fh.write(data)
                 got += len(data)
         elapsed = time.perf_counter() - start
@@ -148,6 +159,8 @@ async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
             print(f"round {round_no + 1}: " + ", ".join(
                 f"{case} {size / this_round[case] / 1e6:.0f}" for case in cases) + " MB/s",
                 flush=True)
+        await command_rows(file_id, grpcs, workdir, src, size, best)
+        cases = [c for c in best if c != "raw asyncio TCP"] + ["raw asyncio TCP"]
         results = {case: size / best[case] / 1e6 for case in cases[:-1]}
         raw = size / best["raw asyncio TCP"] / 1e6
         print()
@@ -158,6 +171,11 @@ async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
             rel = f"{rate / one:.2f}" if one else "-"
             print(f"| {case} | {rate:.1f} | {rate / raw:.2f} | {rel} |")
         print(f"| raw asyncio TCP | {raw:.1f} | 1.00 | - |")
+        full = best.get(f"kadshare get, {len(grpcs)} source(s), whole command")
+        resumed = best.get("resume after kill -9 at 40 %, whole command")
+        if full and resumed:
+            print(f"\nresume after kill -9 at 40 % / full download ({len(grpcs)} sources, "
+                  f"whole commands): {resumed / full:.2f} (target <= 0.7)")
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -168,6 +186,53 @@ async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
             except TimeoutError:
                 proc.kill()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+KADSHARE = [sys.executable, "-m", "pclient.cli"]
+
+
+async def _run(args: list[str]) -> float:
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT,
+                                                stdout=asyncio.subprocess.DEVNULL)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"{' '.join(args[2:5])} failed")
+    return time.perf_counter() - start
+
+
+async def command_rows(file_id: str, grpcs: list[str], workdir: Path, src: Path, size: int,
+                       best: dict[str, float]) -> None:
+    """`kadshare get` as a user runs it (a process; start-up included, then subtracted),
+    raw TCP + SHA-256, and a rerun after kill -9 at 40 %."""
+    out = workdir / "cmd"
+    startup = await _run([*KADSHARE, "--version"])
+    best["raw TCP + SHA-256"] = await raw_tcp(src, workdir / "raw.bin", size, hashing=True)
+    (workdir / "raw.bin").unlink()
+    for n in (1, len(grpcs)):
+        shutil.rmtree(out, ignore_errors=True)
+        args = [*KADSHARE, "get", file_id, "-o", str(out), "--sources", str(n)]
+        whole = await _run([*args, *(a for g in grpcs[:n] for a in ("--from", g))])
+        best[f"kadshare get, {n} source(s), whole command"] = whole
+        best[f"kadshare get, {n} source(s), minus start-up"] = max(1e-6, whole - startup)
+    shutil.rmtree(out, ignore_errors=True)
+    args = [*KADSHARE, "get", file_id, "-o", str(out), "--sources", str(len(grpcs)),
+            *(a for g in grpcs for a in ("--from", g))]
+    proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT,
+                                                stdout=asyncio.subprocess.DEVNULL)
+    state = out / f".kadshare-dl-{file_id}.part.state"
+    chunks = -(-size // (1024 * 1024))
+    for _ in range(6000):  # bounded: 10 min
+        try:
+            done = bytes.fromhex(json.loads(state.read_text())["done"])  # noqa: ASYNC240
+            if sum(1 for b in done if b) >= 0.4 * chunks:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        await asyncio.sleep(0.01)
+    proc.kill()
+    await proc.wait()
+    best["resume after kill -9 at 40 %, whole command"] = await _run(args)
+    print(f"start-up of the kadshare command: {startup:.2f} s", flush=True)
 
 
 def _sha256(path: Path) -> str:

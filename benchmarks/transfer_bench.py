@@ -8,11 +8,11 @@ of the server process and of this client process):
 * ``raw tcp + sha256``  the same, hashing the stream inline (the cost of verifying)
 * ``grpc N stream(s)``  ``GetInfo`` + N ranged ``Download`` streams (one channel each)
                         from a real ``kadshare-node``; every 1 MiB chunk checked against
-                        its SHA-256 in a worker thread; bytes dropped. ``stub decode``
+                        its Merkle leaf in a worker thread; bytes dropped. ``stub decode``
                         uses the generated stub, ``zero-copy`` decodes the wire bytes
                         into a memoryview (two payload copies fewer)
 * ``pclient get``       the real client path (``pclient.download.download_file``):
-                        verification, ``.part`` file on disk, final whole-file hash, rename
+                        verification, ``.part`` file on disk, rename (no second pass)
 
 Rounds are interleaved (each round runs every row once) and the best of each row is kept,
 because other work may share the cores. Optionally (``--idle-files N``) the resident
