@@ -12,7 +12,7 @@ BASE   ?= debian:bookworm-slim
 DOCKER ?= docker
 DEPLOY := $(VENV)/.deploy-installed
 
-.PHONY: all install protos demo test lint fuzz bench clean image testnet
+.PHONY: all install protos demo test lint typecheck fuzz bench clean image testnet
 
 all: install
 
@@ -38,7 +38,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: install lint
+typecheck: install
+	$(BIN)/mypy
+
+test: install lint typecheck
 	$(BIN)/python -m pytest -q
 
 fuzz: install

@@ -145,7 +145,7 @@ class DhtConfig:
     @classmethod
     def for_tests(cls, **changes: Any) -> DhtConfig:
         """Short intervals for tests and simulations: TTL 30 s, republish 10 s."""
-        base = dict(
+        base: dict[str, Any] = dict(
             record_ttl=30,
             republish_interval=10.0,
             refresh_interval=20.0,

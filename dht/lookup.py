@@ -17,6 +17,7 @@ the slowest, 5 s per lost packet):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,9 +179,7 @@ class Lookup:
                     break
         finally:
             for future, query in self._queries.items():
-                future.add_done_callback(
-                    lambda f, n=query.node: self._late(f, n)
-                )
+                future.add_done_callback(functools.partial(self._late_done, query.node))
             self._queries.clear()
         state = self._state
         responded = self._order.first(self.config.k, lambda i: state[i] == "done")
@@ -216,6 +215,9 @@ class Lookup:
             self._state[node_id] = "new"
             revived = True
         return revived
+
+    def _late_done(self, node: Node, future: asyncio.Future) -> None:
+        self._late(future, node)
 
     def _late(self, future: asyncio.Future, node: Node) -> None:
         """An abandoned call finished after the lookup: still learn from it."""

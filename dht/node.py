@@ -204,7 +204,7 @@ class DhtNode:
                     continue
                 if not infos:
                     continue
-                sockaddr = (infos[0][4][0], infos[0][4][1])
+                sockaddr = (str(infos[0][4][0]), int(infos[0][4][1]))
             if sockaddr != (self.host, self.port):
                 targets.append(sockaddr)
         if targets:

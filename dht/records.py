@@ -177,7 +177,7 @@ def make_provider(
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
     )
     _check_fields(rec)
-    return _sign(identity, rec)  # type: ignore[return-value]
+    return _sign(identity, rec)  # type: ignore[return-value]  # _sign returns the record type it was given
 
 
 def make_keyword(
@@ -191,7 +191,7 @@ def make_keyword(
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
     )
     _check_fields(rec)
-    return _sign(identity, rec)  # type: ignore[return-value]
+    return _sign(identity, rec)  # type: ignore[return-value]  # _sign returns the record type it was given
 
 
 def make_withdrawal(
@@ -205,7 +205,7 @@ def make_withdrawal(
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
     )
     _check_fields(rec)
-    return _sign(identity, rec)  # type: ignore[return-value]
+    return _sign(identity, rec)  # type: ignore[return-value]  # _sign returns the record type it was given
 
 
 def _is_int(value: object) -> bool:

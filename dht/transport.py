@@ -25,6 +25,7 @@ What differs from ``rpcudp.RPCProtocol`` (each has a regression test in tests/dh
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections import Counter, OrderedDict
@@ -186,7 +187,7 @@ class RpcTransport(asyncio.DatagramProtocol):
 
     # -- asyncio.DatagramProtocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio hands a DatagramTransport to a datagram protocol
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -308,7 +309,7 @@ class RpcTransport(asyncio.DatagramProtocol):
         soft = self.rtt.timeout_for(addr)
         timer = loop.call_later(self.config.rpc_timeout_max, self._expire, msg_id)
         self._pending[msg_id] = _Pending(future, timer, addr, clock.now())
-        future.add_done_callback(lambda _f, m=msg_id: self._forget(m))
+        future.add_done_callback(functools.partial(self._forget_done, msg_id))
         self.stats["requests_out"] += 1
         self._send(data, addr)
         return future, soft
@@ -326,6 +327,9 @@ class RpcTransport(asyncio.DatagramProtocol):
         self.rtt.forget(pending.addr)
         if not pending.future.done():
             pending.future.set_exception(RpcTimeout(f"no reply from {pending.addr}"))
+
+    def _forget_done(self, msg_id: bytes, _future: asyncio.Future[Any]) -> None:
+        self._forget(msg_id)
 
     def _forget(self, msg_id: bytes) -> None:
         """Done-callback of every call future: drop a cancelled call from the table."""

@@ -45,7 +45,7 @@ import grpc
 try:
     import fcntl
 except ImportError:  # not POSIX: downloads work, without the .part lock
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # no fcntl on this platform: locking is skipped
 
 from kadcommon.fileid import is_file_id
 from kadcommon.merkle import CHUNK_SIZE, file_id_of_path, leaf_hash, leaves_match

@@ -208,7 +208,7 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
     share = _pick(args, env, "--share")
     data = _pick(args, env, "--data")
     assert data is not None
-    bootstrap_texts = list(args.get("--bootstrap") or [])  # type: ignore[call-overload]
+    bootstrap_texts = list(args.get("--bootstrap") or [])  # type: ignore[call-overload]  # docopt's dict values are untyped
     if not bootstrap_texts and env.get("KADSHARE_BOOTSTRAP", "").strip():
         bootstrap_texts = [t for t in re.split(r"[,\s]+", env["KADSHARE_BOOTSTRAP"]) if t]
     uploads = upload_mode(args, env)

@@ -97,7 +97,7 @@ class Node:
         self._health: Any = None
         self._app: Sanic | None = None
         self._rest: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._stopping = False
         self._saved_contacts: list[list[Any]] = []

@@ -32,7 +32,7 @@ _PATH_ID = {"name": "file_id", "in": "path", "required": True, "schema": _ID}
 _PATH_PREFIX = {"name": "file_id", "in": "path", "required": True,
                 "description": "a file id or a unique prefix of at least 8 hex characters",
                 "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{8,64}$"}}
-_AUTH = [{"bearer": []}]
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from simulations.churn import KillSpec, SessionModel, SpecError, parse_kill, parse_session
 
@@ -122,7 +123,7 @@ class SimConfig:
             raise SpecError("--kill-tracker must be >= 0 seconds")
         return self
 
-    def with_(self, **changes: object) -> SimConfig:
+    def with_(self, **changes: Any) -> SimConfig:
         """A copy with some fields changed."""
         return replace(self, **changes)
 

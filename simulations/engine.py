@@ -119,7 +119,7 @@ class _Engine:
         if not up:
             return []
         picks = self.rng.sample(up, min(3, len(up)))
-        return [self.nodes[i].handle.addr for i in picks]  # type: ignore[misc]
+        return [self.nodes[i].handle.addr for i in picks]  # type: ignore[misc]  # handle is set once a node started
 
     def _mark_gone(self, idx: int) -> _NodeState | None:
         st = self.nodes.get(idx)

@@ -123,7 +123,7 @@ class NetModel:
                 model.on_endpoint(transport, protocol)
             return transport, protocol
 
-        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+        loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]  # the in-memory network replaces the loop's endpoint factory
 
     def uninstall(self) -> None:
         """Stop wrapping new endpoints (wrapped ones keep their model)."""

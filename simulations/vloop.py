@@ -108,7 +108,9 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self._vtime += seconds
 
     # -- no threads, no DNS, no real sockets ------------------------------------------
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
+    def run_in_executor(  # type: ignore[override]  # it only raises: no Future to type
+        self, executor: Any, func: Any, *args: Any
+    ) -> Any:
         raise VirtualTimeError(
             f"thread use under virtual time ({getattr(func, '__qualname__', func)!r}): "
             "a thread would let real time pass unseen; make the call non-blocking")
@@ -129,21 +131,33 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         """Install the in-memory network that serves create_datagram_endpoint."""
         self._network = network
 
-    async def create_datagram_endpoint(self, protocol_factory: Any,  # type: ignore[override]
+    async def create_datagram_endpoint(self, protocol_factory: Any,
                                        local_addr: Any = None, remote_addr: Any = None,
                                        **kwargs: Any) -> tuple[Any, Any]:
         if self._network is None:
             raise VirtualTimeError("no in-memory network installed on the virtual loop")
         return self._network.create_endpoint(protocol_factory, local_addr, remote_addr)
 
-    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def create_connection(self, *args: Any, **kwargs: Any) -> Any:
         raise VirtualTimeError("TCP is not simulated under virtual time")
 
-    async def create_server(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
         raise VirtualTimeError("TCP is not simulated under virtual time")
 
 
 def run_virtual(main: Any) -> Any:
     """Run coroutine ``main`` to completion on a fresh VirtualTimeLoop."""
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-        return runner.run(main)
+    loop = VirtualTimeLoop()  # asyncio.Runner(loop_factory=...) needs Python 3.11
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftover = asyncio.all_tasks(loop)  # as asyncio.run does: cancel what is left
+            for task in leftover:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -44,7 +44,7 @@ class TrackerServer(asyncio.DatagramProtocol):
         self._warned = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio hands a Transport to this protocol
 
     def records(self) -> int:
         """Provider entries currently held."""
@@ -99,7 +99,7 @@ class _Client(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio hands a Transport to this protocol
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:

@@ -64,7 +64,7 @@ def docker_available() -> tuple[bool, str]:
 class _Container:
     """What crash and leave add for a node in a container: the container must go too."""
 
-    runner: DockerRunner
+    runner: Any  # the DockerRunner; typed by the process node class this is mixed into
     idx: int
 
     def _kill_container(self) -> None:

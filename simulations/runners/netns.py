@@ -158,7 +158,7 @@ class NetnsRunner(SubprocessRunner):
             await asyncio.to_thread(self._make_ns, idx, host)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"namespace for node {idx}: {exc.stderr.strip()}") from exc
-        return await super().spawn(idx)  # type: ignore[no-any-return]
+        return await super().spawn(idx)
 
     def _cleanup_sync(self) -> None:
         for ns in list(self.namespaces):

@@ -95,7 +95,7 @@ class WorkerNode(ImplNode):
             err.close()
         self.child = _Child(proc)
         self.runner.children.append(self.child)
-        ready = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]
+        ready = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]  # stdout=PIPE was given
         if not ready:
             raise RuntimeError(f"worker {self.idx} exited before it was ready")
         self._reader = asyncio.create_task(self._read())
@@ -214,7 +214,7 @@ class PeerProcessNode(ImplNode):
             err.close()
         self.child = _Child(proc)
         self.runner.children.append(self.child)
-        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]
+        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]  # stdout=PIPE was given
         try:
             info = json.loads(line)
             self.addr = (str(info["host"]), int(info["dht_port"]))

@@ -149,7 +149,7 @@ class _TimeShim:
             mod = importlib.import_module(name)
             if getattr(mod, "time", None) is time:
                 self._saved.append((mod, mod.time))
-                mod.time = self  # type: ignore[attr-defined]
+                mod.time = self  # type: ignore[attr-defined]  # modules' `time` name points at the virtual clock
 
     def uninstall(self) -> None:
         for mod, orig in self._saved:

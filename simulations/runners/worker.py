@@ -30,7 +30,7 @@ class _Worker:
     def __init__(self, params: dict[str, Any]) -> None:
         self.params = params
         self.net = NetModel(seed=int(params.get("seed", 0)),
-                            latency=tuple(params.get("latency", (0.0, 0.0))),  # type: ignore[arg-type]
+                            latency=tuple(params.get("latency", (0.0, 0.0))),
                             loss=float(params.get("loss", 0.0)))
         cls = node_class(str(params["impl"]))
         self.node = cls(int(params["idx"]), str(params["host"]), dict(params.get("node", {})))
