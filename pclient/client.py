@@ -19,15 +19,12 @@ import httpx
 from kadcommon.fileid import FileIdError, is_id_prefix, normalise_file_id, normalise_prefix
 from kadcommon.merkle import hash_file as merkle_hash_file
 from pclient.download import (
-    MAX_MESSAGE_BYTES,
     DownloadConfig,
     DownloadResult,
     ProgressCallback,
-    describe_rpc_error,
     download_file,
     is_file_id,
     pick_name,
-    unreachable_reason,
 )
 from pclient.errors import (
     AmbiguousId,
@@ -40,6 +37,7 @@ from pclient.errors import (
     NotFound,
     UploadFailed,
 )
+from pclient.grpcutil import MAX_MESSAGE_BYTES, describe_rpc_error, unreachable_reason
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -297,7 +297,7 @@ def test_public_api_is_complete():
 
     exported = set(pclient.__all__)
     public = {n for n in dir(pclient) if not n.startswith("_")} - {
-        "client", "download", "errors", "render", "cli", "usage"}
+        "client", "download", "errors", "render", "cli", "usage", "grpcutil"}
     assert public <= exported
     assert all(hasattr(pclient, name) for name in exported)
     assert issubclass(pclient.NoProviders, pclient.ClientError)

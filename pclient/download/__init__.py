@@ -1,4 +1,9 @@
-"""Multi-source, resumable, verified downloads over gRPC.
+"""Multi-source, resumable, verified downloads over gRPC (orchestration).
+
+Modules: ``description`` (GetInfo, checked against the Merkle file id), ``scheduler``
+(runs, stealing, endgame); gRPC helpers shared with the library live in
+``pclient.grpcutil``. Still here, to be split next into their own modules:
+the part file and resume state, and the per-source workers.
 
 How a download runs (``download_file``):
 
@@ -34,7 +39,6 @@ import logging
 import os
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,14 +52,18 @@ except ImportError:  # not POSIX: downloads work, without the .part lock
     fcntl = None  # type: ignore[assignment]  # no fcntl on this platform: locking is skipped
 
 from kadcommon.fileid import is_file_id
-from kadcommon.merkle import CHUNK_SIZE, file_id_of_path, leaf_hash, leaves_match
+from kadcommon.merkle import file_id_of_path, leaf_hash
 from kadcommon.pacing import Pacer
+from pclient.download.description import fetch_info, pick_name
+from pclient.download.scheduler import _Run, _Scheduler
 from pclient.errors import (
     ClientError,
     DestinationError,
     NoProviders,
     TransferFailed,
 )
+from pclient.grpcutil import channel as _channel
+from pclient.grpcutil import describe_rpc_error
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -67,10 +75,8 @@ DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
 DEFAULT_ADAPTIVE_BYTES = 64 * 1024 * 1024
 REPROBE_WINDOWS = 10  # after a step that did not pay, wait this many windows to retry
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 STATE_VERSION = 1
-INFO_BATCH = 3  # providers asked for GetInfo at once (the first verified answer is used)
 #: Threads that verify (SHA-256 drops the GIL) and write chunks off the event loop: one
 #: per core, at least 2 (a write may wait for the disk while another chunk hashes).
 IO_THREADS = min(8, max(2, os.cpu_count() or 2))
@@ -189,14 +195,6 @@ def _shorten(base: str, limit: int) -> str:
     return (stem.decode("utf-8", "ignore").rstrip() or "file") + ext
 
 
-def pick_name(names: list[str]) -> str:
-    """The name most providers announce; ties go to the smallest, so every run agrees."""
-    counts = Counter(n for n in names if n)
-    if not counts:
-        return ""
-    return min(counts, key=lambda n: (-counts[n], n))
-
-
 def part_paths(directory: Path, file_id: str) -> tuple[Path, Path]:
     """(part file, resume state) of ``file_id`` in ``directory``: named by id, hidden."""
     base = directory / f"{PART_PREFIX}{file_id.lower()}"
@@ -224,40 +222,6 @@ def file_id_of(path: Path) -> str:
     return file_id_of_path(path)
 
 
-def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:
-    """A short reason a person understands for a failed gRPC call (no gRPC jargon)."""
-    code = exc.code()
-    details = (exc.details() or "").strip()
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return f"unreachable ({unreachable_reason(details)})"
-    if code == grpc.StatusCode.NOT_FOUND:
-        return "does not share this file"
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "timed out"
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        if details.startswith("Received message larger than max"):
-            return "sent a message larger than this client accepts"
-        return f"refused: {details}" if details else "busy; try again later"
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-        return f"refused: {details}" if details else "refused"
-    reason = code.name.lower().replace("_", " ")
-    return f"{reason}: {details}" if details else reason
-
-
-def unreachable_reason(details: str) -> str:
-    """Why a gRPC channel could not connect, from C-core's details text."""
-    if "http1.x server" in details:
-        return ("it answers plain HTTP, not gRPC: that looks like a REST port; give the "
-                "peer's grpc_port (`kadshare status` against that peer shows it)")
-    if "Connection refused" in details:
-        return "connection refused: nothing listens on that TCP port"
-    if "DNS resolution failed" in details or "name resolution" in details.lower():
-        return "cannot resolve the host name"
-    if "Deadline" in details or "Timeout" in details:
-        return "timed out"
-    return "cannot connect"
-
-
 def destination_error(exc: OSError, path: Path) -> DestinationError:
     """Map a filesystem error to a sentence about the destination."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -271,184 +235,6 @@ def destination_error(exc: OSError, path: Path) -> DestinationError:
     else:
         msg = f"cannot write {path}: {exc.strerror or exc}"
     return DestinationError(msg)
-
-
-class _Run:
-    """Consecutive chunks [next, end) assigned to one worker; ``end`` may shrink."""
-
-    __slots__ = ("next", "end", "source")
-
-    def __init__(self, start: int, end: int, source: str) -> None:
-        self.next = start
-        self.end = end
-        self.source = source
-
-
-class _Scheduler:
-    """Shared queue of missing chunks, in-flight runs, work stealing and an endgame."""
-
-    def __init__(self, total_chunks: int, done: bytearray, run_chunks: int) -> None:
-        self.total = total_chunks
-        self.done = done
-        self.run_chunks = max(1, run_chunks)
-        self.pending: list[int] = [i for i in range(total_chunks) if not done[i]]
-        self.pending.reverse()  # pop() from the end gives the lowest index
-        self.inflight: list[_Run] = []
-        self.remaining = len(self.pending)
-        self._waiters: list[asyncio.Future[None]] = []
-
-    @property
-    def complete(self) -> bool:
-        return self.remaining == 0
-
-    def take(self, source: str) -> _Run | None:
-        """Next run for ``source``: from the queue, else stolen; None if nothing now."""
-        while self.pending and self.done[self.pending[-1]]:
-            self.pending.pop()
-        if self.pending:
-            start = self.pending.pop()
-            end = start + 1
-            while self.pending and self.pending[-1] == end and end - start < self.run_chunks:
-                self.pending.pop()
-                end += 1
-            run = _Run(start, end, source)
-            self.inflight.append(run)
-            return run
-        victim = max(self.inflight, key=lambda r: r.end - r.next, default=None)
-        if victim is not None and victim.end - victim.next >= 2:
-            mid = victim.next + (victim.end - victim.next) // 2
-            run = _Run(mid, victim.end, source)
-            victim.end = mid
-            self.inflight.append(run)
-            log.debug("%s steals chunks %d-%d from %s", source, mid, run.end - 1, victim.source)
-            return run
-        return self._endgame(source)
-
-    def _endgame(self, source: str) -> _Run | None:
-        """Nothing to take or split: fetch a copy of a chunk another source still owes.
-
-        The first verified copy counts; once every chunk is in, the download ends and the
-        slow source's stream is cancelled, so one stalling source cannot hold up the end.
-        """
-        for run in self.inflight:
-            index = run.next
-            if (run.source != source and index < run.end and not self.done[index]
-                    and not self._covered(index, more_than=1)):
-                copy = _Run(index, index + 1, source)
-                self.inflight.append(copy)
-                log.debug("%s also fetches chunk %d (owed by %s)", source, index, run.source)
-                return copy
-        return None
-
-    def _covered(self, index: int, more_than: int = 0) -> bool:
-        """True if more than ``more_than`` in-flight runs still owe chunk ``index``."""
-        owners = sum(1 for r in self.inflight if r.next <= index < r.end)
-        return owners > more_than
-
-    def finish(self, run: _Run) -> None:
-        """The worker stops working on ``run``; give unfinished, unowned chunks back."""
-        with contextlib.suppress(ValueError):
-            self.inflight.remove(run)
-        back = [i for i in range(run.next, run.end)
-                if not self.done[i] and not self._covered(i)]
-        if back:
-            self.pending.extend(back)
-            self.pending.sort(reverse=True)
-            self.notify()
-
-    def chunk_done(self, index: int) -> None:
-        if not self.done[index]:
-            self.done[index] = 1
-            self.remaining -= 1
-            if self.remaining == 0:
-                self.notify()
-
-    async def wait_change(self) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        await fut
-
-    def notify(self) -> None:
-        for fut in self._waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._waiters.clear()
-
-
-def _validate_info(info: kadshare_pb2.FileInfo, file_id: str) -> str | None:
-    """Why this FileInfo cannot be used, or None if it is consistent."""
-    if info.file_id.lower() != file_id:
-        return "answered GetInfo for a different file"
-    if info.chunk_size != CHUNK_SIZE:
-        return f"sent a chunk size of {info.chunk_size} bytes, not the protocol's {CHUNK_SIZE}"
-    expected = -(-info.size // info.chunk_size)
-    if len(info.chunk_hashes) != expected:
-        return f"sent {len(info.chunk_hashes)} chunk hashes for {expected} chunks"
-    if any(len(h) != 32 for h in info.chunk_hashes):
-        return "sent a chunk hash that is not 32 bytes"
-    if not leaves_match(file_id, info.size, info.chunk_hashes):
-        return "sent a chunk list (or size) that does not hash to the file id"
-    return None
-
-
-def _channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_retries", 0),
-        ],
-    )
-
-
-async def _get_info(
-    address: str, file_id: str, timeout: float
-) -> tuple[kadshare_pb2.FileInfo | None, str]:
-    """One GetInfo call: (info, "") or (None, reason)."""
-    channel = _channel(address)
-    try:
-        stub = kadshare_pb2_grpc.TransferServiceStub(channel)
-        info = await stub.GetInfo(kadshare_pb2.InfoRequest(file_id=file_id), timeout=timeout)
-    except grpc.aio.AioRpcError as exc:
-        log.info("provider %s: GetInfo failed: %s", address, describe_rpc_error(exc))
-        return None, describe_rpc_error(exc)
-    finally:
-        await channel.close()
-    problem = _validate_info(info, file_id)
-    return (None, problem) if problem else (info, "")
-
-
-async def fetch_info(
-    file_id: str, providers: list[str], timeout: float, batch: int = INFO_BATCH
-) -> tuple[kadshare_pb2.FileInfo, str, dict[str, str]]:
-    """The file's chunk list, from the first providers whose list hashes to ``file_id``.
-
-    Up to ``batch`` providers are asked at once (one slow or dead provider costs no
-    time); every answer is checked against the id, so a provider that lies is dropped
-    here, before a byte is fetched from it, and no vote among providers is needed.
-    Returns the info, a provider that gave it and the reasons others were dropped; the
-    info's ``name`` is the one most of the verified answers gave (``pick_name``), so
-    the saved name does not depend on who answered first.
-    """
-    reasons: dict[str, str] = {}
-    answers: list[tuple[str, kadshare_pb2.FileInfo]] = []
-    queue = list(providers)
-    while queue and not answers:
-        now, queue = queue[:batch], queue[batch:]
-        results = await asyncio.gather(*(_get_info(a, file_id, timeout) for a in now))
-        for address, (info, why) in zip(now, results, strict=True):
-            if info is None:
-                reasons[address] = why
-            else:
-                answers.append((address, info))
-    if not answers:
-        raise TransferFailed("no provider could describe the file", reasons)
-    chosen, first = answers[0]
-    info = kadshare_pb2.FileInfo()
-    info.CopyFrom(first)
-    info.name = pick_name([a.name for _addr, a in answers])
-    return info, chosen, reasons
 
 
 class _Download:
