@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from kadcommon.atomic import write_atomic
+
 from .errors import DhtError
 
 log = logging.getLogger(__name__)
@@ -98,15 +100,7 @@ class Identity:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        os.chmod(path, 0o600)
+        write_atomic(path, pem, mode=0o600)
 
     @property
     def node_id_hex(self) -> str:

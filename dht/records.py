@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import msgpack
 
+from kadcommon.addr import AddressError, parse_hostport
+
 from .clock import wall
 from .config import DhtConfig
 from .errors import InvalidRecord, RecordTooLarge
@@ -248,12 +250,13 @@ def _check_fields(rec: Record, max_name_bytes: int = 255) -> None:
 
 
 def _valid_hostport(text: str) -> bool:
-    if len(text) > MAX_GRPC_LEN or any(c.isspace() for c in text):
+    if len(text) > MAX_GRPC_LEN:
         return False
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or port != str(int(port)):
+    try:
+        parse_hostport(text)
+    except AddressError:
         return False
-    return 1 <= int(port) <= 65535
+    return True
 
 
 def decode_record(data: bytes, max_record_bytes: int = 1024) -> Record:

@@ -5,6 +5,8 @@ IPv6 literals are written in brackets (``[::1]:8468``) so the port is never ambi
 
 from __future__ import annotations
 
+import ipaddress
+
 MAX_ADDRESS_LEN = 300  # a DNS name is at most 253 characters, plus brackets and port
 
 
@@ -21,6 +23,10 @@ def parse_hostport(text: str, *, allow_port_zero: bool = False) -> tuple[str, in
     host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise AddressError(f"{host!r} in brackets is not an IPv6 address") from None
     elif ":" in host:
         raise AddressError(f"write an IPv6 address in brackets, e.g. [::1]:8468, not {text!r}")
     if not sep or not host:

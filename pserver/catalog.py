@@ -30,8 +30,8 @@ from pathlib import Path
 
 from kadcommon.merkle import CHUNK_SIZE
 from kadcommon.merkle import hash_file as merkle_hash_file
+from pserver.datadir import load_msgpack, save_msgpack
 from pserver.errors import FileNotShared, InvalidFileId, PeerError
-from pserver.storage import load_msgpack, save_msgpack
 
 log = logging.getLogger(__name__)
 

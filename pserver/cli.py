@@ -62,6 +62,7 @@ from pathlib import Path
 
 from docopt import DocoptExit, docopt
 
+from kadcommon.addr import AddressError, parse_hostport
 from kadcommon.units import parse_rate
 from pserver import __version__
 from pserver.config import (
@@ -127,15 +128,10 @@ def _port(flag: str, value: str | None) -> int:
 
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); raise UsageError."""
-    text = text.strip()
-    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^\s:\[\]]+):(\d+)", text)
-    if not match:
-        raise UsageError(f"--bootstrap wants HOST:PORT, got {text!r}")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--bootstrap port must be 1..65535, got {port}")
-    return host, port
+    try:
+        return parse_hostport(text.strip())
+    except AddressError as exc:
+        raise UsageError(f"--bootstrap: {exc}") from None
 
 
 def _rate(text: str | None) -> int:

@@ -22,21 +22,22 @@ from typing import Any
 from sanic import Sanic
 
 from dht import DhtConfig, DhtNode, Identity, LookupStats
+from kadcommon.addr import format_hostport
+from kadcommon.atomic import write_atomic
 from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import LIVENESS_PINGS_PER_SWEEP, NodeConfig
-from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
-from pserver.metrics import PeerMetrics
-from pserver.ports import check_listen_addresses
-from pserver.rest import create_app
-from pserver.storage import (
+from pserver.datadir import (
     DataDirLock,
     load_msgpack,
     load_or_create_token,
     remove_stale_temps,
     save_msgpack,
-    write_atomic,
 )
+from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
+from pserver.metrics import PeerMetrics
+from pserver.ports import check_listen_addresses
+from pserver.rest import create_app
 from pserver.transfer import TransferServicer, start_grpc_server
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,6 @@ def advertised_host(host: str, bootstrap: tuple[tuple[str, int], ...]) -> str:
             continue
     log.warning("listening on %s without a bootstrap: advertising loopback for gRPC", host)
     return "::1" if family == socket.AF_INET6 else "127.0.0.1"
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Node:
@@ -143,7 +140,7 @@ class Node:
         self.metrics.add_dht_stats(lambda: dht.stats)  # read at each scrape
         joined_through = await self._join()
         advertised = advertised_host(cfg.host, joined_through)
-        self.announcer = Announcer(self.dht, self.catalog, _join_host_port(advertised, grpc_port))
+        self.announcer = Announcer(self.dht, self.catalog, format_hostport(advertised, grpc_port))
         self.catalog.on_progress = self.announcer.sync
         self._save_contacts()  # so a crash right after joining can still rejoin
         first = asyncio.create_task(self._first_index(), name="first-scan")

@@ -27,7 +27,7 @@ def test_parses_host_and_port(text: str, expected: tuple[str, int]) -> None:
 @pytest.mark.parametrize(
     "text",
     ["", "8468", "host", ":80", "host:", "host:0", "host:65536", "host:08", "host:+1",
-     "::1:80", "ho st:80", "host:٣", "x" * 400 + ":1"],
+     "::1:80", "[zz]:1", "ho st:80", "host:٣", "x" * 400 + ":1"],
 )
 def test_rejects_what_is_not_host_port(text: str) -> None:
     with pytest.raises(AddressError):

@@ -144,19 +144,3 @@ class TestLifecycle:
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=START_TIMEOUT)
         assert code == 0
-
-
-class TestPortsInUse:
-    @pytest.mark.parametrize("flag", ["--grpc-port", "--rest-port"])
-    def test_busy_port_is_one_line_exit_1(self, tmp_path: Path, flag: str) -> None:
-        import socket
-
-        with socket.socket() as busy:
-            busy.bind(("127.0.0.1", 0))
-            busy.listen()
-            port = str(busy.getsockname()[1])
-            ports = {"--dht-port": "0", "--grpc-port": "0", "--rest-port": "0", flag: port}
-            done = run_cli("--data", str(tmp_path / "d"), *[x for kv in ports.items() for x in kv])
-        assert done.returncode == 1
-        assert "Traceback" not in done.stderr
-        assert done.stderr.strip().splitlines()[-1].startswith("kadshare-node: cannot start")

@@ -1,4 +1,4 @@
-"""Small on-disk helpers for the data folder: atomic msgpack files, the token, the lock."""
+"""The data folder: atomic msgpack files, the token, the single-run lock, stale temps."""
 
 from __future__ import annotations
 
@@ -6,36 +6,15 @@ import fcntl
 import logging
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
+from kadcommon.atomic import write_atomic
 from pserver.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over it.
-
-    A crash leaves either the old file or the new one, never a torn one.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def remove_stale_temps(folder: Path) -> None:
