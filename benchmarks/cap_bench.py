@@ -2,7 +2,8 @@
 
 Starts one kadshare-node (a process) sharing a random file with ``--max-upload-rate``,
 downloads it with ``kadshare get --from`` that peer and prints the rate over the
-transfer (the client's own ``seconds``, start-up excluded) against the cap. Issue 12's target: within 10 % over 10 s.
+transfer (the client's own ``seconds``, start-up excluded) against the cap. Issue 12's
+target: within 10 % over 10 s.
 
     nice -n 10 .venv/bin/python benchmarks/cap_bench.py [--rate 20M] [--size-mib 200]
 """
