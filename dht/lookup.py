@@ -28,13 +28,12 @@ from .config import DhtConfig
 from .errors import InvalidRecord
 from .nearest import DistanceOrder
 from .protocol import KadshareProtocol, parse_contacts
-from .records import Record, decode_and_verify, storage_key
+from .records import Record, Slot, decode_and_verify, storage_key
 from .routing import Peer
 from .transport import RpcError, RpcTimeout
 
 log = logging.getLogger(__name__)
 
-Slot = tuple[str, str]
 
 
 @dataclass

@@ -140,9 +140,8 @@ def storage_key(record: Record) -> bytes:
     return digest_key(record.key_name)
 
 
-def slot(record: Record) -> tuple[str, str]:
-    """(owner node id, file id): one live record per slot per key."""
-    return (record.node_id, record.file_id)
+#: (owner node id, file id): one live record per slot per key, in storage and in lookups.
+Slot = tuple[str, str]
 
 
 def _pack(obj: object) -> bytes:

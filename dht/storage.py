@@ -51,6 +51,7 @@ from .records import (
     KeywordRecord,
     ProviderRecord,
     Record,
+    Slot,
     Withdrawal,
     decode_and_verify,
     encode_record,
@@ -61,7 +62,6 @@ from .routing import address_prefix
 
 log = logging.getLogger(__name__)
 
-Slot = tuple[str, str]
 Address = tuple[str, int]
 LOCAL = "local"  # group of our own records (put without a sender)
 

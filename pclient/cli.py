@@ -356,10 +356,5 @@ def _ambiguous_head(exc: AmbiguousId) -> str:
             "give more characters or one of these ids:")
 
 
-def run() -> None:
-    """``python -m pclient`` / console script wrapper that exits with main()'s code."""
+if __name__ == "__main__":  # python -m pclient.cli
     sys.exit(main())
-
-
-if __name__ == "__main__":
-    run()

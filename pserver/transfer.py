@@ -427,7 +427,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             await self._drain(stream)
             log.info("upload of %s: identical content already here", name)
             return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
-        self._check_free(final, file_id)
+        self._check_free(final)
         tmp = share_dir / f"{UPLOAD_TMP_PREFIX}{secrets.token_hex(8)}.part"
         sink = await asyncio.to_thread(_UploadSink, tmp)
         try:
@@ -453,7 +453,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                     UploadRefused.BAD_HASH,
                     f"content hash {actual[:16]}… does not match the declared {file_id[:16]}…",
                 )
-            self._check_free(final, file_id)
+            self._check_free(final)
             try:
                 os.link(tmp, final)  # never replaces an existing file
             except FileExistsError as exc:
@@ -488,7 +488,7 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             ) from None
 
     @staticmethod
-    def _check_free(final: Path, file_id: str) -> None:
+    def _check_free(final: Path) -> None:
         if final.exists() or final.is_symlink():
             raise UploadRefused(UploadRefused.EXISTS, f"{final.name} already exists here")
 
