@@ -100,6 +100,31 @@ class DhtConfig:
     default of 208 KiB overflows when a burst of 8 KiB store replies lands while the loop
     is busy; every datagram lost there becomes a timeout."""
 
+    periodic_jitter: float = 0.5
+    """Share of its interval over which each periodic job (refresh, republish, expiry)
+    spreads its runs: a wait is drawn from ``interval * [1 - j/2, 1 + j/2]`` (republish:
+    ``[1 - j, 1]``, never later than configured, so records cannot lapse), the first one
+    from ``interval * [1 - j, 1]``.  With the old 10 % the refresh waves of 300 nodes
+    that joined together stayed in step and held one process's loop past the RPC
+    timeout (issue 11, benchmarks/dht_storm.py).  0 <= j < 1; default 0.5."""
+    refresh_lookups_per_wave: int = 3
+    """Lookups one refresh runs, one after the other: the own id, then random stale
+    buckets (upstream: every stale bucket at once, here once up to 9 in parallel)."""
+    full_bucket_ping_interval: float = 5.0
+    """Least time between two pings of a full bucket's least-recently-seen contact,
+    seconds.  Upstream pinged it for every newcomer that found the bucket full."""
+    backoff_timeout_share: float = 0.5
+    """When more than this share of a node's recent RPCs (about the last
+    ``backoff_window`` seconds) timed out, the node backs off: it skips bucket refresh
+    (doubling the wait, up to ``backoff_max_factor`` x ``refresh_interval``), newcomer
+    probes and full-bucket pings, instead of adding traffic to an overloaded network."""
+    backoff_window: float = 10.0
+    """Half-life of the decaying RPC outcome counts behind ``backoff_timeout_share``, s."""
+    backoff_min_calls: int = 20
+    """Recent RPC outcomes needed before the timeout share can trigger the backoff."""
+    backoff_max_factor: int = 8
+    """Largest multiple of ``refresh_interval`` a backed-off refresh waits."""
+
     def validate(self) -> DhtConfig:
         """Raise ValueError naming the first bad field; return self so calls chain."""
         positive_ints = (
@@ -107,7 +132,8 @@ class DhtConfig:
             "max_name_bytes", "max_records_per_key", "max_records_per_owner",
             "max_keyword_entries_per_owner", "max_store_bytes", "max_find_pages",
             "max_contacts_per_prefix", "max_keywords_per_name", "pending_calls_max",
-            "socket_receive_buffer", "stale_after_misses",
+            "socket_receive_buffer", "stale_after_misses", "refresh_lookups_per_wave",
+            "backoff_min_calls", "backoff_max_factor",
         )
         for name in positive_ints:
             value = getattr(self, name)
@@ -118,7 +144,7 @@ class DhtConfig:
             "dead_contact_memory",
             "republish_interval", "refresh_interval", "expire_interval",
             "welcome_pings_per_second", "store_rate", "lookup_rate", "prefix_rate_factor",
-            "rate_burst_seconds",
+            "rate_burst_seconds", "full_bucket_ping_interval", "backoff_window",
         )
         for name in positive_floats:
             value = getattr(self, name)
@@ -127,6 +153,10 @@ class DhtConfig:
         if not isinstance(self.amplification_factor, (int, float)) \
                 or isinstance(self.amplification_factor, bool) or self.amplification_factor < 1:
             raise ValueError("DhtConfig.amplification_factor must be >= 1")
+        if not 0 <= self.periodic_jitter < 1:
+            raise ValueError("DhtConfig.periodic_jitter must be within [0, 1)")
+        if not 0 < self.backoff_timeout_share <= 1:
+            raise ValueError("DhtConfig.backoff_timeout_share must be within (0, 1]")
         if self.max_clock_skew < 0:
             raise ValueError("DhtConfig.max_clock_skew must be >= 0")
         if self.rpc_timeout_min > self.rpc_timeout_max:

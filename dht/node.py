@@ -53,6 +53,21 @@ def _ip_literal(host: object, port: int) -> tuple[str, int] | None:
         return None
 
 
+def next_wait(interval: float, jitter: float, *, first: bool = False,
+              never_late: bool = False) -> float:
+    """Seconds until a periodic job's next run, drawn from ``clock.rng()``.
+
+    Centred on ``interval`` (spread ``interval * jitter``) so the mean period is the
+    configured one; the first wait and ``never_late`` jobs (republish: a late run lets
+    records expire) draw from ``interval * [1 - jitter, 1]`` instead.
+    """
+    if first or never_late:
+        low, high = 1.0 - jitter, 1.0
+    else:
+        low, high = 1.0 - jitter / 2, 1.0 + jitter / 2
+    return interval * clock.rng().uniform(low, high)
+
+
 @dataclass(frozen=True)
 class SearchHit:
     """One file matching every word of a search."""
@@ -104,6 +119,8 @@ class DhtNode:
         self._loops: list[asyncio.Task] = []
         self._publish_gate: asyncio.Semaphore | None = None
         self._stopped = False
+        self.schedule: dict[str, float] = {}
+        """Loop time of each periodic job's next run (republish, refresh, expire)."""
         self.port = 0
         self.host = ""
 
@@ -384,22 +401,38 @@ class DhtNode:
     async def _maintain(self) -> None:
         """One task per node runs the three periodic jobs (cheaper than three tasks).
 
-        Each job's next run is drawn with 10 % jitter so that nodes started together
-        do not republish in lockstep.  A failing job is logged and retried next time.
+        Waits are drawn by ``next_wait`` (``periodic_jitter``) so that nodes started
+        together drift apart instead of refreshing in step; a refresh that finds the
+        node backing off (most recent RPCs timed out) is skipped and the next one
+        waits twice as long, up to ``backoff_max_factor`` times.  A failing job is
+        logged and retried next time.
         """
         cfg = self.config
         jobs = [
-            (cfg.republish_interval, self._republish),
-            (cfg.refresh_interval, self._refresh),
-            (cfg.expire_interval, self._expire),
+            (cfg.republish_interval, self._republish, True),
+            (cfg.refresh_interval, self._refresh, False),
+            (cfg.expire_interval, self._expire, False),
         ]
         loop = asyncio.get_running_loop()
-        due = [loop.time() + every * clock.rng().uniform(0.9, 1.0) for every, _ in jobs]
+        due = [loop.time() + next_wait(every, cfg.periodic_jitter, first=True)
+               for every, _, _ in jobs]
+        backoff = 1
         while not self._stopped:
+            self.schedule = {job.__name__.strip("_"): at
+                             for (_, job, _), at in zip(jobs, due, strict=True)}
             index = min(range(len(jobs)), key=due.__getitem__)
             await asyncio.sleep(max(0.0, due[index] - loop.time()))
-            every, job = jobs[index]
-            due[index] = loop.time() + every * clock.rng().uniform(0.9, 1.0)
+            every, job, never_late = jobs[index]
+            if job == self._refresh:
+                protocol = self.protocol
+                if protocol is not None and protocol.backing_off():
+                    backoff = min(backoff * 2, cfg.backoff_max_factor)
+                    protocol.stats["refresh_backed_off"] += 1
+                    due[index] = loop.time() + next_wait(every * backoff, cfg.periodic_jitter)
+                    continue
+                backoff = 1
+            due[index] = loop.time() + next_wait(every, cfg.periodic_jitter,
+                                                 never_late=never_late)
             try:
                 await job()
             except asyncio.CancelledError:
@@ -415,12 +448,22 @@ class DhtNode:
             await asyncio.gather(*(self._publish_announcement(f, a) for f, a in items))
 
     async def _refresh(self) -> None:
-        """Look up our own id and a random id in each stale bucket (paper §2.3)."""
+        """Look up our own id, then random ids in stale buckets (paper §2.3).
+
+        At most ``refresh_lookups_per_wave`` lookups, one after the other, so one
+        refresh adds about alpha requests in flight, not alpha per stale bucket.
+        """
         protocol = self.protocol
         if protocol is None or len(protocol.router) == 0:
             return
-        targets = [self._node.id, *protocol.get_refresh_ids()[:8]]
-        await asyncio.gather(*(Lookup(protocol, t, self.config).run() for t in targets))
+        stale = protocol.get_refresh_ids()
+        room = self.config.refresh_lookups_per_wave - 1
+        if len(stale) > room:
+            stale = clock.rng().sample(stale, room)
+        for target in [self._node.id, *stale]:
+            if self._stopped:
+                return
+            await Lookup(protocol, target, self.config).run()
 
     async def _expire(self) -> None:
         dropped = self.store.expire()

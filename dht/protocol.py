@@ -220,6 +220,14 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         return [rng.randint(*bucket.range).to_bytes(ID_LEN, "big")
                 for bucket in self.router.lonely_buckets()]
 
+    def ping_bucket_head(self, head: Node) -> None:
+        """A newcomer found a full bucket: check its least-recently-seen contact, which
+        moves to the tail if it answers and makes room after repeated misses (§4.1)."""
+        if self.backing_off():
+            self.stats["probes_backed_off"] += 1
+            return
+        self.spawn(self.call_ping(head))
+
     def __getattr__(self, name: str) -> Any:
         # rpcudp turns every unknown attribute into a remote call; we do not
         raise AttributeError(name)
@@ -273,6 +281,9 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._probe_refill = now
         if self._probe_tokens < 1:
             self.stats["probes_skipped"] += 1
+            return
+        if self.backing_off():
+            self.stats["probes_backed_off"] += 1
             return
         self._probe_tokens -= 1
         self._probed[addr] = now

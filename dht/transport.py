@@ -184,6 +184,9 @@ class RpcTransport(asyncio.DatagramProtocol):
         self._closed = False
         #: size of the request being handled (handlers bound unverified replies by it)
         self.request_size = 0
+        self._recent_calls = 0.0
+        self._recent_timeouts = 0.0
+        self._recent_at = clock.now()
 
     # -- asyncio.DatagramProtocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -265,6 +268,7 @@ class RpcTransport(asyncio.DatagramProtocol):
         del self._pending[msg.msg_id]
         pending.timer.cancel()
         self.rtt.observe(addr, clock.now() - pending.sent_at)
+        self._note_outcome(False)
         if pending.future.done():  # cancelled between our check and now: nothing to do
             return
         if msg.kind == RESPONSE:
@@ -324,6 +328,7 @@ class RpcTransport(asyncio.DatagramProtocol):
         if pending is None:
             return
         self.stats["timeouts"] += 1
+        self._note_outcome(True)
         self.rtt.forget(pending.addr)
         if not pending.future.done():
             pending.future.set_exception(RpcTimeout(f"no reply from {pending.addr}"))
@@ -339,6 +344,36 @@ class RpcTransport(asyncio.DatagramProtocol):
             pending.timer.cancel()
             if pending.future.cancelled():
                 self.stats["abandoned"] += 1
+
+    # -- load: the share of recent calls that timed out ----------------------------------
+    def _decay(self) -> None:
+        now = clock.now()
+        factor = 0.5 ** ((now - self._recent_at) / self.config.backoff_window)
+        self._recent_calls *= factor
+        self._recent_timeouts *= factor
+        self._recent_at = now
+
+    def _note_outcome(self, timed_out: bool) -> None:
+        self._decay()
+        self._recent_calls += 1.0
+        if timed_out:
+            self._recent_timeouts += 1.0
+
+    def timeout_share(self) -> float:
+        """Share of recent calls (decaying, half-life ``backoff_window``) that timed out."""
+        self._decay()
+        return self._recent_timeouts / self._recent_calls if self._recent_calls else 0.0
+
+    def backing_off(self) -> bool:
+        """True while most recent calls time out: add no optional traffic.
+
+        A node whose replies do not come back is either cut off or (in one crowded
+        process, or on a saturated uplink) overloaded; probing more makes it worse.
+        """
+        self._decay()
+        cfg = self.config
+        return (self._recent_calls >= cfg.backoff_min_calls
+                and self._recent_timeouts > cfg.backoff_timeout_share * self._recent_calls)
 
     def pending_count(self) -> int:
         """Calls awaiting a reply (for tests and metrics)."""

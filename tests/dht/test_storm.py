@@ -1,0 +1,86 @@
+"""The storm fix of issue 11: nodes that joined together do not run their periodic jobs
+in step, and a node whose RPCs mostly time out backs off instead of probing more."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+
+from dht import DhtConfig, DhtNode, clock
+from dht.node import next_wait
+
+from .netutil import eventually
+
+
+async def test_nodes_started_together_spread_their_refresh_and_republish() -> None:
+    config = DhtConfig.for_tests()
+    with clock.use_rng(random.Random(11)):
+        nodes = [DhtNode(config=config) for _ in range(20)]
+        for node in nodes:
+            await node.listen(0, "127.0.0.1")
+    try:
+        assert await eventually(_async(lambda: all(n.schedule for n in nodes)), 20, 0.05)
+        for job, interval in (("refresh", config.refresh_interval),
+                              ("republish", config.republish_interval)):
+            due = [n.schedule[job] for n in nodes]
+            # the old 10 % jitter kept every first run within 0.1 x interval
+            assert max(due) - min(due) > 0.3 * interval, job
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_waits_keep_the_configured_mean_and_republish_is_never_late() -> None:
+    with clock.use_rng(random.Random(5)):
+        waits = [next_wait(20.0, 0.5) for _ in range(2000)]
+        republish = [next_wait(10.0, 0.5, never_late=True) for _ in range(2000)]
+    assert 15.0 <= min(waits) and max(waits) <= 25.0
+    assert 19.5 < sum(waits) / len(waits) < 20.5
+    assert max(republish) <= 10.0 and min(republish) >= 5.0
+
+
+def _async(fn):
+    async def check() -> bool:
+        return fn()
+    return check
+
+
+async def test_a_node_whose_calls_time_out_backs_off_and_recovers() -> None:
+    config = DhtConfig.for_tests(rpc_timeout_max=0.2, rpc_timeout_min=0.05,
+                                 rpc_timeout_initial=0.1, backoff_min_calls=8,
+                                 refresh_interval=0.5)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    a, b = DhtNode(config=config), DhtNode(config=config)
+    await a.listen(0, "127.0.0.1")
+    await b.listen(0, "127.0.0.1")
+    try:
+        assert a.protocol is not None and b.protocol is not None
+        dead = silent.getsockname()
+        assert await b.bootstrap([("127.0.0.1", a.port)]) == 1
+        answers = await asyncio.gather(*(a.protocol.ping_address(dead) for _ in range(12)))
+        assert answers == [None] * 12
+        assert a.protocol.backing_off() and a.protocol.timeout_share() > 0.5
+        # the periodic refresh is skipped rather than adding lookups
+        assert await eventually(
+            _async(lambda: a.protocol.stats["refresh_backed_off"] >= 1), 40, 0.1)
+        # an unknown requester is not probed while backing off
+        c = DhtNode(config=config)
+        await c.listen(0, "127.0.0.1")
+        try:
+            assert c.protocol is not None
+            sent = a.protocol.stats["requests_out"]
+            await c.protocol.ping_address(("127.0.0.1", a.port))
+            assert a.protocol.stats["probes_backed_off"] >= 1
+            assert a.protocol.stats["requests_out"] == sent
+        finally:
+            c.stop()
+        # answers bring the share down and the node back to normal
+        for _ in range(30):
+            await a.protocol.ping_address(("127.0.0.1", b.port))
+        assert not a.protocol.backing_off()
+    finally:
+        a.stop()
+        b.stop()
+        silent.close()
