@@ -101,6 +101,8 @@ def is_loopback(host: str) -> bool:
 class Bucket(KBucket):
     """Upstream ``KBucket`` whose ``last_updated`` follows the DHT clock (``clock.now``)."""
 
+    pinged_at = -1e18  # when the head was last pinged for a newcomer (RoutingTable)
+
     def touch_last_updated(self) -> None:
         self.last_updated = clock.now()
 
@@ -202,7 +204,7 @@ class RoutingTable(_UpstreamRoutingTable):
             self.rejected_by_prefix += 1
             return
         lo, hi = bucket.range
-        super().add_contact(node)
+        self._add_new(bucket, node)
         self._resync(lo, hi)
 
     def known_elsewhere(self, node: Node) -> Node | None:
@@ -211,6 +213,21 @@ class RoutingTable(_UpstreamRoutingTable):
         if known is not None and (known.ip, known.port) != (node.ip, node.port):
             return known
         return None
+
+    def _add_new(self, bucket: KBucket, node: Node) -> None:
+        """Upstream's insertion (split per paper §4.2), with the full-bucket ping of
+        the least-recently-seen contact limited to one per ``full_bucket_ping_interval``
+        (upstream pinged it for every newcomer that found the bucket full)."""
+        if bucket.add_node(node):
+            return
+        if bucket.has_in_range(self.node) or bucket.depth() % 5 != 0:
+            self.split_bucket(self.get_bucket_for(node))
+            self.add_contact(node)
+            return
+        now = clock.now()
+        if now - getattr(bucket, "pinged_at", -1e18) >= self.config.full_bucket_ping_interval:
+            bucket.pinged_at = now
+            self.protocol.ping_bucket_head(bucket.head())
 
     def remove_contact(self, node: Node) -> None:
         """Drop a contact that failed, only if it failed at the address we hold for it."""
