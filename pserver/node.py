@@ -14,66 +14,31 @@ import contextlib
 import json
 import logging
 import os
-import random
-import socket
 from pathlib import Path
 from typing import Any
-
-from sanic import Sanic
 
 from dht import DhtConfig, DhtNode, Identity, LookupStats
 from kadcommon.addr import format_hostport
 from kadcommon.atomic import write_atomic
 from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
-from pserver.config import LIVENESS_PINGS_PER_SWEEP, NodeConfig
-from pserver.datadir import (
-    DataDirLock,
-    load_msgpack,
-    load_or_create_token,
-    remove_stale_temps,
-    save_msgpack,
-)
+from pserver.config import NodeConfig
+from pserver.datadir import DataDirLock, load_or_create_token, remove_stale_temps
 from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
+from pserver.membership import Membership, advertised_host
 from pserver.metrics import PeerMetrics
 from pserver.ports import check_listen_addresses
-from pserver.rest import create_app
+from pserver.restserver import RestServer
 from pserver.transfer import TransferServicer, start_grpc_server
 
 log = logging.getLogger(__name__)
 
-CONTACTS_FILE = "contacts.msgpack"
-MAX_SAVED_CONTACTS = 64
-BOOTSTRAP_TIMEOUT = 30.0
-#: Seconds between checks for an empty routing table (then the node rejoins).
-REJOIN_CHECK_SECONDS = 5.0
 LEAVE_TIMEOUT = 15.0
 
 
 def _log_late_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("sharing by path failed: %s", task.exception())
-
-
-def advertised_host(host: str, bootstrap: tuple[tuple[str, int], ...]) -> str:
-    """The address other peers should dial for our gRPC port.
-
-    A wildcard bind (``0.0.0.0`` / ``::``) cannot be dialled; use the local address the
-    kernel would pick to reach the first bootstrap node (a UDP ``connect`` sends nothing),
-    else the loopback address.
-    """
-    if host not in ("0.0.0.0", "::", ""):
-        return host
-    family = socket.AF_INET6 if host == "::" else socket.AF_INET
-    for target_host, target_port in bootstrap:
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as probe:
-                probe.connect((target_host, target_port))
-                return str(probe.getsockname()[0])
-        except OSError:
-            continue
-    log.warning("listening on %s without a bootstrap: advertising loopback for gRPC", host)
-    return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
 class Node:
@@ -92,12 +57,11 @@ class Node:
         self._lock = DataDirLock(config.data_dir)
         self._grpc: Any = None
         self._health: Any = None
-        self._app: Sanic | None = None
-        self._rest: Any = None
+        self.membership: Membership | None = None
+        self._rest: RestServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopped = asyncio.Event()
         self._stopping = False
-        self._saved_contacts: list[list[Any]] = []
 
     # ---- lifecycle ---------------------------------------------------------------
 
@@ -134,15 +98,21 @@ class Node:
         self._grpc, grpc_port, self._health = await start_grpc_server(
             servicer, cfg.host, cfg.grpc_port
         )
-        rest_port = await self._start_rest()
+        self._rest = await RestServer.start(
+            self, cfg.rest_host, cfg.rest_port, name_hint=self.dht.node_id[:8]
+        )
+        rest_port = self._rest.port
         self.metrics.on_scrape(self._refresh_gauges)
         dht = self.dht
         self.metrics.add_dht_stats(lambda: dht.stats)  # read at each scrape
-        joined_through = await self._join()
+        self.membership = Membership(
+            self.dht, cfg.data_dir, cfg.bootstrap, cfg.contacts_interval, cfg.liveness_interval
+        )
+        joined_through = await self.membership.join()
         advertised = advertised_host(cfg.host, joined_through)
         self.announcer = Announcer(self.dht, self.catalog, format_hostport(advertised, grpc_port))
         self.catalog.on_progress = self.announcer.sync
-        self._save_contacts()  # so a crash right after joining can still rejoin
+        self.membership.save_contacts()  # so a crash right after joining can still rejoin
         first = asyncio.create_task(self._first_index(), name="first-scan")
         self._tasks.append(first)  # cancelled by stop() even if the start is interrupted
         try:
@@ -158,9 +128,13 @@ class Node:
         }
         write_atomic(cfg.data_dir / "node.json", (json.dumps(self.info) + "\n").encode())
         self._tasks.append(asyncio.create_task(self._scan_loop(first), name="scan"))
-        self._tasks.append(asyncio.create_task(self._contacts_loop(), name="contacts"))
+        self._tasks.append(
+            asyncio.create_task(self.membership.contacts_loop(), name="contacts")
+        )
         if cfg.liveness_interval > 0:
-            self._tasks.append(asyncio.create_task(self._liveness_loop(), name="liveness"))
+            self._tasks.append(
+                asyncio.create_task(self.membership.liveness_loop(), name="liveness")
+            )
         log.info(
             "node %s up: dht %d, grpc %d, rest %d, %d files",
             self.dht.node_id[:8], self.dht.port, grpc_port, rest_port, len(self.catalog),
@@ -189,58 +163,6 @@ class Node:
             if cfg.accept_uploads and not os.access(cfg.share_dir, os.W_OK | os.X_OK):
                 raise ConfigError(f"--accept-uploads needs a writable share folder {cfg.share_dir}")
 
-    async def _start_rest(self) -> int:
-        cfg = self.config
-        family = socket.AF_INET6 if ":" in cfg.rest_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((cfg.rest_host, cfg.rest_port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        assert self.dht is not None
-        self._app = create_app(self, name_hint=self.dht.node_id[:8])
-        server = await self._app.create_server(
-            sock=sock, return_asyncio_server=True, access_log=False
-        )
-        if server is None:
-            sock.close()
-            raise OSError("Sanic did not create a server")
-        # create_server already awaited the listening server; run the lifecycle events.
-        await server.startup()
-        await server.before_start()
-        await server.after_start()
-        self._rest = server
-        return int(sock.getsockname()[1])
-
-    async def _join(self) -> tuple[tuple[str, int], ...]:
-        """Bootstrap from the given addresses, else from the contacts of the last run;
-        returns the addresses tried."""
-        assert self.dht is not None
-        targets = list(self.config.bootstrap)
-        if not targets:
-            saved = load_msgpack(self.config.data_dir / CONTACTS_FILE, [])
-            targets = [
-                (str(c[0]), int(c[1]))
-                for c in saved
-                if isinstance(c, list | tuple) and len(c) == 2 and isinstance(c[1], int)
-            ] if isinstance(saved, list) else []
-            if targets:
-                log.info("rejoining through %d saved contacts", len(targets))
-        if not targets:
-            log.info("no bootstrap: first node of a new network")
-            return ()
-        try:
-            await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the peer keeps running and can be reached later
-            log.warning("bootstrap failed (%s); continuing alone", exc or type(exc).__name__)
-        return tuple(targets)
-
     async def stop(self, graceful: bool = True) -> None:
         """Withdraw records (when ``graceful``), close every listener, save state."""
         await self._close(graceful)
@@ -257,7 +179,8 @@ class Node:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._save_contacts()
+            if self.membership is not None:
+                self.membership.save_contacts()
             if self._health is not None:
                 with contextlib.suppress(Exception):
                     await self._health.enter_graceful_shutdown()
@@ -265,7 +188,8 @@ class Node:
                 await self._stop_dht(graceful)
             if self._grpc is not None:
                 await self._grpc.stop(grace=1.0 if graceful else None)
-            await self._stop_rest()
+            if self._rest is not None:
+                await self._rest.stop()
             with contextlib.suppress(OSError):
                 self.catalog.save()
             if self.info:  # its ports are closed now: a stale node.json would mislead
@@ -289,22 +213,6 @@ class Node:
                 log.warning("graceful leave failed (%s); stopping", exc or type(exc).__name__)
         with contextlib.suppress(Exception):
             self.dht.stop()
-
-    async def _stop_rest(self) -> None:
-        server, app = self._rest, self._app
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await server.before_stop()
-            server.close()
-            for conn in list(server.connections):
-                conn.close_if_idle()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5.0)
-            with contextlib.suppress(Exception):
-                await server.after_stop()
-        if app is not None:
-            with contextlib.suppress(Exception):
-                Sanic.unregister_app(app)
 
     # ---- background work ---------------------------------------------------------
 
@@ -341,75 +249,6 @@ class Node:
             except Exception:
                 log.exception("share folder scan failed; retrying")
             pause = max(self.config.scan_interval, 10 * self.catalog.last_walk_seconds)
-
-    async def _contacts_loop(self) -> None:
-        """Save contacts now and then; rejoin when an outage or partition emptied the table."""
-        waited = 0.0
-        step = min(self.config.contacts_interval, REJOIN_CHECK_SECONDS)
-        backoff = next_try = 0.0
-        while True:
-            await asyncio.sleep(step)
-            waited += step
-            next_try -= step
-            if next_try <= 0 and self.dht is not None and not self.dht.contacts():
-                joined = await self._rejoin_if_alone()
-                backoff = 0.0 if joined else min(max(backoff * 2, step), 300.0)
-                next_try = backoff  # a long outage: retry at most every 5 min
-            if waited >= self.config.contacts_interval:
-                waited = 0.0
-                self._save_contacts()
-
-    async def _liveness_loop(self) -> None:
-        """Ping contacts that have been silent, so ``/peers`` shows who is there now.
-
-        Sweeps are jittered (0.75-1.25 x the interval) so peers started together do not
-        ping in waves; each pings at most ``LIVENESS_PINGS_PER_SWEEP`` contacts.
-        """
-        every = self.config.liveness_interval
-        while True:
-            await asyncio.sleep(every * random.uniform(0.75, 1.25))
-            if self.dht is None:
-                continue
-            try:
-                await self.dht.check_contacts(2 * every, LIVENESS_PINGS_PER_SWEEP)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("liveness sweep failed; retrying")
-
-    async def _rejoin_if_alone(self) -> bool:
-        """A table emptied by a cut never refills by itself (nobody left to ask)."""
-        if self.dht is None or self.dht.contacts():
-            return True
-        saved = load_msgpack(self.config.data_dir / CONTACTS_FILE, [])
-        targets = list(self.config.bootstrap) + [
-            (str(c[0]), int(c[1]))
-            for c in (saved if isinstance(saved, list) else [])
-            if isinstance(c, list | tuple) and len(c) == 2 and isinstance(c[1], int)
-        ]
-        if not targets:
-            return False
-        try:
-            found = await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.debug("rejoin failed: %s", exc or type(exc).__name__)
-            return False
-        if found:
-            log.info("routing table was empty; rejoined with %d contacts", found)
-        return bool(found)
-
-    def _save_contacts(self) -> None:
-        if self.dht is None:
-            return
-        try:
-            contacts = [[c.host, c.port] for c in self.dht.contacts()][:MAX_SAVED_CONTACTS]
-            if contacts and contacts != self._saved_contacts:
-                save_msgpack(self.config.data_dir / CONTACTS_FILE, contacts)
-                self._saved_contacts = contacts
-        except Exception as exc:  # never let bookkeeping stop a shutdown
-            log.warning("saving contacts failed: %s", exc)
 
     async def _after_upload(self, entry: SharedFile) -> None:
         if self.announcer is not None:

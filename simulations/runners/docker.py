@@ -1,6 +1,6 @@
 """docker: each node in its own container of the kadshare image, on a private network.
 
-The same child-process model as ``process`` and ``netns`` (subproc.py), with
+The same child-process model as ``process`` and ``netns`` (process.py), with
 ``docker run -i`` as the command prefix. One user-defined bridge network per run,
 ``kadsim-<run>`` on a free 10.X.0.0/16; node ``idx`` gets a fixed address on it and the
 harness (tracker, REST calls, fetches) sits on the bridge's gateway 10.X.0.1, so no
@@ -26,7 +26,7 @@ from typing import Any
 
 from simulations.impls import ImplNode
 from simulations.runners.base import RunnerUnavailable
-from simulations.runners.subproc import PeerProcessNode, SubprocessRunner, WorkerNode
+from simulations.runners.process import PeerProcessNode, SubprocessRunner, WorkerNode
 
 __all__ = ["DockerRunner", "docker_available"]
 

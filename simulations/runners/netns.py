@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.runners.base import RunnerUnavailable
-from simulations.runners.subproc import SubprocessRunner
+from simulations.runners.process import SubprocessRunner
 
 log = logging.getLogger(__name__)
 

@@ -313,7 +313,7 @@ class TestRestart:
 
 class TestAdvertisedAddress:
     def test_wildcard_bind_advertises_a_dialable_address(self) -> None:
-        from pserver.node import advertised_host
+        from pserver.membership import advertised_host
 
         assert advertised_host("127.0.0.1", ()) == "127.0.0.1"
         assert advertised_host("0.0.0.0", (("127.0.0.1", 9),)) == "127.0.0.1"
