@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from kadcommon.merkle import file_id_of_path  # noqa: E402
 from kadcommon.units import parse_rate  # noqa: E402
+from pserver.launch import NodeProcess, NodeSpec, python_command  # noqa: E402
 
 
 def main() -> None:
@@ -44,14 +45,11 @@ def main() -> None:
             for _ in range(args.size_mib):
                 fh.write(os.urandom(1024 * 1024))
         file_id = file_id_of_path(src)
-        node = subprocess.Popen(
-            [sys.executable, "-m", "pserver.cli", "--share", str(share), "--data",
-             str(work / "data"), "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
-             "--settle", "0", "--log-level", "error", "--max-upload-rate", args.rate],
-            cwd=ROOT, stdout=subprocess.PIPE)
-        assert node.stdout is not None
-        info = json.loads(node.stdout.readline())
-        address = f"127.0.0.1:{info['grpc_port']}"
+        spec = NodeSpec(data=work / "data", share=share, command=python_command(),
+                        extra=("--settle", "0", "--log-level", "error",
+                               "--max-upload-rate", args.rate))
+        node = NodeProcess.launch(spec, stdout=work / "node.out", cwd=ROOT)
+        address = node.grpc_address
         get = [sys.executable, "-m", "pclient.cli", "get", file_id, "-o", str(work / "out"),
                "--json", "--from", address]
         started = time.perf_counter()
@@ -66,8 +64,7 @@ def main() -> None:
               f"(command {whole:.1f} s): {rate / 1e6:.1f} MB/s = {rate / cap:.3f} x the cap")
     finally:
         if node is not None:
-            node.terminate()
-            node.wait(30)
+            node.stop(30)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from pclient import DownloadConfig, download_file  # noqa: E402
+from pserver.launch import AsyncNodeProcess, NodeSpec, python_command  # noqa: E402
 
 RAW_BLOCK = 1024 * 1024
 
@@ -72,20 +73,14 @@ def make_file(path: Path, size: int) -> None:
 
 
 async def start_peer(workdir: Path, index: int, src: Path, bootstrap: str | None
-                     ) -> tuple[asyncio.subprocess.Process, dict[str, object]]:
+                     ) -> AsyncNodeProcess:
     share = workdir / f"share{index}"
     share.mkdir()
     os.link(src, share / src.name)
-    args = [sys.executable, "-m", "pserver.cli", "--share", str(share), "--data",
-            str(workdir / f"data{index}"), "--dht-port", "0", "--grpc-port", "0",
-            "--rest-port", "0", "--log-level", "error"]
-    if bootstrap:
-        args += ["--bootstrap", bootstrap]
-    proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
-    line = await asyncio.wait_for(proc.stdout.readline(), 300)  # type: ignore[union-attr]
-    if not line:
-        raise RuntimeError("kadshare-node did not start")
-    return proc, json.loads(line)
+    spec = NodeSpec(data=workdir / f"data{index}", share=share,
+                    bootstrap=[bootstrap] if bootstrap else [], extra=("--log-level", "error"),
+                    command=python_command())
+    return await AsyncNodeProcess.launch(spec, cwd=ROOT, timeout=300, name=f"peer {index}")
 
 
 async def raw_tcp(src: Path, out: Path, size: int, hashing: bool = False) -> float:
@@ -120,7 +115,7 @@ async def raw_tcp(src: Path, out: Path, size: int, hashing: bool = False) -> flo
 async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
     size = size_mib * 1024 * 1024
     workdir = Path(tempfile.mkdtemp(prefix="kadshare-bench-"))
-    procs: list[asyncio.subprocess.Process] = []
+    procs: list[AsyncNodeProcess] = []
     try:
         src = workdir / "payload.bin"
         make_file(src, size)
@@ -131,9 +126,9 @@ async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
         infos = []
         for i in range(max(counts)):
             boot = f"127.0.0.1:{infos[0]['dht_port']}" if infos else None
-            proc, info = await start_peer(workdir, i, src, boot)
-            procs.append(proc)
-            infos.append(info)
+            node = await start_peer(workdir, i, src, boot)
+            procs.append(node)
+            infos.append(node.info)
         grpcs = [f"127.0.0.1:{info['grpc_port']}" for info in infos]
         print(f"peers: {len(grpcs)} kadshare-node processes", flush=True)
         out = workdir / "out"
@@ -177,14 +172,7 @@ async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
             print(f"\nresume after kill -9 at 40 % / full download ({len(grpcs)} sources, "
                   f"whole commands): {resumed / full:.2f} (target <= 0.7)")
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
+        await asyncio.gather(*(node.stop(30) for node in procs))
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -27,10 +27,10 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ import httpx
 
 from kadcommon.merkle import file_id_of_bytes
 from pclient import Client, ClientError
-from simulations.localnet import console_script
+from pserver.launch import LaunchError, NodeProcess, NodeSpec
 
 MAX_DURATION = 4 * 3600
 GRACE = 30.0  # seconds a provider must have been up before a miss counts as unexplained
@@ -51,7 +51,7 @@ class Peer:
     root: Path
     churnable: bool
     files: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
+    node: NodeProcess | None = None
     info: dict[str, Any] = field(default_factory=dict)
     up_since: float = 0.0
     restarts: int = 0
@@ -72,14 +72,14 @@ class Peer:
         return f"http://127.0.0.1:{self.info['rest_port']}"
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.node is not None and self.node.alive()
 
     def rss_kib(self) -> int:
         if not self.alive():
             return 0
-        assert self.proc is not None
+        assert self.node is not None
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self.node.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         except OSError:
@@ -87,29 +87,20 @@ class Peer:
         return 0
 
 
-def _spawn(args: list[str], out: Path, err: Path) -> subprocess.Popen[bytes]:
-    with open(out, "wb") as stdout, open(err, "ab") as stderr:
-        return subprocess.Popen(args, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
-
-
 async def start_peer(peer: Peer, bootstrap: Peer | None) -> None:
     """Start (or restart) ``peer`` on its folders; wait for its JSON line (bounded)."""
-    args = [console_script("kadshare-node"), "--share", str(peer.share), "--data", str(peer.data),
-            "--host", "127.0.0.1", "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0"]
-    if bootstrap is not None and not (peer.data / "contacts.msgpack").exists():
-        args += ["--bootstrap", f"127.0.0.1:{bootstrap.info['dht_port']}"]
-    out = peer.root / f"stdout.{peer.restarts}.log"
-    peer.proc = _spawn(args, out, peer.root / "stderr.log")
-    for _ in range(1200):  # 120 s
-        text = out.read_text(errors="replace")
-        if "\n" in text:
-            peer.info = json.loads(text.split("\n", 1)[0])
-            peer.up_since = time.monotonic()
-            return
-        if peer.proc.poll() is not None:
-            raise RuntimeError(f"peer {peer.index} exited: see {peer.root / 'stderr.log'}")
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"peer {peer.index} printed no JSON line in 120 s")
+    first_run = not (peer.data / "contacts.msgpack").exists()
+    spec = NodeSpec(data=peer.data, share=peer.share,
+                    bootstrap=[f"127.0.0.1:{bootstrap.info['dht_port']}"]
+                    if bootstrap is not None and first_run else [])
+    try:
+        peer.node = await asyncio.to_thread(
+            NodeProcess.launch, spec, stdout=peer.root / f"stdout.{peer.restarts}.log",
+            stderr=peer.root / "stderr.log", timeout=120, name=f"peer {peer.index}")
+    except LaunchError as exc:
+        raise RuntimeError(f"{exc} (see {peer.root / 'stderr.log'})") from exc
+    peer.info = peer.node.info
+    peer.up_since = time.monotonic()
 
 
 @dataclass
@@ -243,15 +234,10 @@ class Soak:
             victim = self.rng.choice(pool)
             if not victim.alive():
                 continue
-            assert victim.proc is not None
+            assert victim.node is not None
             graceful = not graceful
             victim.up_since = float("inf")  # leaving: its records are being withdrawn
-            victim.proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
-            try:
-                victim.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                victim.proc.kill()
-                victim.proc.wait(timeout=30)
+            victim.node.stop(30, signal.SIGTERM if graceful else signal.SIGKILL)
             self.tally.kills += 1
             self.events.append(f"t+{time.monotonic() - self.t0:.0f}s "
                                f"{'TERM' if graceful else 'KILL'} peer {victim.index}")
@@ -330,17 +316,9 @@ class Soak:
         }
 
     def stop_all(self) -> None:
-        for p in self.peers:
-            if p.alive():
-                assert p.proc is not None
-                p.proc.terminate()
-        for p in self.peers:
-            if p.proc is not None:
-                try:
-                    p.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.proc.kill()
-                    p.proc.wait(timeout=20)
+        nodes = [p.node for p in self.peers if p.node is not None]
+        with ThreadPoolExecutor(max(1, len(nodes))) as pool:  # they leave in parallel
+            list(pool.map(lambda node: node.stop(20), nodes))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from kadcommon.merkle import ChunkHasher, leaf_hash  # noqa: E402
 from protos import kadshare_pb2, kadshare_pb2_grpc  # noqa: E402
+from pserver.launch import LaunchError, NodeProcess, NodeSpec  # noqa: E402
 
 MiB = 1024 * 1024
 START_TIMEOUT = 120.0
@@ -216,35 +215,13 @@ async def pclient_get(address: str, file_id: str, dest: Path) -> int:
 # ---- processes ----------------------------------------------------------------------------
 
 
-def start_node(tmp: Path, share: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    script = Path(sys.executable).parent / "kadshare-node"
-    out = tmp / "node.out"
-    with open(out, "wb") as sink, open(tmp / "node.err", "wb") as err:
-        proc = subprocess.Popen(
-            [str(script), "--share", str(share), "--data", str(tmp / "data"), "--dht-port", "0",
-             "--grpc-port", "0", "--rest-port", "0", "--log-level", "warning"],
-            stdout=sink, stderr=err,
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        text = out.read_text()
-        if text.endswith("\n"):
-            return proc, json.loads(text)
-        if proc.poll() is not None:
-            raise SystemExit(f"kadshare-node exited: {(tmp / 'node.err').read_text()}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("kadshare-node printed no JSON line")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+def start_node(tmp: Path, share: Path) -> NodeProcess:
+    spec = NodeSpec(data=tmp / "data", share=share, extra=("--log-level", "warning"))
+    try:
+        return NodeProcess.launch(spec, stdout=tmp / "node.out", stderr=tmp / "node.err",
+                                  timeout=START_TIMEOUT)
+    except LaunchError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def rss_kib(pid: int) -> int:
@@ -306,18 +283,18 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
             block = os.urandom(MiB)
             hasher.update(block)
             handle.write(block)
-    node, info = start_node(tmp, share)
+    node = start_node(tmp, share)
     raw = subprocess.Popen(
         [sys.executable, __file__, "--raw-server", str(path)], stdout=subprocess.PIPE
     )
     try:
         assert raw.stdout is not None
         raw_port = int(raw.stdout.readline())
-        address = f"127.0.0.1:{info['grpc_port']}"
-        asyncio.run(measure(args, tmp, size, (raw.pid, raw_port), (node.pid, address),
+        asyncio.run(measure(args, tmp, size, (raw.pid, raw_port),
+                            (node.process.pid, node.grpc_address),
                             hasher.finish()))
     finally:
-        stop(node)
+        node.stop(30)
         raw.kill()
         raw.wait(timeout=30)
 
@@ -363,12 +340,13 @@ def idle_memory(count: int, tmp: Path) -> None:
     for i in range(count):
         (share / f"file-{i:05d}.txt").write_bytes(f"small file number {i}\n".encode() * 8)
     (tmp / "idle").mkdir()
-    node, _info = start_node(tmp / "idle", share)
+    node = start_node(tmp / "idle", share)
     try:
         time.sleep(5.0)  # let the scan and the announcements settle
-        print(f"idle peer sharing {count} small files: RSS {rss_kib(node.pid) / 1024:.1f} MiB")
+        rss = rss_kib(node.process.pid) / 1024
+        print(f"idle peer sharing {count} small files: RSS {rss:.1f} MiB")
     finally:
-        stop(node)
+        node.stop(30)
 
 
 async def _first(coro: Coroutine[Any, Any, tuple[int, str]]) -> int:

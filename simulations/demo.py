@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 
 from kadcommon.merkle import file_id_of_bytes
-from simulations.localnet import LocalNetError, LocalNetwork, Peer, console_script
+from pserver.launch import LaunchError, console_script
+from simulations.localnet import LocalNetwork, Peer
 
 SEARCH_WORDS = ["holiday", "photos"]
 PROPAGATION_TIMEOUT = 30.0
@@ -135,7 +136,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="kadshare-demo-") as tmp:
             run_demo(Path(tmp))
-    except (DemoFailed, LocalNetError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
+    except (DemoFailed, LaunchError, httpx.HTTPError, subprocess.TimeoutExpired) as exc:
         print(f"demo FAILED: {exc}", file=sys.stderr)
         return 1
     print("demo OK")

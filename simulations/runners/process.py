@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from pserver.launch import AsyncNodeProcess, NodeSpec, python_command
 from simulations.impls import ImplNode
 from simulations.runners.base import Runner
 from simulations.scenarios import FileSpec, file_content
@@ -35,7 +36,6 @@ __all__ = ["ProcessRunner", "SubprocessRunner", "WorkerNode", "PeerProcessNode"]
 START_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 HTTP_TIMEOUT = 10.0
-_NODE_MAIN = "import sys; from pserver.cli import main; sys.exit(main())"
 
 
 class _Child:
@@ -190,7 +190,7 @@ class PeerProcessNode(ImplNode):
                  runner: SubprocessRunner) -> None:
         super().__init__(idx, host, params)
         self.runner = runner
-        self.child: _Child | None = None
+        self.child: AsyncNodeProcess | None = None
         self.http: httpx.AsyncClient | None = None
         self.token = ""
         self._records = 0
@@ -200,29 +200,19 @@ class PeerProcessNode(ImplNode):
         data, share = base / "data", base / "share"
         data.mkdir(parents=True, exist_ok=True)
         share.mkdir(parents=True, exist_ok=True)
-        argv = [*self.runner.prefix(self.idx), self.runner.python, "-c", _NODE_MAIN,
-                "--share", str(share), "--data", str(data), "--host", self.host,
-                "--rest-host", self.host, "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
-                "--log-level", "warning"]
-        for h, p in bootstrap:
-            argv += ["--bootstrap", f"{h}:{p}"]
-        err = open(self.runner.logdir / f"node-{self.idx}.log", "wb")  # noqa: SIM115, ASYNC230
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=err, start_new_session=True, env={**os.environ, **self.runner.env})
-        finally:
-            err.close()
-        self.child = _Child(proc)
+        spec = NodeSpec(
+            data=data, share=share, host=self.host, rest_host=self.host,
+            bootstrap=[f"{h}:{p}" for h, p in bootstrap], extra=("--log-level", "warning"),
+            command=python_command(self.runner.python), prefix=self.runner.prefix(self.idx))
+        self.child = await AsyncNodeProcess.launch(
+            spec, stderr=self.runner.logdir / f"node-{self.idx}.log",
+            env={**os.environ, **self.runner.env}, timeout=START_TIMEOUT, new_session=True,
+            name=f"kadshare-node {self.idx}")
         self.runner.children.append(self.child)
-        line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)  # type: ignore[union-attr]  # stdout=PIPE was given
-        try:
-            info = json.loads(line)
-            self.addr = (str(info["host"]), int(info["dht_port"]))
-            self.provider_key = f"{info['host']}:{int(info['grpc_port'])}"
-            rest = int(info["rest_port"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RuntimeError(f"kadshare-node {self.idx} did not start: {line!r}") from exc
+        info = self.child.info
+        self.addr = self.child.dht_address
+        self.provider_key = self.child.grpc_address
+        rest = int(info["rest_port"])
         self.token = (data / "token").read_text().strip()
         self.http = httpx.AsyncClient(base_url=f"http://{self.host}:{rest}",
                                       timeout=HTTP_TIMEOUT, trust_env=False)
@@ -247,7 +237,7 @@ class PeerProcessNode(ImplNode):
 
     async def leave(self) -> None:
         if self.child is not None:
-            await self.child.terminate()
+            await self.child.stop(STOP_GRACE)
         await self._close_http()
 
     def crash(self) -> None:
@@ -298,7 +288,7 @@ class SubprocessRunner(Runner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.children: list[_Child] = []
+        self.children: list[_Child | AsyncNodeProcess] = []
         self.logdir = self.workdir / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._files: dict[int, Path] = {}

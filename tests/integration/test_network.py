@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from kadcommon.merkle import file_id_of_bytes
-from simulations.localnet import LocalNetwork, Peer, console_script
+from pserver.launch import console_script
+from simulations.localnet import LocalNetwork, Peer
 
 RNG = random.Random(20261122)
 SHARED_TWICE = ("Holiday Photos Beach.jpg", RNG.randbytes(2 * 1024 * 1024 + 17))
@@ -115,7 +116,7 @@ def test_download_survives_sigkill_of_one_provider(network: list[Peer], tmp_path
 
 def test_sigterm_withdraws_records_and_exits_0(network: list[Peer]) -> None:
     leaving = network[2]
-    assert leaving.terminate() == 0
+    assert leaving.stop() == 0
     deadline = time.monotonic() + POLL_SECONDS
     providers: list = [None]
     while providers and time.monotonic() < deadline:

@@ -26,7 +26,6 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ class Lab:
         self.tag = f"{PREFIX}{os.getpid()}"
         self.hub = f"{self.tag}hub"
         self.hosts: list[Host] = []
-        self.procs: list[subprocess.Popen[str]] = []
+        self.procs: list[subprocess.Popen[Any]] = []
         self._closed = False
         self._n = n
 
@@ -184,7 +183,7 @@ class Lab:
     def spawn(self, host: Host, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
         """Start ``argv`` inside ``host``'s namespace; it is killed by ``close``."""
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, *argv],
+            [*self.prefix(host), *argv],
             stdout=subprocess.PIPE,
             stderr=kw.pop("stderr", subprocess.DEVNULL),
             text=True,
@@ -193,6 +192,14 @@ class Lab:
         )
         self.procs.append(proc)
         return proc
+
+    def prefix(self, host: Host) -> list[str]:
+        """Words that run a command inside ``host``'s namespace."""
+        return ["ip", "netns", "exec", host.netns]
+
+    def adopt(self, proc: subprocess.Popen[Any]) -> None:
+        """Have ``close`` kill ``proc`` too (started with ``prefix`` in a new session)."""
+        self.procs.append(proc)
 
     def close(self) -> None:
         """Kill our processes and delete every namespace of this lab (idempotent)."""
@@ -253,7 +260,3 @@ def wait_until(pred: Any, timeout: float, interval: float = 0.5) -> Any:
             break
         time.sleep(interval)
     return last
-
-
-def node_cmd(venv_bin: Path) -> str:
-    return str(venv_bin / "kadshare-node")

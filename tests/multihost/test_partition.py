@@ -10,7 +10,6 @@ during the cut, within a bounded time.
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,9 @@ import httpx
 import pytest
 
 from kadcommon.merkle import file_id_of_bytes
-from tests.multihost.netns import Host, Lab, read_json_line, wait_until
+from pserver.launch import NodeProcess, NodeSpec
+from tests.multihost.netns import Host, Lab, wait_until
 
-BIN = Path(sys.executable).parent
 CONVERGE_SECONDS = 90.0
 RNG = random.Random(77)
 
@@ -34,20 +33,20 @@ class Peer:
         self.data = root / f"h{host.index}" / "data"
         self.share.mkdir(parents=True)
         self.data.mkdir(parents=True)
-        self.argv = [
-            str(BIN / "kadshare-node"), "--share", str(self.share), "--data", str(self.data),
-            "--host", host.addr, "--rest-host", host.addr,
-            "--dht-port", "0", "--grpc-port", "0", "--rest-port", "0",
-        ]
-        if bootstrap:
-            self.argv += ["--bootstrap", bootstrap]
+        self.spec = NodeSpec(
+            data=self.data, share=self.share, host=host.addr, rest_host=host.addr,
+            bootstrap=[bootstrap] if bootstrap else [], prefix=lab.prefix(host),
+        )
         self.lab = lab
         self.info: dict[str, Any] = {}
 
     def start(self) -> None:
-        log = open(self.data.parent / "stderr.log", "ab")  # noqa: SIM115 - owned by proc
-        proc = self.lab.spawn(self.host, self.argv, stderr=log)
-        self.info = read_json_line(proc, timeout=90)
+        base = self.data.parent
+        node = NodeProcess.launch(self.spec, stdout=base / "stdout.log",
+                                  stderr=base / "stderr.log", timeout=90, new_session=True,
+                                  name=f"peer on h{self.host.index}")
+        self.lab.adopt(node.process)
+        self.info = node.info
 
     @property
     def url(self) -> str:

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import signal
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +18,9 @@ import pytest
 
 from kadcommon.merkle import file_id_of_bytes
 from pclient import Client, DownloadConfig, DownloadProgress, NotFound
+from pserver.launch import AsyncNodeProcess, NodeSpec
 from pserver.node import Node, NodeConfig
-from tests.pclient.cli_runner import ROOT, run_cli, run_main
+from tests.pclient.cli_runner import run_cli, run_main
 
 HOLIDAY = "holiday photos.bin"
 
@@ -205,15 +203,12 @@ class TestRealProviders:
         share = net.tmp / "share-proc"
         share.mkdir()
         (share / "big.bin").write_bytes(big)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pserver.cli", "--share", str(share), "--data",
-            str(net.tmp / "data-proc"), "--dht-port", "0", "--grpc-port", "0",
-            "--rest-port", "0", "--bootstrap", f"127.0.0.1:{net.nodes[0].info['dht_port']}",
-            "--log-level", "error", cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-        )
+        spec = NodeSpec(data=net.tmp / "data-proc", share=share,
+                        bootstrap=[f"127.0.0.1:{net.nodes[0].info['dht_port']}"],
+                        extra=("--log-level", "error"))
+        proc = await AsyncNodeProcess.launch(spec, timeout=60)
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), 60)  # type: ignore[union-attr]
-            victim = f"127.0.0.1:{json.loads(line)['grpc_port']}"
+            victim = proc.grpc_address
             async with Client(net.url) as client:
                 async def three() -> bool:
                     return len(await client.providers(big_id)) >= 3
@@ -222,7 +217,7 @@ class TestRealProviders:
 
                 def progress(p: DownloadProgress) -> None:
                     if not killed and p.done > 0:
-                        os.kill(proc.pid, signal.SIGKILL)
+                        proc.kill()
                         killed.append(p.done)
 
                 result = await client.download(
@@ -231,9 +226,7 @@ class TestRealProviders:
                     config=DownloadConfig(sources=3, run_bytes=1024 * 1024),
                 )
         finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
+            await proc.reap()
         assert killed and killed[0] < len(big)
         assert result.path.read_bytes() == big
         assert victim in result.dropped

@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pserver.cli import UsageError, build_config, main, parse_address, parse_size
+from pserver.launch import NodeProcess, NodeSpec
 
 START_TIMEOUT = 60.0
 SCRIPT = str(Path(sys.executable).parent / "kadshare-node")
@@ -26,25 +26,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen,
-                                                                            dict]:
-    out = tmp / "stdout"
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            [SCRIPT, "--data", str(tmp / "data"), "--dht-port", "0", "--grpc-port", "0",
-             "--rest-port", "0", *args],
-            stdout=sink, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
-        )
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        text = out.read_text()
-        if text.endswith("\n"):
-            return proc, json.loads(text)
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("no JSON line")
+def start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+    """The node as a user starts it (``--host`` left to the environment)."""
+    spec = NodeSpec(data=tmp / "data", host=None, extra=args)
+    return NodeProcess.launch(spec, stdout=tmp / "stdout", stderr=tmp / "stderr",
+                              env={**os.environ, **(env or {})}, timeout=START_TIMEOUT)
 
 
 class TestUsage:
@@ -118,29 +104,28 @@ class TestLifecycle:
         share = tmp_path / "share"
         share.mkdir()
         (share / "song.ogg").write_bytes(b"la la la")
-        proc, info = start(tmp_path, "--share", str(share))
+        node = start(tmp_path, "--share", str(share))
+        info = node.info
         try:
             assert set(info) == {"node_id", "host", "dht_port", "grpc_port", "rest_port"}
             assert json.loads((tmp_path / "data" / "node.json").read_text()) == info
             files = httpx.get(f"http://127.0.0.1:{info['rest_port']}/files", timeout=10).json()
             assert [f["name"] for f in files["files"]] == ["song.ogg"]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=START_TIMEOUT)
+            code = node.stop(START_TIMEOUT, signal.SIGTERM)
         assert code == 0
-        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        stderr = (tmp_path / "stderr").read_text()
         assert "Traceback" not in stderr
         assert all(line.count(" ") >= 2 for line in stderr.splitlines())  # one line per event
 
     def test_sigint_with_options_from_environment(self, tmp_path: Path) -> None:
         share = tmp_path / "s"
         share.mkdir()
-        proc, info = start(tmp_path, env={"KADSHARE_SHARE": str(share),
-                                          "KADSHARE_HOST": "127.0.0.1"})
+        node = start(tmp_path, env={"KADSHARE_SHARE": str(share), "KADSHARE_HOST": "127.0.0.1"})
+        info = node.info
         try:
             status = httpx.get(f"http://127.0.0.1:{info['rest_port']}/status", timeout=10).json()
             assert status["node_id"] == info["node_id"]
         finally:
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=START_TIMEOUT)
+            code = node.stop(START_TIMEOUT, signal.SIGINT)
         assert code == 0

@@ -9,7 +9,6 @@ mid-download and a client interrupted and resumed (``tests/pclient``).
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import time
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from kadcommon.merkle import file_id_of_bytes
-from simulations.localnet import console_script
+from pserver.launch import LaunchError, NodeProcess, NodeSpec, console_script
 
 RNG = random.Random(9)
 FILES = {f"crash survivor {i}.dat": RNG.randbytes(300_000 + i) for i in range(3)}
@@ -38,32 +37,22 @@ class Proc:
         self.share.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         self.log = root / name / "stderr.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.node: NodeProcess | None = None
         self.info: dict[str, Any] = {}
 
     def start(self, bootstrap: Proc | None = None) -> dict[str, Any]:
-        args = [console_script("kadshare-node"), "--share", str(self.share), "--data",
-                str(self.data), "--host", "127.0.0.1", "--dht-port", "0", "--grpc-port", "0",
-                "--rest-port", "0"]
-        if bootstrap is not None:
-            args += ["--bootstrap", f"127.0.0.1:{bootstrap.info['dht_port']}"]
-        out = self.log.with_suffix(f".{time.monotonic_ns()}.out")
-        with open(out, "wb") as stdout, open(self.log, "ab") as stderr:
-            self.proc = subprocess.Popen(args, stdout=stdout, stderr=stderr,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            text = out.read_text(errors="replace")
-            if "\n" in text:
-                self.info = json.loads(text.split("\n", 1)[0])
-                return self.info
-            assert self.proc.poll() is None, self.log.read_text(errors="replace")[-2000:]
-            time.sleep(0.05)
-        raise AssertionError("node printed no JSON line in 90 s")
+        spec = NodeSpec(data=self.data, share=self.share,
+                        bootstrap=[bootstrap.node.bootstrap_address] if bootstrap and
+                        bootstrap.node else [])
+        self.node = NodeProcess.launch(spec, stdout=self.log.with_suffix(".out"),
+                                       stderr=self.log, timeout=90)
+        self.info = self.node.info
+        return self.info
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.info['rest_port']}"
+        assert self.node is not None
+        return self.node.rest_url
 
     def get(self, path: str, **params: str) -> Any:
         reply = httpx.get(self.url + path, params=params, timeout=45.0)
@@ -71,18 +60,12 @@ class Proc:
         return reply.json() if "json" in reply.headers.get("content-type", "") else reply.text
 
     def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=20)
+        assert self.node is not None
+        self.node.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=20)
+        if self.node is not None:
+            self.node.stop()
 
 
 def poll(pred: Any, timeout: float = POLL, interval: float = 0.3) -> Any:
@@ -187,11 +170,10 @@ class TestDamagedDataFolder:
         assert reply.status_code in (400, 404), reply.text
         victim.stop()
         garble(victim.data / "identity.key", how)
-        assert victim.proc is not None
         log_before = victim.log.read_text(errors="replace")
-        with pytest.raises(AssertionError):
+        with pytest.raises(LaunchError) as refused:
             victim.start()  # must refuse: a new identity would silently be another peer
-        assert victim.proc.wait(timeout=30) != 0
+        assert refused.value.returncode not in (None, 0), refused.value
         tail = victim.log.read_text(errors="replace")[len(log_before):]
         assert "Traceback" not in tail, tail
         assert "identity" in tail.lower(), tail
