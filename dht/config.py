@@ -13,15 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+#: The wire version of this code (first element of every datagram, docs/PROTOCOL.md).
 PROTOCOL_VERSION = 1
+#: The k every version-1 peer uses; another k is another network (see ``validate``).
+DEFAULT_K = 20
 
 
 @dataclass(frozen=True, kw_only=True)
 class DhtConfig:
     """All DHT settings with production defaults; see ``for_tests()`` for short ones."""
 
-    k: int = 20
-    """Bucket size and replication factor (paper: k). Default 20."""
+    protocol_version: int = PROTOCOL_VERSION
+    """Version sent in, and required of, every datagram.  Peers of different versions
+    never talk, which is what keeps a network with another ``k`` apart."""
+    k: int = DEFAULT_K
+    """Bucket size and replication factor (paper: k). Default 20.  Peers assume each
+    other's k when they pick replicas and stop lookups, so ``validate`` refuses another
+    k unless ``protocol_version`` differs too (as go-libp2p-kad-dht ties k to its
+    protocol id)."""
     alpha: int = 3
     """Requests kept in flight by one lookup (paper: alpha). Default 3."""
     rpc_timeout_min: float = 0.03
@@ -125,6 +134,29 @@ class DhtConfig:
     backoff_max_factor: int = 8
     """Largest multiple of ``refresh_interval`` a backed-off refresh waits."""
 
+    lookup_query_factor: int = 8
+    """One lookup queries at most ``k * lookup_query_factor`` nodes, however many new
+    contacts answers keep bringing (bounds a lookup fed by liars)."""
+    max_records_per_store: int = 64
+    """Records in one ``store`` request: a sender splits larger batches, a receiver
+    ignores the excess."""
+    handoff_delay: float = 0.5
+    """Seconds newcomers are collected before one pass hands them the records they are
+    now among the k closest for (one pass per burst of joins, not one per newcomer)."""
+    probe_memory: int = 16
+    """Unknown senders remembered as recently probed (welcome ping), so a burst from
+    one address costs one probe."""
+    verified_ids_max: int = 65536
+    """Node ids remembered with the address they answered from (and addresses that
+    proved they receive our datagrams); the oldest are forgotten beyond it."""
+    proven_rate_factor: float = 10.0
+    """Request rate of an address that answered one of our requests, as a multiple of
+    a stranger's (``store_rate``, ``lookup_rate``)."""
+    max_query_words: int = 8
+    """Words of a search query that are looked up; the rest are ignored."""
+    publish_concurrency: int = 8
+    """Records one node stores on the network at the same time (announce, republish)."""
+
     def validate(self) -> DhtConfig:
         """Raise ValueError naming the first bad field; return self so calls chain."""
         positive_ints = (
@@ -133,7 +165,9 @@ class DhtConfig:
             "max_keyword_entries_per_owner", "max_store_bytes", "max_find_pages",
             "max_contacts_per_prefix", "max_keywords_per_name", "pending_calls_max",
             "socket_receive_buffer", "stale_after_misses", "refresh_lookups_per_wave",
-            "backoff_min_calls", "backoff_max_factor",
+            "backoff_min_calls", "backoff_max_factor", "protocol_version",
+            "lookup_query_factor", "max_records_per_store", "probe_memory",
+            "verified_ids_max", "max_query_words", "publish_concurrency",
         )
         for name in positive_ints:
             value = getattr(self, name)
@@ -145,6 +179,7 @@ class DhtConfig:
             "republish_interval", "refresh_interval", "expire_interval",
             "welcome_pings_per_second", "store_rate", "lookup_rate", "prefix_rate_factor",
             "rate_burst_seconds", "full_bucket_ping_interval", "backoff_window",
+            "handoff_delay", "proven_rate_factor",
         )
         for name in positive_floats:
             value = getattr(self, name)
@@ -169,6 +204,11 @@ class DhtConfig:
             raise ValueError("DhtConfig.max_datagram must be within 1024..65000 bytes")
         if self.max_record_bytes * 2 > self.max_datagram:
             raise ValueError("DhtConfig.max_record_bytes must fit twice in max_datagram")
+        if self.k != DEFAULT_K and self.protocol_version == PROTOCOL_VERSION:
+            raise ValueError(
+                f"DhtConfig.k={self.k} differs from the network's k={DEFAULT_K}: set "
+                f"protocol_version to another value than {PROTOCOL_VERSION} too, so these "
+                "peers form their own network instead of mixing with k=20 peers")
         return self
 
     def with_changes(self, **changes: Any) -> DhtConfig:

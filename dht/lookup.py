@@ -134,7 +134,7 @@ class Lookup:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.lookup_timeout
         self._push(self.protocol.router.find_neighbors(self.target, self.config.k))
-        max_queries = self.config.k * 8
+        max_queries = self.config.k * self.config.lookup_query_factor
         try:
             while True:
                 if self.wanted is not None and self._positive >= self.wanted:

@@ -39,8 +39,6 @@ from .storage import RecordStore
 
 log = logging.getLogger(__name__)
 
-MAX_QUERY_WORDS = 8
-PUBLISH_CONCURRENCY = 8
 
 
 def _ip_literal(host: object, port: int) -> tuple[str, int] | None:
@@ -194,7 +192,7 @@ class DhtNode:
         sockname = self._transport.get_extra_info("sockname")
         self.host, self.port = sockname[0], sockname[1]
         self._node.ip, self._node.port = self.host, self.port
-        self._publish_gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
+        self._publish_gate = asyncio.Semaphore(self.config.publish_concurrency)
         self._loops = [asyncio.ensure_future(self._maintain())]
         log.info("dht node %s listening on %s:%d", self.node_id[:8], self.host, self.port)
 
@@ -377,7 +375,7 @@ class DhtNode:
         """
         if not isinstance(query, str):
             raise TypeError("query must be a str")
-        words = normalize_words(query, MAX_QUERY_WORDS)
+        words = normalize_words(query, self.config.max_query_words)
         if not words:
             return []
         wanted = set(words)

@@ -51,11 +51,8 @@ log = logging.getLogger(__name__)
 
 ID_LEN = 20
 FIND_OVERHEAD = 64  # envelope, map keys, "next" field
-HANDOFF_DELAY = 0.5  # seconds newcomers are collected before one handoff pass
-VERIFIED_MAX = 65536  # node ids remembered with the address they answered from
 COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
 LOOKUP_METHODS = frozenset({"find_node", "find_records"})
-PROVEN_FACTOR = 10  # rate multiplier for addresses that answered one of our requests
 
 
 def _check_id(value: object, what: str = "id") -> bytes:
@@ -133,9 +130,10 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._cookie_key = clock.random_bytes(32)
         self._cookies: OrderedDict[Address, bytes] = OrderedDict()
         burst, factor = config.rate_burst_seconds, config.prefix_rate_factor
+        proven = config.proven_rate_factor
         self._limits = {
             kind: (TokenBuckets(rate, rate * burst),
-                   TokenBuckets(rate * PROVEN_FACTOR, rate * PROVEN_FACTOR * burst),
+                   TokenBuckets(rate * proven, rate * proven * burst),
                    TokenBuckets(rate * factor, rate * factor * burst))
             for kind, rate in (("store", config.store_rate), ("lookup", config.lookup_rate))
         }
@@ -144,7 +142,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
     def admit(self, method: str, addr: Address) -> bool:
         """Token buckets per address and per /24 (/48) for stores and lookups; an address
         that answered one of our requests (a publisher handing over many keys) gets
-        ``PROVEN_FACTOR`` times the rate, a stranger that never answers only the base."""
+        ``proven_rate_factor`` times the rate, a stranger that never answers only the base."""
         kind = "store" if method == "store" else "lookup" if method in LOOKUP_METHODS else None
         if kind is None:
             return True
@@ -168,7 +166,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
     def _prove(self, addr: Address) -> None:
         self._proven[addr] = None
         self._proven.move_to_end(addr)
-        if len(self._proven) > VERIFIED_MAX:
+        if len(self._proven) > self.config.verified_ids_max:
             self._proven.popitem(last=False)
 
     def _reply_budget(self, addr: Address, cookie: object) -> int | None:
@@ -208,7 +206,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._verified[node_id] = host
         if old is None or old != host:
             self.storage.reachability_changed()
-            if len(self._verified) > VERIFIED_MAX:
+            if len(self._verified) > self.config.verified_ids_max:
                 self._verified.popitem(last=False)
         else:
             self._verified.move_to_end(node_id)
@@ -287,7 +285,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             return
         self._probe_tokens -= 1
         self._probed[addr] = now
-        if len(self._probed) > 16:
+        if len(self._probed) > self.config.probe_memory:
             self._probed.popitem(last=False)
         self.spawn(self.call_ping(Peer(sender_id, addr[0], addr[1])))
 
@@ -355,7 +353,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         if not isinstance(records, list):
             raise BadRequest("records must be an array")
         stored = refused = 0
-        for raw in records[:64]:
+        for raw in records[:self.config.max_records_per_store]:
             try:
                 status = self.storage.put_encoded(key, raw, sender)
             except InvalidRecord as exc:
@@ -472,7 +470,8 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
     async def call_store_records(self, node: Node, key: bytes, encoded: list[bytes]) -> int:
         """Store records at ``node`` in as many datagrams as needed; return how many took."""
         stored = 0
-        for chunk in chunk_records(encoded, self.config.max_datagram - 128):
+        for chunk in chunk_records(encoded, self.config.max_datagram - 128,
+                                   self.config.max_records_per_store):
             try:
                 reply = await self._call(node, "store", [key, chunk])
             except RpcError:
@@ -486,7 +485,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
     def welcome_if_new(self, node: Node) -> None:
         """Add a verified contact; hand it the records it is now responsible for (§2.5).
 
-        The handoff check is batched: newcomers are collected for ``HANDOFF_DELAY``
+        The handoff check is batched: newcomers are collected for ``handoff_delay``
         seconds and then checked against every stored key at once, so the cost is one
         pass over the store per batch rather than per new contact.
         """
@@ -503,7 +502,8 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._newcomers[node.id] = node
         if self._handoff_timer is None:
             loop = asyncio.get_running_loop()
-            self._handoff_timer = loop.call_later(HANDOFF_DELAY, self._handoff_batch)
+            self._handoff_timer = loop.call_later(self.config.handoff_delay,
+                                                  self._handoff_batch)
 
     def last_heard(self, node_id: bytes) -> float:
         """``clock.now()`` of the node's last reply; -inf if none is remembered."""
@@ -594,14 +594,15 @@ def _fit(nodes: list[list], budget: int) -> list[list]:
     return out
 
 
-def chunk_records(encoded: list[bytes], budget: int) -> list[list[bytes]]:
-    """Split encoded records into groups whose msgpack array fits ``budget`` bytes."""
+def chunk_records(encoded: list[bytes], budget: int, max_count: int) -> list[list[bytes]]:
+    """Split encoded records into groups of at most ``max_count`` whose msgpack array
+    fits ``budget`` bytes."""
     chunks: list[list[bytes]] = []
     current: list[bytes] = []
     size = 0
     for raw in encoded:
         item = len(raw) + 3
-        if current and (size + item > budget or len(current) >= 64):
+        if current and (size + item > budget or len(current) >= max_count):
             chunks.append(current)
             current, size = [], 0
         current.append(raw)

@@ -71,7 +71,8 @@ class Message:
     body: Any
 
 
-def decode_datagram(data: bytes, max_size: int = 65507) -> Message:
+def decode_datagram(data: bytes, max_size: int = 65507,
+                    version: int = PROTOCOL_VERSION) -> Message:
     """Parse one datagram; raise MalformedDatagram (never anything else) if it is bad."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedDatagram("not bytes")
@@ -89,9 +90,9 @@ def decode_datagram(data: bytes, max_size: int = 65507) -> Message:
         raise MalformedDatagram(f"undecodable: {type(exc).__name__}") from exc
     if not isinstance(arr, list) or len(arr) != 4:
         raise MalformedDatagram("not a 4-element array")
-    version, kind, msg_id, body = arr
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
-        raise MalformedDatagram(f"unsupported version {version!r:.20}")
+    got, kind, msg_id, body = arr
+    if got != version or isinstance(got, bool):
+        raise MalformedDatagram(f"unsupported version {got!r:.20}")
     if kind not in (REQUEST, RESPONSE, ERROR) or isinstance(kind, bool):
         raise MalformedDatagram("unknown message kind")
     if not isinstance(msg_id, bytes) or len(msg_id) != MSG_ID_LEN:
@@ -108,9 +109,10 @@ def decode_datagram(data: bytes, max_size: int = 65507) -> Message:
     return Message(kind, msg_id, method, body)
 
 
-def encode_datagram(kind: int, msg_id: bytes, body: Any) -> bytes:
+def encode_datagram(kind: int, msg_id: bytes, body: Any,
+                    version: int = PROTOCOL_VERSION) -> bytes:
     """Encode one message (see module docstring)."""
-    return msgpack.packb([PROTOCOL_VERSION, kind, msg_id, body], use_bin_type=True)
+    return msgpack.packb([version, kind, msg_id, body], use_bin_type=True)
 
 
 class RttEstimator:
@@ -204,7 +206,8 @@ class RpcTransport(asyncio.DatagramProtocol):
         """Decode, dispatch, reply. Never raises: bad input is dropped and counted."""
         try:
             addr = (sys.intern(addr[0]), addr[1])
-            msg = decode_datagram(data, self.config.max_datagram)
+            msg = decode_datagram(data, self.config.max_datagram,
+                                  self.config.protocol_version)
         except MalformedDatagram as exc:
             self._drop("malformed", f"dropped malformed datagram from {addr}: {exc}")
             return
@@ -241,20 +244,20 @@ class RpcTransport(asyncio.DatagramProtocol):
         self.request_size = size
         if msg.method not in self.RPC_METHODS:
             self._drop("unknown_method", f"unknown method {msg.method!r:.40} from {addr}")
-            self._send(encode_datagram(ERROR, msg.msg_id, "unknown method"), addr)
+            self._send(self._encode(ERROR, msg.msg_id, "unknown method"), addr)
             return
         handler = getattr(self, "rpc_" + msg.method)
         try:
             result = handler(addr, *msg.body)
         except (BadRequest, TypeError) as exc:
             self._drop("bad_request", f"bad {msg.method} request from {addr}: {exc}")
-            self._send(encode_datagram(ERROR, msg.msg_id, "bad request"), addr)
+            self._send(self._encode(ERROR, msg.msg_id, "bad request"), addr)
             return
-        data = encode_datagram(RESPONSE, msg.msg_id, result)
+        data = self._encode(RESPONSE, msg.msg_id, result)
         if len(data) > self.config.max_datagram:
             self.stats["oversize_reply"] += 1
             log.error("reply to %s of %d bytes exceeds max_datagram", msg.method, len(data))
-            data = encode_datagram(ERROR, msg.msg_id, "reply too large")
+            data = self._encode(ERROR, msg.msg_id, "reply too large")
         self._send(data, addr)
 
     def _handle_reply(self, msg: Message, addr: Address) -> None:
@@ -277,6 +280,9 @@ class RpcTransport(asyncio.DatagramProtocol):
         else:
             self.stats["error_replies_in"] += 1
             pending.future.set_exception(RpcError(f"{addr} answered error: {msg.body:.80}"))
+
+    def _encode(self, kind: int, msg_id: bytes, body: Any) -> bytes:
+        return encode_datagram(kind, msg_id, body, self.config.protocol_version)
 
     def _send(self, data: bytes, addr: Address) -> None:
         if self.transport is None or self._closed:
@@ -306,7 +312,7 @@ class RpcTransport(asyncio.DatagramProtocol):
         msg_id = clock.random_bytes(MSG_ID_LEN)
         while msg_id in self._pending:
             msg_id = clock.random_bytes(MSG_ID_LEN)
-        data = encode_datagram(REQUEST, msg_id, [method, args])
+        data = self._encode(REQUEST, msg_id, [method, args])
         if len(data) > self.config.max_datagram:
             future.set_exception(RpcError(f"{method} request of {len(data)} bytes too large"))
             return future, 0.0

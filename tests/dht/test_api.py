@@ -70,6 +70,27 @@ class TestConfig:
             DhtConfig.for_tests(**changes)
 
 
+class TestProtocolVersion:
+    def test_another_k_needs_another_protocol_version(self) -> None:
+        with pytest.raises(ValueError, match="protocol_version"):
+            DhtConfig.for_tests(k=8)
+        assert DhtConfig.for_tests(k=8, protocol_version=2).k == 8
+
+    async def test_peers_of_different_versions_do_not_talk(self) -> None:
+        """A version-2 network stays apart: a version-1 node's bootstrap finds nobody."""
+        new = DhtNode(config=DhtConfig.for_tests(k=8, protocol_version=2, lookup_timeout=2.0))
+        old = DhtNode(config=DhtConfig.for_tests(lookup_timeout=2.0, rpc_timeout_max=0.5))
+        await new.listen(port=0, interface="127.0.0.1")
+        await old.listen(port=0, interface="127.0.0.1")
+        try:
+            assert await old.bootstrap([("127.0.0.1", new.port)]) == 0
+            assert new.contacts() == [] and old.contacts() == []
+            assert new.stats["malformed"] >= 1  # the old node's ping was dropped
+        finally:
+            old.stop()
+            new.stop()
+
+
 class TestSocket:
     async def test_udp_receive_buffer_is_enlarged(self) -> None:
         """The kernel default (208 KiB) dropped store bursts in 64-node runs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dht import DhtConfig
+from dht.config import PROTOCOL_VERSION
 from dht.keys import file_key
 from dht.lookup import Lookup
 from tests.dht.netutil import file_id_of, start_network, stop_all
@@ -24,7 +25,7 @@ class TestLookupFallbacks:
             stop_all(nodes)
 
     async def test_wanted_stops_early_and_full_lookup_hears_k_closest(self) -> None:
-        cfg = DhtConfig.for_tests(k=5)
+        cfg = DhtConfig.for_tests(k=5, protocol_version=PROTOCOL_VERSION + 1)
         nodes = await start_network(12, cfg)
         try:
             fid = file_id_of("early stop")
