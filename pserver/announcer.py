@@ -15,16 +15,16 @@ from pserver.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE_TIMEOUT = 30.0
-#: DHT announcements or withdrawals in flight at once.
-PARALLEL = 8
-
-
 class Announcer:
     """Diff between what is shared and what was announced, applied to the DHT."""
 
-    def __init__(self, dht: Any, catalog: Catalog, grpc_address: str) -> None:
+    def __init__(self, dht: Any, catalog: Catalog, grpc_address: str, *,
+                 timeout: float, parallel: int) -> None:
+        """``timeout``: seconds one announcement or withdrawal may take; ``parallel``:
+        how many run at once (``NodeConfig.announce_timeout`` / ``announce_parallel``)."""
         self.dht = dht
+        self.timeout = timeout
+        self.parallel = parallel
         self.catalog = catalog
         self.grpc_address = grpc_address
         self.announced: dict[str, tuple[str, int]] = {}
@@ -47,9 +47,9 @@ class Announcer:
             await self._bounded(self._announce(f, n, s) for f, n, s in new)
 
     async def _bounded(self, jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
-        """Run DHT operations ``PARALLEL`` at a time (a folder of thousands of files
+        """Run DHT operations ``parallel`` at a time (a folder of thousands of files
         would otherwise be announced one lookup after another)."""
-        gate = asyncio.Semaphore(PARALLEL)
+        gate = asyncio.Semaphore(self.parallel)
 
         async def gated(job: Coroutine[Any, Any, None]) -> None:
             async with gate:
@@ -64,7 +64,7 @@ class Announcer:
     async def _announce(self, file_id: str, name: str, size: int) -> None:
         try:
             await asyncio.wait_for(
-                self.dht.announce(file_id, name, size, grpc=self.grpc_address), ANNOUNCE_TIMEOUT
+                self.dht.announce(file_id, name, size, grpc=self.grpc_address), self.timeout
             )
         except asyncio.CancelledError:
             raise
@@ -81,7 +81,7 @@ class Announcer:
     async def _withdraw(self, file_id: str) -> None:
         name, _ = self.announced.pop(file_id)
         try:
-            await asyncio.wait_for(self.dht.withdraw(file_id), ANNOUNCE_TIMEOUT)
+            await asyncio.wait_for(self.dht.withdraw(file_id), self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the records expire on their own anyway

@@ -41,7 +41,8 @@ CACHE_VERSION = 2  # 2: Merkle file ids (1 held whole-file SHA-256 ids)
 _FILE_ID = re.compile(r"[0-9a-f]{64}")
 #: Prefix of upload temp files inside the share folder (hidden, so never scanned).
 UPLOAD_TMP_PREFIX = ".kadshare-upload-"
-#: Seconds of hashing after which a scan shows (and caches) the files hashed so far.
+#: Seconds of hashing after which a scan shows (and caches) the files hashed so far
+#: (``NodeConfig.publish_every``).
 PUBLISH_EVERY = 5.0
 
 
@@ -99,13 +100,14 @@ class Catalog:
 
     def __init__(
         self, share_dir: Path | None, data_dir: Path, chunk_size: int,
-        settle_seconds: float = 0.0,
+        settle_seconds: float = 0.0, publish_every: float = PUBLISH_EVERY,
     ) -> None:
         self.share_dir = share_dir.resolve() if share_dir is not None else None
         self.data_dir = data_dir
         self._private_root = os.path.realpath(data_dir)  # never shared, whatever the layout
         self.chunk_size = chunk_size
         self.settle_seconds = settle_seconds
+        self.publish_every = publish_every
         #: real path -> (size, mtime_ns, monotonic time first seen so) of unsettled files.
         self._settling: dict[str, tuple[int, int, float]] = {}
         #: real paths whose content is known complete (verified uploads, POST /files).
@@ -249,7 +251,7 @@ class Catalog:
                 if entry is not None:
                     share_entries.append(entry)
                 if (self.hash_calls != hashed_at_publish
-                        and time.monotonic() - published_at >= PUBLISH_EVERY):
+                        and time.monotonic() - published_at >= self.publish_every):
                     await self._publish_partial(share_entries, seen)
                     published_at, hashed_at_publish = time.monotonic(), self.hash_calls
             ref_entries: list[SharedFile] = []
@@ -277,7 +279,7 @@ class Catalog:
         """During a long hashing run: show what is hashed so far and save the cache.
 
         Files not reached yet keep their previous entries; a crash mid-run loses at most
-        ``PUBLISH_EVERY`` seconds of hashing.
+        ``publish_every`` seconds of hashing.
         """
         pending = [e for e in self._by_id.values() if str(e.path) not in seen]
         self._rebuild(done + pending)

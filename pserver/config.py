@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,6 @@ DEFAULT_SETTLE_SECONDS = 3.0
 #: Seconds between liveness sweeps: contacts silent for twice as long are pinged, so a
 #: peer that left drops out of ``/peers`` within about a minute. 0 turns sweeps off.
 DEFAULT_LIVENESS_INTERVAL = 20.0
-#: Contacts pinged per sweep at most (bounds the traffic of a large routing table).
-LIVENESS_PINGS_PER_SWEEP = 32
 #: Downloads served at the same time (each holds an open file); more get RESOURCE_EXHAUSTED.
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 256
 #: Uploads received at the same time; more are refused with RESOURCE_EXHAUSTED.
@@ -76,11 +74,40 @@ class NodeConfig:
     share_wait: float = DEFAULT_SHARE_WAIT
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     liveness_interval: float = DEFAULT_LIVENESS_INTERVAL
+    #: Contacts pinged per liveness sweep at most (bounds a large table's traffic).
+    liveness_pings_per_sweep: int = 32
+    #: Routing contacts written to ``contacts.msgpack`` for the next start.
+    saved_contacts_max: int = 64
+    #: Seconds a (re)join through bootstrap addresses or saved contacts may take.
+    bootstrap_timeout: float = 30.0
+    #: Seconds between checks for an empty routing table (then the node rejoins) ...
+    rejoin_check_interval: float = 5.0
+    #: ... backing off up to this many seconds between attempts during a long outage.
+    rejoin_max_backoff: float = 300.0
+    #: Seconds a graceful stop waits for the DHT records to be withdrawn.
+    leave_timeout: float = 15.0
+    #: Seconds one announcement or withdrawal of a file may take (retried at next sync).
+    announce_timeout: float = 30.0
+    #: Announcements or withdrawals in flight at once (a folder of thousands of files).
+    announce_parallel: int = 8
+    #: Seconds of hashing after which a scan shows (and caches) the files hashed so far.
+    publish_every: float = 5.0
+    #: Seconds Sanic lets one REST request run; must exceed ``lookup_timeout`` and
+    #: ``share_wait`` so those answer with their own 504/202 rather than a cut connection.
+    rest_response_timeout: int = 120
+    #: Provider lookups at once while ``/search`` counts each hit's providers.
+    search_count_parallel: int = 16
+    #: File ids of recent answers kept so a short id prefix can be resolved.
+    seen_ids_max: int = 4096
     #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
     dht_config: Any = field(default=None, repr=False)
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first option that cannot work."""
+    def with_changes(self, **changes: Any) -> NodeConfig:
+        """Return a validated copy with some fields replaced."""
+        return replace(self, **changes).validate()
+
+    def validate(self) -> NodeConfig:
+        """Raise ``ValueError`` naming the first option that cannot work; return self."""
         for name in ("dht_port", "grpc_port", "rest_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -107,6 +134,18 @@ class NodeConfig:
             raise ValueError("max_concurrent_uploads/downloads must be >= 1")
         if self.max_downloads_per_client < 0 or self.max_upload_rate < 0:
             raise ValueError("max_downloads_per_client and max_upload_rate must be >= 0")
+        for name in ("liveness_pings_per_sweep", "saved_contacts_max", "announce_parallel",
+                     "search_count_parallel", "seen_ids_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("bootstrap_timeout", "rejoin_check_interval", "rejoin_max_backoff",
+                     "leave_timeout", "announce_timeout", "publish_every", "lookup_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.rest_response_timeout <= max(self.lookup_timeout, self.share_wait):
+            raise ValueError("rest_response_timeout must exceed lookup_timeout and share_wait "
+                             "(they answer within a request)")
+        return self
 
     def check_folders(self) -> None:
         """Refuse layouts where the data folder (private key, token) would be shared.

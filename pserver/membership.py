@@ -15,18 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from dht import DhtNode
-from pserver.config import LIVENESS_PINGS_PER_SWEEP
+from pserver.config import NodeConfig
 from pserver.datadir import load_msgpack, save_msgpack
 
 log = logging.getLogger(__name__)
 
 CONTACTS_FILE = "contacts.msgpack"
-MAX_SAVED_CONTACTS = 64
-BOOTSTRAP_TIMEOUT = 30.0
-#: Seconds between checks for an empty routing table (then the node rejoins).
-REJOIN_CHECK_SECONDS = 5.0
-#: Longest pause between rejoin attempts during a long outage.
-REJOIN_MAX_BACKOFF = 300.0
 
 Address = tuple[str, int]
 
@@ -67,25 +61,16 @@ def _saved_addresses(data_dir: Path) -> list[Address]:
 class Membership:
     """Join, stay joined and remember whom we knew, for one ``DhtNode``."""
 
-    def __init__(
-        self,
-        dht: DhtNode,
-        data_dir: Path,
-        bootstrap: tuple[Address, ...],
-        contacts_interval: float,
-        liveness_interval: float,
-    ) -> None:
+    def __init__(self, dht: DhtNode, config: NodeConfig) -> None:
         self.dht = dht
-        self.data_dir = data_dir
-        self.bootstrap = bootstrap
-        self.contacts_interval = contacts_interval
-        self.liveness_interval = liveness_interval
+        self.config = config
+        self.data_dir = config.data_dir
         self._saved: list[list[Any]] = []
 
     async def join(self) -> tuple[Address, ...]:
         """Bootstrap from the given addresses, else from the contacts of the last run;
         returns the addresses tried."""
-        targets = list(self.bootstrap)
+        targets = list(self.config.bootstrap)
         if not targets:
             targets = _saved_addresses(self.data_dir)
             if targets:
@@ -94,7 +79,7 @@ class Membership:
             log.info("no bootstrap: first node of a new network")
             return ()
         try:
-            await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
+            await asyncio.wait_for(self.dht.bootstrap(targets), self.config.bootstrap_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer keeps running and can be reached later
@@ -105,11 +90,12 @@ class Membership:
         """A table emptied by a cut never refills by itself (nobody left to ask)."""
         if self.dht.contacts():
             return True
-        targets = list(self.bootstrap) + _saved_addresses(self.data_dir)
+        targets = list(self.config.bootstrap) + _saved_addresses(self.data_dir)
         if not targets:
             return False
         try:
-            found = await asyncio.wait_for(self.dht.bootstrap(targets), BOOTSTRAP_TIMEOUT)
+            found = await asyncio.wait_for(self.dht.bootstrap(targets),
+                                           self.config.bootstrap_timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -122,7 +108,8 @@ class Membership:
     def save_contacts(self) -> None:
         """Write the routing contacts for the next start; never raises (it runs at stop)."""
         try:
-            contacts = [[c.host, c.port] for c in self.dht.contacts()][:MAX_SAVED_CONTACTS]
+            contacts = [[c.host, c.port] for c in self.dht.contacts()]
+            contacts = contacts[:self.config.saved_contacts_max]
             if contacts and contacts != self._saved:
                 save_msgpack(self.data_dir / CONTACTS_FILE, contacts)
                 self._saved = contacts
@@ -131,8 +118,9 @@ class Membership:
 
     async def contacts_loop(self) -> None:
         """Save contacts now and then; rejoin when an outage or partition emptied the table."""
+        cfg = self.config
         waited = 0.0
-        step = min(self.contacts_interval, REJOIN_CHECK_SECONDS)
+        step = min(cfg.contacts_interval, cfg.rejoin_check_interval)
         backoff = next_try = 0.0
         while True:
             await asyncio.sleep(step)
@@ -140,9 +128,9 @@ class Membership:
             next_try -= step
             if next_try <= 0 and not self.dht.contacts():
                 joined = await self.rejoin_if_alone()
-                backoff = 0.0 if joined else min(max(backoff * 2, step), REJOIN_MAX_BACKOFF)
+                backoff = 0.0 if joined else min(max(backoff * 2, step), cfg.rejoin_max_backoff)
                 next_try = backoff
-            if waited >= self.contacts_interval:
+            if waited >= cfg.contacts_interval:
                 waited = 0.0
                 self.save_contacts()
 
@@ -150,13 +138,13 @@ class Membership:
         """Ping contacts that have been silent, so ``/peers`` shows who is there now.
 
         Sweeps are jittered (0.75-1.25 x the interval) so peers started together do not
-        ping in waves; each pings at most ``LIVENESS_PINGS_PER_SWEEP`` contacts.
+        ping in waves; each pings at most ``liveness_pings_per_sweep`` contacts.
         """
-        every = self.liveness_interval
+        every = self.config.liveness_interval
         while True:
             await asyncio.sleep(every * random.uniform(0.75, 1.25))
             try:
-                await self.dht.check_contacts(2 * every, LIVENESS_PINGS_PER_SWEEP)
+                await self.dht.check_contacts(2 * every, self.config.liveness_pings_per_sweep)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -33,9 +33,6 @@ from pserver.transfer import TransferServicer, start_grpc_server
 
 log = logging.getLogger(__name__)
 
-LEAVE_TIMEOUT = 15.0
-
-
 def _log_late_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("sharing by path failed: %s", task.exception())
@@ -48,7 +45,8 @@ class Node:
         self.config = config
         self.metrics = PeerMetrics()
         self.catalog = Catalog(
-            config.share_dir, config.data_dir, config.chunk_size, config.settle_seconds
+            config.share_dir, config.data_dir, config.chunk_size, config.settle_seconds,
+            publish_every=config.publish_every,
         )
         self.token = ""
         self.info: dict[str, Any] = {}
@@ -98,19 +96,18 @@ class Node:
         self._grpc, grpc_port, self._health = await start_grpc_server(
             servicer, cfg.host, cfg.grpc_port
         )
-        self._rest = await RestServer.start(
-            self, cfg.rest_host, cfg.rest_port, name_hint=self.dht.node_id[:8]
-        )
+        self._rest = await RestServer.start(self, cfg, name_hint=self.dht.node_id[:8])
         rest_port = self._rest.port
         self.metrics.on_scrape(self._refresh_gauges)
         dht = self.dht
         self.metrics.add_dht_stats(lambda: dht.stats)  # read at each scrape
-        self.membership = Membership(
-            self.dht, cfg.data_dir, cfg.bootstrap, cfg.contacts_interval, cfg.liveness_interval
-        )
+        self.membership = Membership(self.dht, cfg)
         joined_through = await self.membership.join()
         advertised = advertised_host(cfg.host, joined_through)
-        self.announcer = Announcer(self.dht, self.catalog, format_hostport(advertised, grpc_port))
+        self.announcer = Announcer(
+            self.dht, self.catalog, format_hostport(advertised, grpc_port),
+            timeout=cfg.announce_timeout, parallel=cfg.announce_parallel,
+        )
         self.catalog.on_progress = self.announcer.sync
         self.membership.save_contacts()  # so a crash right after joining can still rejoin
         first = asyncio.create_task(self._first_index(), name="first-scan")
@@ -205,7 +202,7 @@ class Node:
         assert self.dht is not None
         if graceful:
             try:
-                await asyncio.wait_for(self.dht.leave(), LEAVE_TIMEOUT)
+                await asyncio.wait_for(self.dht.leave(), self.config.leave_timeout)
                 return
             except asyncio.CancelledError:
                 raise

@@ -25,6 +25,7 @@ from sanic.response import HTTPResponse, JSONResponse, json, raw
 
 from kadcommon.fileid import AmbiguousPrefix, FileIdError, UnknownPrefix, resolve_prefix
 from pserver.catalog import Catalog, SharedFile
+from pserver.config import NodeConfig
 from pserver.errors import (
     FileNotShared,
     InvalidFileId,
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_QUERY_CHARS = 256
 MAX_BODY_BYTES = 64 * 1024
-SEARCH_COUNT_PARALLEL = 16  # provider lookups at once while counting a search's providers
-MAX_SEEN_IDS = 4096  # ids of search and provider answers kept to resolve id prefixes
 _app_numbers = itertools.count(1)
 
 
@@ -92,7 +91,7 @@ def error(status: int, message: str) -> JSONResponse:
     return json({"error": message}, status=status)
 
 
-def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
+def create_app(peer: PeerApi, config: NodeConfig, name_hint: str = "peer") -> Sanic:
     """A new Sanic app bound to ``peer``; unique name so several can live in one process."""
     safe_hint = "".join(c for c in name_hint if c.isalnum())[:16] or "peer"
     app = Sanic(f"kadshare_{safe_hint}_{next(_app_numbers)}", configure_logging=False)
@@ -101,7 +100,7 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
     app.config.KEEP_ALIVE_TIMEOUT = 15
-    app.config.RESPONSE_TIMEOUT = 120  # above the 30 s lookup and 20 s share waits
+    app.config.RESPONSE_TIMEOUT = config.rest_response_timeout  # > lookup and share waits
 
     def guarded(
         handler: Callable[..., Awaitable[HTTPResponse]],
@@ -124,7 +123,7 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
         wrapper.__name__ = handler.__name__
         return wrapper
 
-    seen = _SeenIds(MAX_SEEN_IDS)
+    seen = _SeenIds(config.seen_ids_max)
 
     def shared_file_id(value: str) -> str:
         """An id or unique prefix (8+ hex) of one of this peer's own files."""
@@ -206,10 +205,10 @@ def create_app(peer: PeerApi, name_hint: str = "peer") -> Sanic:
 
         A keyword entry only tells who announced the file under a name holding the query
         words; peers that share the same bytes under another name count too, so each
-        hit's provider records are looked up (at most SEARCH_COUNT_PARALLEL at once).
+        hit's provider records are looked up (``search_count_parallel`` at once).
         A failed lookup leaves the keyword count.
         """
-        gate = asyncio.Semaphore(SEARCH_COUNT_PARALLEL)
+        gate = asyncio.Semaphore(config.search_count_parallel)
 
         async def count(hit: dict[str, Any]) -> None:
             async with gate:

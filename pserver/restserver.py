@@ -15,6 +15,7 @@ from typing import Any
 
 from sanic import Sanic
 
+from pserver.config import NodeConfig
 from pserver.rest import PeerApi, create_app
 
 #: Seconds a stopping server waits for open connections to finish.
@@ -44,10 +45,10 @@ class RestServer:
         self._server = server
 
     @classmethod
-    async def start(cls, api: PeerApi, host: str, port: int, name_hint: str) -> RestServer:
-        """Bind ``host:port`` (0 picks a free port) and serve the REST app on it."""
-        sock = _listen(host, port)
-        app = create_app(api, name_hint=name_hint)
+    async def start(cls, api: PeerApi, config: NodeConfig, name_hint: str) -> RestServer:
+        """Bind ``rest_host:rest_port`` (0 picks a free port) and serve the REST app."""
+        sock = _listen(config.rest_host, config.rest_port)
+        app = create_app(api, config, name_hint=name_hint)
         try:
             server = await app.create_server(
                 sock=sock, return_asyncio_server=True, access_log=False

@@ -15,8 +15,8 @@ from tests.pserver.helpers import content, sha
 CHUNK = CHUNK_SIZE  # the protocol constant: part of the file id
 
 
-def make(tmp: Path) -> Catalog:
-    catalog = Catalog(tmp / "share", tmp / "data", CHUNK)
+def make(tmp: Path, **options: float) -> Catalog:
+    catalog = Catalog(tmp / "share", tmp / "data", CHUNK, **options)
     catalog.load()
     return catalog
 
@@ -126,15 +126,10 @@ class TestShareByPath:
 
 
 class TestLongScan:
-    async def test_partial_results_are_shown_and_cached(
-        self, folders: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        import pserver.catalog as catalog_module
-
-        monkeypatch.setattr(catalog_module, "PUBLISH_EVERY", 0.0)
+    async def test_partial_results_are_shown_and_cached(self, folders: Path) -> None:
         for i in range(3):
             (folders / "share" / f"more{i}.txt").write_bytes(f"more {i}".encode())
-        catalog = make(folders)
+        catalog = make(folders, publish_every=0.0)
         seen: list[int] = []
 
         async def progress() -> None:

@@ -12,7 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from protos import kadshare_pb2_grpc
+from pserver.config import NodeConfig
 from pserver.errors import ConfigError
+from pserver.node import Node
 from tests.pserver.conftest import Peers, eventually, rest_url
 from tests.pserver.helpers import channel, content, download, sha, upload
 
@@ -309,6 +311,21 @@ class TestRestart:
     async def test_unreadable_share_is_a_config_error(self, peers: Peers, tmp_path: Path) -> None:
         with pytest.raises(ConfigError):
             await peers.start(share_dir=tmp_path / "missing")
+
+
+class TestConfig:
+    def test_rest_timeout_must_outlast_the_waits_it_contains(self, tmp_path: Path) -> None:
+        """Sanic cutting a request before the lookup's own 504 would be a dropped
+        connection instead of an answer."""
+        config = NodeConfig(data_dir=tmp_path).validate()
+        with pytest.raises(ValueError, match="rest_response_timeout"):
+            config.with_changes(lookup_timeout=200.0)
+        assert config.with_changes(lookup_timeout=200.0, rest_response_timeout=300)
+
+    async def test_a_bad_config_is_refused_before_anything_starts(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="announce_parallel"):
+            await Node.start(NodeConfig(data_dir=tmp_path / "d", announce_parallel=0))
+        assert not (tmp_path / "d").exists()
 
 
 class TestAdvertisedAddress:
