@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_opts(opts, impls[0])
         if opts["--trace"]:
             loaded = Trace.load(Path(opts["--trace"]))
-            trace = Trace(loaded.config.with_(runner=cfg.runner, progress=cfg.progress,
+            trace = Trace(loaded.config.with_changes(runner=cfg.runner, progress=cfg.progress,
                                               fetch=cfg.fetch, proc_delay=cfg.proc_delay,
                                               uplink=cfg.uplink, intervals=cfg.intervals),
                           loaded.files, loaded.initial, loaded.events, loaded.meta)

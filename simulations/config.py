@@ -123,9 +123,9 @@ class SimConfig:
             raise SpecError("--kill-tracker must be >= 0 seconds")
         return self
 
-    def with_(self, **changes: Any) -> SimConfig:
-        """A copy with some fields changed."""
-        return replace(self, **changes)
+    def with_changes(self, **changes: Any) -> SimConfig:
+        """Return a validated copy with some fields replaced."""
+        return replace(self, **changes).validate()
 
     def to_json(self) -> dict:
         """JSON-able dict (session and kill as their spec strings)."""

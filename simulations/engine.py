@@ -85,7 +85,7 @@ def _marks(trace: Trace) -> list[dict]:
 class _Engine:
     def __init__(self, trace: Trace, impl_name: str, workdir: Path) -> None:
         self.trace = trace
-        self.cfg = trace.config.with_(impl=impl_name)
+        self.cfg = trace.config.with_changes(impl=impl_name)
         self.impl = make_impl(impl_name)
         self.netmodel = NetModel(seed=self.cfg.seed, latency=self.cfg.latency,
                                  loss=self.cfg.loss)

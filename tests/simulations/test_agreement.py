@@ -22,7 +22,7 @@ CFG = SimConfig(scenario="steady", nodes=16, duration=8, files=6, providers=2,
 
 
 def _on(trace: Trace, runner: str) -> Trace:
-    return dataclasses.replace(trace, config=trace.config.with_(runner=runner))
+    return dataclasses.replace(trace, config=trace.config.with_changes(runner=runner))
 
 
 def test_virtual_agrees_with_real_peers_on_success_and_messages() -> None:

@@ -62,8 +62,9 @@ async def test_ten_providers_kadshare_complete_kademlia_last_writer_wins() -> No
 async def test_latency_model_delays_lookups_and_loss_is_counted() -> None:
     base = SimConfig(scenario="steady", nodes=12, duration=3, files=4, providers=2,
                      lookup_rate=5, seed=4, lookup_timeout=4)
-    slow = (await run_trace(build_trace(base.with_(latency=(0.05, 0.05))), "tracker")).summary
+    slow_trace = build_trace(base.with_changes(latency=(0.05, 0.05)))
+    slow = (await run_trace(slow_trace, "tracker")).summary
     assert slow["success"] == 1.0
     assert slow["latency_p50_ms"] >= 95      # one request and one answer, 50 ms each way
-    lossy = await run_trace(build_trace(base.with_(loss=0.3)), "tracker")
+    lossy = await run_trace(build_trace(base.with_changes(loss=0.3)), "tracker")
     assert lossy.traffic["dropped"] > 0

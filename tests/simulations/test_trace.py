@@ -17,7 +17,7 @@ def test_same_seed_gives_identical_trace(scenario: str) -> None:
     a, b = build_trace(cfg), build_trace(cfg)
     assert a.to_json() == b.to_json()
     assert a.digest() == b.digest()
-    assert build_trace(cfg.with_(seed=8)).digest() != a.digest()
+    assert build_trace(cfg.with_changes(seed=8)).digest() != a.digest()
 
 
 def test_trace_save_and_replay_roundtrip(tmp_path) -> None:
