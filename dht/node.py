@@ -113,6 +113,7 @@ class DhtNode:
         self.store = RecordStore(self.config)
         self.protocol: KadshareProtocol | None = None
         self._transport: asyncio.DatagramTransport | None = None
+        self.receive_buffer = 0
         self._announced: dict[str, _Announcement] = {}
         self._loops: list[asyncio.Task] = []
         self._publish_gate: asyncio.Semaphore | None = None
@@ -189,6 +190,8 @@ class DhtNode:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.socket_receive_buffer)
         except OSError as exc:  # a platform that refuses: keep its default, say so once
             log.info("could not enlarge the UDP receive buffer: %s", exc)
+        #: SO_RCVBUF the kernel granted, bytes (it caps the request at net.core.rmem_max).
+        self.receive_buffer = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
         sockname = self._transport.get_extra_info("sockname")
         self.host, self.port = sockname[0], sockname[1]
         self._node.ip, self._node.port = self.host, self.port
@@ -407,7 +410,7 @@ class DhtNode:
         """
         cfg = self.config
         jobs = [
-            (cfg.republish_interval, self._republish, True),
+            (cfg.republish_interval, self.republish, True),
             (cfg.refresh_interval, self._refresh, False),
             (cfg.expire_interval, self._expire, False),
         ]
@@ -438,8 +441,9 @@ class DhtNode:
             except Exception:
                 log.exception("dht background job %s failed", job.__name__)
 
-    async def _republish(self) -> None:
-        """Re-sign and re-store every announced record (before the TTL runs out)."""
+    async def republish(self) -> None:
+        """Re-sign and re-store every announced record now (the periodic job does it
+        before the TTL runs out)."""
         items = list(self._announced.items())
         if items:
             log.debug("republishing %d files", len(items))

@@ -69,7 +69,8 @@ class ProviderRecord:
     def key_name(self) -> str:
         return file_key_name(self.file_id)
 
-    def _fields(self) -> list:
+    def signed_fields(self) -> list:
+        """The fields the signature covers, in wire order."""
         return [
             VERSION, "p", bytes.fromhex(self.file_id), bytes.fromhex(self.node_id),
             self.public_key, self.grpc, self.name, self.size, float(self.issued_at), self.ttl,
@@ -100,7 +101,8 @@ class KeywordRecord:
     def key_name(self) -> str:
         return keyword_key_name(self.word)
 
-    def _fields(self) -> list:
+    def signed_fields(self) -> list:
+        """The fields the signature covers, in wire order."""
         return [
             VERSION, "k", self.word, bytes.fromhex(self.file_id), bytes.fromhex(self.node_id),
             self.public_key, self.name, self.size, float(self.issued_at), self.ttl,
@@ -125,7 +127,8 @@ class Withdrawal:
     def expires(self) -> float:
         return self.issued_at + self.ttl
 
-    def _fields(self) -> list:
+    def signed_fields(self) -> list:
+        """The fields the signature covers, in wire order."""
         return [
             VERSION, "w", self.key_name, bytes.fromhex(self.file_id),
             bytes.fromhex(self.node_id), self.public_key, float(self.issued_at), self.ttl,
@@ -150,12 +153,12 @@ def _pack(obj: object) -> bytes:
 
 def signed_message(record: Record) -> bytes:
     """The bytes the signature covers."""
-    return SIGN_CONTEXT + _pack(record._fields())
+    return SIGN_CONTEXT + _pack(record.signed_fields())
 
 
 def encode_record(record: Record) -> bytes:
     """Canonical msgpack bytes of a record (signature last)."""
-    return _pack([*record._fields(), record.signature])
+    return _pack([*record.signed_fields(), record.signature])
 
 
 def _now() -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import socket
 
 import pytest
 
@@ -97,7 +96,6 @@ class TestSocket:
         node = DhtNode(config=DhtConfig.for_tests(socket_receive_buffer=512 * 1024))
         await node.listen(port=0, interface="127.0.0.1")
         try:
-            sock = node._transport.get_extra_info("socket")
-            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 512 * 1024
+            assert node.receive_buffer >= 512 * 1024
         finally:
             node.stop()

@@ -202,7 +202,7 @@ class TestWithdrawRace:
             fid = file_id_of("race")
             owner = nodes[2]
             await owner.announce(fid, "race.bin", 1, grpc="127.0.0.1:1")
-            republish = asyncio.ensure_future(owner._republish())
+            republish = asyncio.ensure_future(owner.republish())
             await asyncio.sleep(0)  # the republish has taken its list of files
             await owner.withdraw(fid)
             await republish

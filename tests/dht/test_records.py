@@ -207,7 +207,7 @@ class TestOldVersion:
         import msgpack
 
         rec = provider()
-        fields = [1, *rec._fields()[1:]]
+        fields = [1, *rec.signed_fields()[1:]]
         sig = ALICE.sign(b"kadshare/record/1\n" + msgpack.packb(fields, use_bin_type=True))
         return msgpack.packb([*fields, sig], use_bin_type=True)
 
