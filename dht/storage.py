@@ -1,9 +1,8 @@
 """The record store: set semantics per key, expiry per record, caps, eviction.
 
-It follows kademlia's ``IStorage`` interface (``store[key] = value`` with encoded record
-bytes, ``store[key]`` / ``get`` give the list of encoded records, iteration yields
-``(key, [encoded...])``), but a key holds many records, one per slot
-(owner node id, file id), instead of one last-writer-wins value.
+Unlike kademlia's ``IStorage`` (one last-writer-wins value per key), a key holds many
+records, one per slot (owner node id, file id); the protocol handlers call
+``put_encoded`` and ``records`` directly, so the upstream interface is not implemented.
 
 Rules, in the order ``put`` applies them (documented in docs/PROTOCOL.md):
 
@@ -40,9 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
-
-from kademlia.storage import IStorage
+from collections.abc import Callable
 
 from .clock import wall
 from .config import DhtConfig
@@ -94,7 +91,7 @@ class _Entry:
         self.sender_group = sender_group
 
 
-class RecordStore(IStorage):
+class RecordStore:
     """Verified records by key and slot; see the module docstring for the rules."""
 
     STORED, REPLACED, STALE, DUPLICATE, CAPPED = "stored", "replaced", "stale", "dup", "capped"
@@ -317,33 +314,3 @@ class RecordStore(IStorage):
     @property
     def total_bytes(self) -> int:
         return self._bytes
-
-    # -- kademlia IStorage interface -------------------------------------------------------
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.put_encoded(key, value)
-
-    def __getitem__(self, key: bytes) -> list[bytes]:
-        found = self.records(key)
-        if not found:
-            raise KeyError(key)
-        return [enc for _, enc in found]
-
-    def get(self, key: bytes, default: object = None) -> object:
-        found = self.records(key)
-        return [enc for _, enc in found] if found else default
-
-    def iter_older_than(self, seconds_old: float) -> Iterator[tuple[bytes, list[bytes]]]:
-        cutoff = self.clock() - seconds_old
-        for key, slots in list(self._data.items()):
-            old = [e.encoded for e in slots.values() if e.stored_at <= cutoff]
-            if old:
-                yield key, old
-
-    def __iter__(self) -> Iterator[tuple[bytes, list[bytes]]]:
-        for key in list(self._data):
-            found = self.records(key)
-            if found:
-                yield key, [enc for _, enc in found]
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._data.values())

@@ -24,7 +24,7 @@ from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.datadir import DataDirLock, load_or_create_token, remove_stale_temps
-from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable, PeerError
+from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable
 from pserver.membership import Membership, advertised_host
 from pserver.metrics import PeerMetrics
 from pserver.ports import check_listen_addresses
@@ -351,4 +351,4 @@ class Node:
         return entry
 
 
-__all__ = ["Node", "NodeConfig", "PeerError"]
+__all__ = ["Node"]

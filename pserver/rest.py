@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json, raw
@@ -33,7 +34,7 @@ from pserver.errors import (
     LookupUnavailable,
     PeerError,
 )
-from pserver.metrics import CONTENT_TYPE_LATEST, PeerMetrics
+from pserver.metrics import PeerMetrics
 from pserver.openapi import openapi_document
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 from simulations.churn import KillSpec, SessionModel, SpecError, parse_kill, parse_session
 
 __all__ = ["SimConfig", "SCENARIOS", "IMPLS", "RUNNERS", "INTERVALS", "parse_latency",
-           "parse_rate", "SpecError"]
+           "parse_rate"]
 
 SCENARIOS = ("steady", "churn", "mass-failure", "flash-crowd")
 IMPLS = ("kadshare", "kademlia", "tracker")

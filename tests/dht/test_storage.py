@@ -80,16 +80,8 @@ class TestSetSemantics:
         assert store.expire() == 1
         clock.now += 10
         assert store.records(file_key(FID)) == []
-        assert store.expire() == 1 and len(store) == 0 and store.total_bytes == 0
-
-    def test_iteration_follows_the_istorage_interface(self) -> None:
-        store = RecordStore(DhtConfig.for_tests())
-        rec = make_provider(Identity.generate(), FID, "f", 1, "h:1", 30)
-        store[file_key(FID)] = encode_record(rec)
-        assert store[file_key(FID)] == [encode_record(rec)]
-        assert store.get(b"x" * 20) is None
-        assert list(store) == [(file_key(FID), [encode_record(rec)])]
-        assert list(store.iter_older_than(0)) == [(file_key(FID), [encode_record(rec)])]
+        assert store.expire() == 1 and store.record_count(include_withdrawals=True) == 0
+        assert store.keys() == [] and store.total_bytes == 0
 
 
 class TestCaps:

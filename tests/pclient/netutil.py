@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pserver.node import Node, NodeConfig
+from pserver.config import NodeConfig
+from pserver.node import Node
 
 PLAGE = "Plage à Nice.jpg"  # one photo under two names, as friends rename copies
 COPY = "nice beach copy.jpg"

@@ -18,8 +18,9 @@ import pytest
 
 from kadcommon.merkle import file_id_of_bytes
 from pclient import Client, DownloadConfig, DownloadProgress, NotFound
+from pserver.config import NodeConfig
 from pserver.launch import AsyncNodeProcess, NodeSpec
-from pserver.node import Node, NodeConfig
+from pserver.node import Node
 from tests.pclient.cli_runner import run_cli, run_main
 
 HOLIDAY = "holiday photos.bin"
