@@ -45,10 +45,10 @@ def main() -> None:
             for _ in range(args.size_mib):
                 fh.write(os.urandom(1024 * 1024))
         file_id = file_id_of_path(src)
-        spec = NodeSpec(data=work / "data", share=share, command=python_command(),
+        spec = NodeSpec(data=work / "data", share=share, command=python_command(), cwd=ROOT,
                         extra=("--settle", "0", "--log-level", "error",
                                "--max-upload-rate", args.rate))
-        node = NodeProcess.launch(spec, stdout=work / "node.out", cwd=ROOT)
+        node = NodeProcess.launch(spec, stdout=work / "node.out")
         address = node.grpc_address
         get = [sys.executable, "-m", "pclient.cli", "get", file_id, "-o", str(work / "out"),
                "--json", "--from", address]

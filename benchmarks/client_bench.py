@@ -79,8 +79,8 @@ async def start_peer(workdir: Path, index: int, src: Path, bootstrap: str | None
     os.link(src, share / src.name)
     spec = NodeSpec(data=workdir / f"data{index}", share=share,
                     bootstrap=[bootstrap] if bootstrap else [], extra=("--log-level", "error"),
-                    command=python_command())
-    return await AsyncNodeProcess.launch(spec, cwd=ROOT, timeout=300, name=f"peer {index}")
+                    command=python_command(), cwd=ROOT, name=f"peer {index}")
+    return await AsyncNodeProcess.launch(spec, timeout=300)
 
 
 async def raw_tcp(src: Path, out: Path, size: int, hashing: bool = False) -> float:

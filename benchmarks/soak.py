@@ -92,11 +92,11 @@ async def start_peer(peer: Peer, bootstrap: Peer | None) -> None:
     first_run = not (peer.data / "contacts.msgpack").exists()
     spec = NodeSpec(data=peer.data, share=peer.share,
                     bootstrap=[f"127.0.0.1:{bootstrap.info['dht_port']}"]
-                    if bootstrap is not None and first_run else [])
+                    if bootstrap is not None and first_run else [], name=f"peer {peer.index}")
     try:
         peer.node = await asyncio.to_thread(
             NodeProcess.launch, spec, stdout=peer.root / f"stdout.{peer.restarts}.log",
-            stderr=peer.root / "stderr.log", timeout=120, name=f"peer {peer.index}")
+            stderr=peer.root / "stderr.log", timeout=120)
     except LaunchError as exc:
         raise RuntimeError(f"{exc} (see {peer.root / 'stderr.log'})") from exc
     peer.info = peer.node.info

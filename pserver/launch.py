@@ -63,7 +63,8 @@ def python_command(python: str = sys.executable) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """The command line of one peer; every port is 0 (the OS picks a free one)."""
+    """The command line of one peer (every port 0: the OS picks a free one) and where
+    its process runs."""
 
     data: Path
     share: Path | None = None
@@ -76,6 +77,13 @@ class NodeSpec:
     command: Sequence[str] = ()
     #: Words before the command, e.g. ``ip netns exec NS``.
     prefix: Sequence[str] = ()
+    #: The process's environment (None: this one's), folder, and own session (so a
+    #: prefix's children can be killed as a group).
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    new_session: bool = False
+    #: How errors and logs name the peer.
+    name: str = "kadshare-node"
 
     def argv(self) -> list[str]:
         args = [*self.prefix, *(self.command or (console_script("kadshare-node"),))]
@@ -90,6 +98,12 @@ class NodeSpec:
         for address in self.bootstrap:
             args += ["--bootstrap", address]
         return [*args, *self.extra]
+
+    def process_options(self, stderr: IO[bytes] | int | None) -> dict[str, Any]:
+        """Keyword arguments shared by ``subprocess.Popen`` and asyncio's exec."""
+        return {"stdin": subprocess.DEVNULL, "stderr": stderr, "cwd": self.cwd,
+                "env": dict(self.env) if self.env is not None else None,
+                "start_new_session": self.new_session}
 
 
 def _parse_line(line: str, name: str) -> dict[str, Any] | None:
@@ -126,10 +140,18 @@ def _open_stream(stream: Stream, stack: contextlib.ExitStack) -> IO[bytes] | int
 class _Running:
     """What the JSON line tells about a running peer."""
 
-    spec: NodeSpec
-    info: dict[str, Any]
-    name: str
-    stderr_path: Path | None
+    def __init__(self, spec: NodeSpec, stderr: Stream) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.stderr_path = stderr if isinstance(stderr, Path) else None
+        self.info: dict[str, Any] = {}
+
+    def _exited(self, code: int | None) -> LaunchError:
+        tail = f":\n{self.log_tail()}" if self.stderr_path else ""
+        return LaunchError(f"{self.name} exited with {code} before listening{tail}", code)
+
+    def _ignored(self, sig: int, timeout: float) -> None:
+        log.warning("%s ignored signal %d for %.0f s; killing it", self.name, sig, timeout)
 
     @property
     def share(self) -> Path | None:
@@ -175,37 +197,20 @@ class _Running:
 class NodeProcess(_Running):
     """A ``kadshare-node`` child process, for synchronous callers."""
 
-    def __init__(self, spec: NodeSpec, process: subprocess.Popen[bytes], name: str,
-                 stderr_path: Path | None) -> None:
-        self.spec = spec
+    def __init__(self, spec: NodeSpec, process: subprocess.Popen[bytes], stderr: Stream) -> None:
+        super().__init__(spec, stderr)
         self.process = process
-        self.name = name
-        self.stderr_path = stderr_path
-        self.info = {}
 
     @classmethod
-    def launch(
-        cls: type[_S],
-        spec: NodeSpec,
-        *,
-        stdout: Path,
-        stderr: Stream = subprocess.DEVNULL,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-        timeout: float = START_TIMEOUT,
-        new_session: bool = False,
-        name: str = "kadshare-node",
-    ) -> _S:
+    def launch(cls: type[_S], spec: NodeSpec, *, stdout: Path,
+               stderr: Stream = subprocess.DEVNULL, timeout: float = START_TIMEOUT) -> _S:
         """Start the peer and return once its JSON line is on ``stdout`` (a file, written
         afresh); on failure the process is gone and :class:`LaunchError` says why."""
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(open(stdout, "wb"))
             process = subprocess.Popen(
-                spec.argv(), stdout=out, stderr=_open_stream(stderr, stack),
-                stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None,
-                cwd=cwd, start_new_session=new_session,
-            )
-        node = cls(spec, process, name, stderr if isinstance(stderr, Path) else None)
+                spec.argv(), stdout=out, **spec.process_options(_open_stream(stderr, stack)))
+        node = cls(spec, process, stderr)
         try:
             node.info = node._wait_for_line(stdout, timeout)
         except BaseException:
@@ -221,10 +226,7 @@ class NodeProcess(_Running):
                 if line.endswith("\n") and (info := _parse_line(line, self.name)):
                     return info
             if not self.alive():
-                code = self.process.returncode
-                raise LaunchError(
-                    f"{self.name} exited with {code} before listening"
-                    + (f":\n{self.log_tail()}" if self.stderr_path else ""), code)
+                raise self._exited(self.process.returncode)
             if time.monotonic() >= deadline:
                 break
             time.sleep(_POLL)
@@ -250,8 +252,7 @@ class NodeProcess(_Running):
             try:
                 return self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                log.warning("%s ignored signal %d for %.0f s; killing it", self.name, sig,
-                            timeout)
+                self._ignored(sig, timeout)
                 self.kill()
         return self.process.returncode if self.process.returncode is not None else -9
 
@@ -259,41 +260,26 @@ class NodeProcess(_Running):
 class AsyncNodeProcess(_Running):
     """A ``kadshare-node`` child process, for code running in an event loop."""
 
-    def __init__(self, spec: NodeSpec, process: asyncio.subprocess.Process, name: str,
-                 stderr_path: Path | None) -> None:
-        self.spec = spec
+    def __init__(self, spec: NodeSpec, process: asyncio.subprocess.Process,
+                 stderr: Stream) -> None:
+        super().__init__(spec, stderr)
         self.process = process
-        self.name = name
-        self.stderr_path = stderr_path
-        self.info = {}
 
     @classmethod
-    async def launch(
-        cls: type[_A],
-        spec: NodeSpec,
-        *,
-        stderr: Stream = subprocess.DEVNULL,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-        timeout: float = START_TIMEOUT,
-        new_session: bool = False,
-        name: str = "kadshare-node",
-    ) -> _A:
+    async def launch(cls: type[_A], spec: NodeSpec, *, stderr: Stream = subprocess.DEVNULL,
+                     timeout: float = START_TIMEOUT) -> _A:
         """Start the peer and return once it has printed its JSON line (read from a
         pipe); on failure the process is gone and :class:`LaunchError` says why."""
         with contextlib.ExitStack() as stack:
             process = await asyncio.create_subprocess_exec(
-                *spec.argv(), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=_open_stream(stderr, stack),
-                env=dict(env) if env is not None else None, cwd=cwd,
-                start_new_session=new_session,
-            )
-        node = cls(spec, process, name, stderr if isinstance(stderr, Path) else None)
+                *spec.argv(), stdout=asyncio.subprocess.PIPE,
+                **spec.process_options(_open_stream(stderr, stack)))
+        node = cls(spec, process, stderr)
         try:
             node.info = await asyncio.wait_for(node._read_line(), timeout)
         except asyncio.TimeoutError:
             await node.reap()
-            raise LaunchError(f"{name} printed no JSON line in {timeout:.0f} s") from None
+            raise LaunchError(f"{spec.name} printed no JSON line in {timeout:.0f} s") from None
         except BaseException:
             await node.reap()
             raise
@@ -304,10 +290,7 @@ class AsyncNodeProcess(_Running):
         while True:
             line = await self.process.stdout.readline()
             if not line:
-                code = await self.process.wait()
-                raise LaunchError(
-                    f"{self.name} exited with {code} before listening"
-                    + (f":\n{self.log_tail()}" if self.stderr_path else ""), code)
+                raise self._exited(await self.process.wait())
             if info := _parse_line(line.decode(errors="replace"), self.name):
                 return info
 
@@ -334,8 +317,7 @@ class AsyncNodeProcess(_Running):
             try:
                 return await asyncio.wait_for(self.process.wait(), timeout)
             except asyncio.TimeoutError:
-                log.warning("%s ignored signal %d for %.0f s; killing it", self.name, sig,
-                            timeout)
+                self._ignored(sig, timeout)
                 await self.reap()
         return self.process.returncode if self.process.returncode is not None else -9
 

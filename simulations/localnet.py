@@ -57,10 +57,10 @@ class LocalNetwork:
             data=data, share=share, host=self.host,
             rest_host=self.host,  # the harness reaches REST where it put the node
             bootstrap=[other.bootstrap_address for other in bootstrap or []],
-            extra=self.extra_args,
+            extra=self.extra_args, env=self.env, name=f"peer {index}",
         )
         peer = Peer.launch(spec, stdout=base / "stdout.log", stderr=base / "stderr.log",
-                           env=self.env, timeout=timeout, name=f"peer {index}")
+                           timeout=timeout)
         peer.index = index
         self.peers.append(peer)
         log.info("peer %d up: %s", index, peer.info)

@@ -203,11 +203,11 @@ class PeerProcessNode(ImplNode):
         spec = NodeSpec(
             data=data, share=share, host=self.host, rest_host=self.host,
             bootstrap=[f"{h}:{p}" for h, p in bootstrap], extra=("--log-level", "warning"),
-            command=python_command(self.runner.python), prefix=self.runner.prefix(self.idx))
-        self.child = await AsyncNodeProcess.launch(
-            spec, stderr=self.runner.logdir / f"node-{self.idx}.log",
-            env={**os.environ, **self.runner.env}, timeout=START_TIMEOUT, new_session=True,
+            command=python_command(self.runner.python), prefix=self.runner.prefix(self.idx),
+            env={**os.environ, **self.runner.env}, new_session=True,
             name=f"kadshare-node {self.idx}")
+        self.child = await AsyncNodeProcess.launch(
+            spec, stderr=self.runner.logdir / f"node-{self.idx}.log", timeout=START_TIMEOUT)
         self.runner.children.append(self.child)
         info = self.child.info
         self.addr = self.child.dht_address

@@ -36,6 +36,7 @@ class Peer:
         self.spec = NodeSpec(
             data=self.data, share=self.share, host=host.addr, rest_host=host.addr,
             bootstrap=[bootstrap] if bootstrap else [], prefix=lab.prefix(host),
+            new_session=True, name=f"peer on h{host.index}",
         )
         self.lab = lab
         self.info: dict[str, Any] = {}
@@ -43,8 +44,7 @@ class Peer:
     def start(self) -> None:
         base = self.data.parent
         node = NodeProcess.launch(self.spec, stdout=base / "stdout.log",
-                                  stderr=base / "stderr.log", timeout=90, new_session=True,
-                                  name=f"peer on h{self.host.index}")
+                                  stderr=base / "stderr.log", timeout=90)
         self.lab.adopt(node.process)
         self.info = node.info
 

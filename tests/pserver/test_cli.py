@@ -28,9 +28,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def start(tmp: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
     """The node as a user starts it (``--host`` left to the environment)."""
-    spec = NodeSpec(data=tmp / "data", host=None, extra=args)
+    spec = NodeSpec(data=tmp / "data", host=None, extra=args, env={**os.environ, **(env or {})})
     return NodeProcess.launch(spec, stdout=tmp / "stdout", stderr=tmp / "stderr",
-                              env={**os.environ, **(env or {})}, timeout=START_TIMEOUT)
+                              timeout=START_TIMEOUT)
 
 
 class TestUsage:
