@@ -55,8 +55,10 @@ def parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
-def parse_rate(text: str) -> int:
-    """Bytes per second of '20M', '512K', '20M/s', '20MB/s'; '0' means no cap."""
+def parse_rate(text: str | None) -> int:
+    """Bytes per second of '20M', '512K', '20M/s', '20MB/s'; '0' or None means no cap."""
+    if text is None:
+        return 0
     value = str(text).strip()
     if value.lower().endswith("/s"):
         value = value[:-2]

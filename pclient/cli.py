@@ -116,8 +116,6 @@ def _positive_float(value: str, flag: str) -> float:
 
 def _rate(value: str | None, flag: str) -> int:
     """Bytes per second of a human rate (``20M``); None -> 0, no cap."""
-    if value is None:
-        return 0
     try:
         return parse_rate(value)
     except ValueError as exc:

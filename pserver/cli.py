@@ -135,8 +135,6 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def _rate(text: str | None) -> int:
-    if text is None:
-        return 0
     try:
         return parse_rate(text)
     except ValueError as exc:

@@ -26,13 +26,17 @@ from typing import Any
 
 from simulations.impls import ImplNode
 from simulations.runners.base import RunnerUnavailable
-from simulations.runners.process import PeerProcessNode, SubprocessRunner, WorkerNode
+from simulations.runners.process import (
+    PeerProcessNode,
+    SubprocessRunner,
+    WorkerNode,
+    subnet_host,
+)
 
 __all__ = ["DockerRunner", "docker_available"]
 
 NAME_PREFIX = "kadsim-"
 DOCKER_TIMEOUT = 60.0
-MAX_HOSTS = 250 * 250
 #: Python of the image's virtual environment (see the Dockerfile).
 IMAGE_PYTHON = "/opt/kadshare/bin/python"
 
@@ -134,14 +138,7 @@ class DockerRunner(SubprocessRunner):
         raise RunnerUnavailable(f"cannot create a Docker network: {last}")
 
     def host_for(self, idx: int) -> str:
-        host = self._hosts.get(idx)
-        if host is None:
-            n = len(self._hosts)
-            if n >= MAX_HOSTS:
-                raise RunnerUnavailable("too many containers for one /16")
-            host = f"10.{self.net}.{n // 250}.{n % 250 + 2}"
-            self._hosts[idx] = host
-        return host
+        return subnet_host(self._hosts, idx, self.net, "containers")
 
     def container(self, idx: int) -> str:
         return f"{self.network}-{idx}"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.runners.base import RunnerUnavailable
-from simulations.runners.process import SubprocessRunner
+from simulations.runners.process import SubprocessRunner, subnet_host
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ __all__ = ["NetnsRunner", "netns_available"]
 
 NS_PREFIX = "kadshare-"
 IP_TIMEOUT = 10.0
-MAX_HOSTS = 250 * 250
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -120,14 +119,7 @@ class NetnsRunner(SubprocessRunner):
         await super().start()
 
     def host_for(self, idx: int) -> str:
-        host = self._hosts.get(idx)
-        if host is None:
-            n = len(self._hosts)
-            if n >= MAX_HOSTS:
-                raise RunnerUnavailable("too many namespaces for one /16")
-            host = f"10.{self.net}.{n // 250}.{n % 250 + 2}"
-            self._hosts[idx] = host
-        return host
+        return subnet_host(self._hosts, idx, self.net, "namespaces")
 
     def prefix(self, idx: int) -> list[str]:
         return ["ip", "netns", "exec", self._ns(idx)]

@@ -26,7 +26,7 @@ import httpx
 
 from pserver.launch import AsyncNodeProcess, NodeSpec, python_command
 from simulations.impls import ImplNode
-from simulations.runners.base import Runner
+from simulations.runners.base import Runner, RunnerUnavailable
 from simulations.scenarios import FileSpec, file_content
 
 log = logging.getLogger(__name__)
@@ -277,6 +277,23 @@ class PeerProcessNode(ImplNode):
         with contextlib.suppress(Exception):
             r = await self.http.get("/status")
             self._records = int(r.json().get("records") or 0)
+
+
+#: Addresses one runner hands out in its 10.NET.0.0/16 (250 per third octet).
+MAX_HOSTS = 250 * 250
+
+
+def subnet_host(hosts: dict[int, str], idx: int, net: int, what: str) -> str:
+    """Node ``idx``'s address in ``10.net.0.0/16``, handed out in order of first use
+    (the netns and docker runners put one node per address)."""
+    host = hosts.get(idx)
+    if host is None:
+        n = len(hosts)
+        if n >= MAX_HOSTS:
+            raise RunnerUnavailable(f"too many {what} for one /16")
+        host = f"10.{net}.{n // 250}.{n % 250 + 2}"
+        hosts[idx] = host
+    return host
 
 
 class SubprocessRunner(Runner):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +32,20 @@ async def wait_for_state(state: Path, tries: int = 600) -> None:
             pass
         await asyncio.sleep(0.05)
     raise AssertionError("the client never saved resume state")
+
+
+async def slow_get(make_provider: Any, file_id: str, tmp_path: Path, capture: bool
+                   ) -> tuple[Any, Path, asyncio.subprocess.Process]:
+    """``kadshare get`` from a slow provider, returned once its resume state exists."""
+    prov = await make_provider(Behaviour(delay=0.1))
+    state = part_paths(tmp_path, file_id)[1]
+    pipe = asyncio.subprocess.PIPE if capture else asyncio.subprocess.DEVNULL
+    proc = await asyncio.create_subprocess_exec(
+        *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
+        cwd=ROOT, stdout=pipe, stderr=pipe,
+    )
+    await wait_for_state(state)
+    return prov, state, proc
 
 
 class TestGetDirect:
@@ -57,13 +72,7 @@ class TestGetDirect:
     async def test_ctrl_c_exits_130_then_rerun_resumes_and_verifies(
         self, make_provider, shared_file, file_id, tmp_path
     ):
-        prov = await make_provider(Behaviour(delay=0.1))
-        state = part_paths(tmp_path, file_id)[1]
-        proc = await asyncio.create_subprocess_exec(
-            *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
-            cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        await wait_for_state(state)
+        prov, state, proc = await slow_get(make_provider, file_id, tmp_path, capture=True)
         proc.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode == 130, err
@@ -85,13 +94,7 @@ class TestGetDirect:
     async def test_kill_9_of_the_client_then_rerun_resumes(
         self, make_provider, shared_file, file_id, tmp_path
     ):
-        prov = await make_provider(Behaviour(delay=0.1))
-        state = part_paths(tmp_path, file_id)[1]
-        proc = await asyncio.create_subprocess_exec(
-            *KADSHARE, "get", file_id, "--from", prov.address, "-o", str(tmp_path),
-            cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
-        await wait_for_state(state)
+        prov, state, proc = await slow_get(make_provider, file_id, tmp_path, capture=False)
         proc.kill()
         await proc.wait()
         prov.behaviour.delay = 0.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-import time
 from collections.abc import Iterator
 
 import msgpack
@@ -22,22 +21,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht.identity import Identity
-from dht.records import encode_record, make_keyword, make_provider
+from dht.records import encode_record
 from dht.transport import MalformedDatagram, decode_datagram
-from tests.security.fuzzing import budget
+from tests.security.fuzzing import budget, genuine_records
 from tests.security.nodethread import SmallNet
 from tests.security.stranger import Stranger, raw_request
 
 pytestmark = budget()
 OWNER = Identity.generate()
 FILE_ID = hashlib.sha256(b"fuzz target file").hexdigest()
-NOW = time.time()
-GENUINE = [
-    encode_record(make_provider(OWNER, FILE_ID, "target file.bin", 10, "127.0.0.1:9",
-                                ttl=300, issued_at=NOW)),
-    encode_record(make_keyword(OWNER, "target", FILE_ID, "target file.bin", 10, ttl=300,
-                               issued_at=NOW)),
-]
+GENUINE = genuine_records(OWNER, FILE_ID, "target file.bin", "127.0.0.1:9", ttl=300)
 
 scalars = (
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)

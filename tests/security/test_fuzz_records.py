@@ -22,12 +22,8 @@ from dht.identity import Identity
 from dht.records import (
     decode_and_verify,
     decode_record,
-    encode_record,
-    make_keyword,
-    make_provider,
-    make_withdrawal,
 )
-from tests.security.fuzzing import budget
+from tests.security.fuzzing import budget, genuine_records
 
 pytestmark = budget()
 CONFIG = DhtConfig.for_tests(record_ttl=600)
@@ -35,13 +31,8 @@ OWNER = Identity.generate()
 FILE_ID = hashlib.sha256(b"holiday photos").hexdigest()
 NOW = time.time()
 
-GENUINE = [
-    encode_record(make_provider(OWNER, FILE_ID, "holiday photos.zip", 4096, "10.0.0.1:5000",
-                                ttl=600, issued_at=NOW)),
-    encode_record(make_keyword(OWNER, "holiday", FILE_ID, "holiday photos.zip", 4096,
-                               ttl=600, issued_at=NOW)),
-    encode_record(make_withdrawal(OWNER, "file:" + FILE_ID, FILE_ID, ttl=600, issued_at=NOW)),
-]
+GENUINE = genuine_records(OWNER, FILE_ID, "holiday photos.zip", "10.0.0.1:5000", ttl=600,
+                          withdrawal=True)
 
 # msgpack values of every type and a little nesting: what a hostile encoder can produce.
 scalars = (
