@@ -7,8 +7,9 @@ Public API (docs/ARCHITECTURE.md): ``DhtNode``, ``DhtConfig``, ``Identity``, ``P
 from .config import DhtConfig
 from .errors import DhtError, InvalidRecord, RecordTooLarge
 from .identity import Identity
-from .node import DhtNode, LookupStats, SearchHit
+from .node import DhtNode
 from .records import ProviderRecord
+from .results import LookupStats, SearchHit
 from .routing import Contact
 
 __all__ = [

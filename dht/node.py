@@ -25,7 +25,6 @@ from .keywords import normalize_words
 from .lookup import Lookup, LookupResult, merge_record
 from .protocol import KadshareProtocol
 from .records import (
-    KeywordRecord,
     ProviderRecord,
     Record,
     encode_record,
@@ -34,11 +33,11 @@ from .records import (
     make_withdrawal,
     storage_key,
 )
+from .results import LookupStats, SearchHit, count_lookups, search_hits
 from .routing import Contact, Peer
 from .storage import RecordStore
 
 log = logging.getLogger(__name__)
-
 
 
 def _ip_literal(host: object, port: int) -> tuple[str, int] | None:
@@ -67,39 +66,11 @@ def next_wait(interval: float, jitter: float, *, first: bool = False,
 
 
 @dataclass(frozen=True)
-class SearchHit:
-    """One file matching every word of a search."""
-
-    file_id: str
-    name: str
-    size: int
-    providers: int
-
-
-@dataclass
-class LookupStats:
-    """How many peers the lookups of one call asked and how many answered (up to k each).
-
-    Pass one to ``search`` or ``find_providers`` to tell "nothing matches" (peers
-    answered) from "nobody answered" (``answered == 0``); the result alone cannot.
-    """
-
-    asked: int = 0
-    answered: int = 0
-
-
-@dataclass(frozen=True)
 class _Announcement:
     name: str
     size: int
     grpc: str
     words: tuple[str, ...]
-
-
-def _count(stats: LookupStats | None, results: list[LookupResult]) -> None:
-    if stats is not None:
-        stats.asked += sum(r.queried for r in results)
-        stats.answered += sum(len(r.closest) for r in results)
 
 
 class DhtNode:
@@ -361,7 +332,7 @@ class DhtNode:
         """
         check_file_id(file_id)
         result = await self._find(file_key(file_id), wanted)
-        _count(stats, [result])
+        count_lookups(stats, [result])
         found = [r for r in result.positive() if isinstance(r, ProviderRecord)]
         found.sort(key=lambda r: (-r.issued_at, r.node_id))
         return found
@@ -381,22 +352,9 @@ class DhtNode:
         words = normalize_words(query, self.config.max_query_words)
         if not words:
             return []
-        wanted = set(words)
         results = await asyncio.gather(*(self._find(keyword_key(w)) for w in words))
-        _count(stats, results)
-        matching: dict[str, list[KeywordRecord]] = {}
-        for res in results:
-            for rec in res.positive():
-                if isinstance(rec, KeywordRecord) and wanted <= set(normalize_words(rec.name)):
-                    matching.setdefault(rec.file_id, []).append(rec)
-        hits = []
-        for fid, entries in matching.items():
-            name = Counter(e.name for e in entries).most_common(1)[0][0]
-            size = Counter(e.size for e in entries).most_common(1)[0][0]
-            providers = len({e.node_id for e in entries})
-            hits.append(SearchHit(file_id=fid, name=name, size=size, providers=providers))
-        hits.sort(key=lambda h: (-h.providers, h.name, h.file_id))
-        return hits
+        count_lookups(stats, results)
+        return search_hits(results, words)
 
     # -- background loops ----------------------------------------------------------------
     async def _maintain(self) -> None:
