@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dht import DhtConfig
 from dht.nearest import DistanceOrder
 from dht.protocol import KadshareProtocol
-from dht.routing import Peer
+from dht.routing import KadNode
 from dht.storage import RecordStore
 
 
@@ -43,7 +43,7 @@ def per_call(fn: Callable[[], object], repeat: int) -> float:
     return best / repeat * 1e6
 
 
-def naive_find(table, target: Peer, k: int) -> list:
+def naive_find(table, target: KadNode, k: int) -> list:
     """The pre-index find_neighbors: rebuild the id map, sort every contact."""
     by_long = {n.long_id: n for b in table.buckets for n in b.nodes.values()}
     ranked = sorted(by_long, key=target.long_id.__xor__)
@@ -52,14 +52,14 @@ def naive_find(table, target: Peer, k: int) -> list:
 
 async def table_case(n: int, rng: random.Random) -> None:
     cfg = DhtConfig()
-    me = Peer(rng.getrandbits(160).to_bytes(20, "big"), "127.0.0.1", 1)
+    me = KadNode(rng.getrandbits(160).to_bytes(20, "big"), "127.0.0.1", 1)
     proto = KadshareProtocol(me, RecordStore(cfg), cfg)
     table = proto.router
     try:
         for i in range(n):
             host = f"10.{(i >> 8) & 255}.{i & 255}.1"  # one /24 each: no prefix cap
-            table.add_contact(Peer(rng.getrandbits(160).to_bytes(20, "big"), host, 4000))
-        targets = [Peer(rng.getrandbits(160).to_bytes(20, "big")) for _ in range(64)]
+            table.add_contact(KadNode(rng.getrandbits(160).to_bytes(20, "big"), host, 4000))
+        targets = [KadNode(rng.getrandbits(160).to_bytes(20, "big")) for _ in range(64)]
         for t in targets:
             assert table.find_neighbors(t, cfg.k) == naive_find(table, t, cfg.k)
         it = iter(range(10**9))
@@ -70,7 +70,7 @@ async def table_case(n: int, rng: random.Random) -> None:
         # upkeep and the integer Bucket.depth), so "old" is a lower bound of the old cost
         contacts = table.all_contacts()
 
-        def churn(find: Callable[[Peer], object]) -> Callable[[], None]:
+        def churn(find: Callable[[KadNode], object]) -> Callable[[], None]:
             def step() -> None:
                 c = contacts[next(it) % len(contacts)]
                 table.remove_contact(c)

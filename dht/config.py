@@ -152,6 +152,13 @@ class DhtConfig:
     proven_rate_factor: float = 10.0
     """Request rate of an address that answered one of our requests, as a multiple of
     a stranger's (``store_rate``, ``lookup_rate``)."""
+    contact_memory: int = 4096
+    """Contacts remembered per kind of bookkeeping (cookies they gave us, when each last
+    answered, their missed timeouts); the oldest are forgotten beyond it."""
+    suspect_memory: int = 256
+    """Contacts remembered as suspect (missed a hard timeout: lookups skip them)."""
+    rtt_addresses: int = 16
+    """Addresses with their own round-trip estimate; others use the overall one."""
     max_query_words: int = 8
     """Words of a search query that are looked up; the rest are ignored."""
     publish_concurrency: int = 8
@@ -168,6 +175,7 @@ class DhtConfig:
             "backoff_min_calls", "backoff_max_factor", "protocol_version",
             "lookup_query_factor", "max_records_per_store", "probe_memory",
             "verified_ids_max", "max_query_words", "publish_concurrency",
+            "contact_memory", "suspect_memory", "rtt_addresses",
         )
         for name in positive_ints:
             value = getattr(self, name)

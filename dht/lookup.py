@@ -29,7 +29,7 @@ from .errors import InvalidRecord
 from .nearest import DistanceOrder
 from .protocol import KadshareProtocol, parse_contacts
 from .records import Record, Slot, decode_and_verify, storage_key
-from .routing import Peer
+from .routing import KadNode
 from .transport import RpcError, RpcTimeout
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Lookup:
                  records: bool = False, wanted: int | None = None) -> None:
         self.protocol = protocol
         self.config = config
-        self.target = Peer(target)
+        self.target = KadNode(target)
         self.records = records
         self.wanted = wanted
         self.result = LookupResult()
@@ -250,7 +250,7 @@ class Lookup:
         me = self.protocol.source_node.id
         for nid, host, port in parse_contacts(body.get("nodes"), self.config.k):
             if nid not in known and nid != me:
-                peer = known[nid] = Peer(nid, host, port)
+                peer = known[nid] = KadNode(nid, host, port)
                 self._order.add(nid, peer.long_id)
                 self._state[nid] = "new"
                 if self.protocol.is_suspect(nid):

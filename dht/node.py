@@ -34,7 +34,7 @@ from .records import (
     storage_key,
 )
 from .results import LookupStats, SearchHit, count_lookups, search_hits
-from .routing import Contact, Peer
+from .routing import Contact, KadNode
 from .storage import RecordStore
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class DhtNode:
                  ) -> None:
         self.config = (config or DhtConfig()).validate()
         self.identity = identity or Identity.generate(clock.seeded_rng())
-        self._node = Peer(self.identity.node_id)
+        self._node = KadNode(self.identity.node_id)
         self.store = RecordStore(self.config)
         self.protocol: KadshareProtocol | None = None
         self._transport: asyncio.DatagramTransport | None = None

@@ -2,7 +2,7 @@
 
 Built on ``kademlia.protocol.KademliaProtocol`` (its ``get_refresh_ids`` and the
 ``call_ping`` hook its routing table uses), with the datagram layer taken from
-``RpcTransport`` instead of ``rpcudp``.  Messages (args after the method name; every
+``DatagramRpc`` instead of ``rpcudp``.  Messages (args after the method name; every
 request starts with the sender's 20-byte node id, every reply is a map with ``id``)::
 
     ping(sender_id)                       -> {id}
@@ -35,15 +35,15 @@ from . import clock
 from .config import DhtConfig
 from .errors import InvalidRecord
 from .ratelimit import TokenBuckets
-from .routing import Peer, RoutingTable, address_prefix, is_loopback
+from .routing import KadNode, RoutingTable, address_prefix, is_loopback
 from .storage import RecordStore
 from .transport import (
     MSG_ID_LEN,
     RESPONSE,
     Address,
     BadRequest,
+    DatagramRpc,
     RpcError,
-    RpcTransport,
     encode_datagram,
 )
 
@@ -94,16 +94,16 @@ def parse_contacts(value: object, limit: int) -> list[tuple[bytes, str, int]]:
 
 def parse_nodes(value: object, limit: int) -> list[Node]:
     """Contacts from a reply as kademlia Nodes."""
-    return [Peer(*triple) for triple in parse_contacts(value, limit)]
+    return [KadNode(*triple) for triple in parse_contacts(value, limit)]
 
 
-class KadshareProtocol(RpcTransport, KademliaProtocol):
+class KadshareProtocol(DatagramRpc, KademliaProtocol):
     """Handlers and calls of the kadshare DHT; see the module docstring."""
 
     RPC_METHODS = frozenset({"ping", "find_node", "find_records", "store"})
 
     def __init__(self, source_node: Node, storage: RecordStore, config: DhtConfig) -> None:
-        RpcTransport.__init__(self, config)
+        DatagramRpc.__init__(self, config)
         # KademliaProtocol.__init__ would build rpcudp state and upstream's table
         self.source_node = source_node
         self.storage = storage
@@ -190,7 +190,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             return False
         self._cookies[addr] = cookie
         self._cookies.move_to_end(addr)
-        if len(self._cookies) > 4096:
+        if len(self._cookies) > self.config.contact_memory:
             self._cookies.popitem(last=False)
         return True
 
@@ -267,7 +267,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         if sender_id == self._me():
             return
         if self.router.contains(sender_id) and self.router.known_elsewhere(
-            Peer(sender_id, addr[0], addr[1])
+            KadNode(sender_id, addr[0], addr[1])
         ) is None:
             return
         now = clock.now()
@@ -287,7 +287,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         self._probed[addr] = now
         if len(self._probed) > self.config.probe_memory:
             self._probed.popitem(last=False)
-        self.spawn(self.call_ping(Peer(sender_id, addr[0], addr[1])))
+        self.spawn(self.call_ping(KadNode(sender_id, addr[0], addr[1])))
 
     def _nodes_for(self, target: bytes, addr: Address) -> list[list]:
         """The k closest contacts, minus the asker and contacts we suspect (missed a
@@ -295,7 +295,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         a contact die stops handing it out, so suspicion spreads through replies and
         other nodes' lookups stop paying timeouts for it (issue 16)."""
         k = self.config.k
-        near = self.router.find_neighbors(Peer(target), k + 8)
+        near = self.router.find_neighbors(KadNode(target), k + 8)
         out = [[n.id, n.ip, n.port] for n in near
                if (n.ip, n.port) != addr and not (self._suspects and self.is_suspect(n.id))]
         return out[:k]
@@ -377,7 +377,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         rid = body["id"]
         self._heard[rid] = clock.now()
         self._heard.move_to_end(rid)
-        if len(self._heard) > 4096:
+        if len(self._heard) > self.config.contact_memory:
             self._heard.popitem(last=False)
         if self._suspects:
             self._suspects.pop(rid, None)
@@ -386,7 +386,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         if node is not None and node.id == rid:
             responder = node
         else:
-            responder = Peer(rid, addr[0], addr[1])
+            responder = KadNode(rid, addr[0], addr[1])
             if node is not None:
                 self.router.remove_contact(node)  # same address, new identity
         if addr not in self._proven:
@@ -413,7 +413,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             return
         self._suspects[node_id] = until
         self._suspects.move_to_end(node_id)
-        if len(self._suspects) > 256:
+        if len(self._suspects) > self.config.suspect_memory:
             self._suspects.popitem(last=False)
 
     def is_suspect(self, node_id: bytes) -> bool:
@@ -438,7 +438,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
             self.router.remove_contact(node)
             return
         self._misses[node.id] = misses
-        if len(self._misses) > 4096:
+        if len(self._misses) > self.config.contact_memory:
             self._misses.popitem(last=False)
 
     # -- outgoing ---------------------------------------------------------------------------
@@ -540,7 +540,7 @@ class KadshareProtocol(RpcTransport, KademliaProtocol):
         k = self.config.k
         plans: dict[bytes, list[tuple[bytes, list[bytes]]]] = {}
         for key in self.storage.keys():
-            keynode = Peer(key)  # already a digest: no second hash (upstream hashed again)
+            keynode = KadNode(key)  # already a digest: no second hash (upstream hashed again)
             ranked = self.router.find_neighbors(keynode, k + len(new_ids))
             neighbors = [n for n in ranked if n.id not in new_ids][:k]
             me = self.source_node.long_id ^ keynode.long_id

@@ -42,7 +42,7 @@ class Contact:
     port: int
 
 
-class Peer:
+class KadNode:
     """A contact with kademlia's ``Node`` interface, but ``__slots__`` and interned hosts.
 
     Upstream ``Node`` keeps a ``__dict__`` per contact; at a few hundred contacts per
@@ -69,7 +69,7 @@ class Peer:
         return iter((self.id, self.ip, self.port))
 
     def __repr__(self) -> str:
-        return f"Peer({self.id.hex()[:8]} {self.ip}:{self.port})"
+        return f"KadNode({self.id.hex()[:8]} {self.ip}:{self.port})"
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}"
@@ -265,7 +265,7 @@ class RoutingTable(_UpstreamRoutingTable):
         return self._contacts().items()
 
     def contains(self, node_id: bytes) -> bool:
-        probe = Peer(node_id)
+        probe = KadNode(node_id)
         return node_id in self.buckets[self.get_bucket_for(probe)].nodes
 
     def __len__(self) -> int:

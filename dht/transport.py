@@ -170,7 +170,7 @@ class _Pending:
         self.sent_at = sent_at
 
 
-class RpcTransport(asyncio.DatagramProtocol):
+class DatagramRpc(asyncio.DatagramProtocol):
     """Request/response over one UDP socket; subclasses provide ``rpc_<method>``."""
 
     #: method names a remote peer may call; each maps to ``rpc_<name>``
@@ -180,7 +180,7 @@ class RpcTransport(asyncio.DatagramProtocol):
         self.config = config
         self.transport: asyncio.DatagramTransport | None = None
         self._pending: dict[bytes, _Pending] = {}
-        self.rtt = RttEstimator(config)
+        self.rtt = RttEstimator(config, config.rtt_addresses)
         self.stats: Counter[str] = Counter()
         self._logged: set[str] = set()
         self._closed = False

@@ -15,7 +15,7 @@ from kademlia.routing import KBucket
 from dht import DhtConfig
 from dht.nearest import DistanceOrder, XorIndex
 from dht.protocol import KadshareProtocol
-from dht.routing import Bucket, Peer
+from dht.routing import Bucket, KadNode
 from dht.storage import RecordStore
 
 BITS = 160
@@ -61,11 +61,11 @@ class TestXorIndex:
         assert list(index.closest(target)) == naive_closest(expected, target)
 
 
-def peer(rng: random.Random, port: int) -> Peer:
-    return Peer(rng.getrandbits(BITS).to_bytes(20, "big"), "127.0.0.1", port)
+def peer(rng: random.Random, port: int) -> KadNode:
+    return KadNode(rng.getrandbits(BITS).to_bytes(20, "big"), "127.0.0.1", port)
 
 
-def naive_neighbors(table, target: Peer, k: int, exclude: Peer | None) -> list[Peer]:
+def naive_neighbors(table, target: KadNode, k: int, exclude: KadNode | None) -> list[KadNode]:
     """What find_neighbors returned before: every contact ranked by a full sort."""
     every = [n for b in table.buckets for n in b.nodes.values()]
     every.sort(key=lambda n: n.long_id ^ target.long_id)
@@ -80,7 +80,7 @@ class TestRoutingTable:
         me = peer(rng, 1)
         proto = KadshareProtocol(me, RecordStore(cfg), cfg)
         table = proto.router
-        added: list[Peer] = []
+        added: list[KadNode] = []
         try:
             for step in range(3000):
                 if added and rng.random() < 0.3:
@@ -131,7 +131,7 @@ class TestBucketDepth:
             ids = clustered_ids(rng, rng.choice([1, 2, 5, 20]))
             ours, theirs = Bucket(0, 2**BITS, 20), KBucket(0, 2**BITS, 20)
             for i, long_id in enumerate(ids):
-                node = Peer(long_id.to_bytes(20, "big"), "127.0.0.1", 1000 + i)
+                node = KadNode(long_id.to_bytes(20, "big"), "127.0.0.1", 1000 + i)
                 ours.add_node(node)
                 theirs.add_node(node)
             assert ours.depth() == theirs.depth()

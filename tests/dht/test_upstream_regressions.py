@@ -25,7 +25,7 @@ from dht import DhtConfig, DhtNode, Identity
 from dht.keys import file_key
 from dht.protocol import KadshareProtocol
 from dht.records import make_provider
-from dht.routing import Peer, RoutingTable
+from dht.routing import KadNode, RoutingTable
 from dht.storage import RecordStore
 from tests.dht.netutil import eventually
 from tests.dht.rawpeer import RawPeer
@@ -40,7 +40,7 @@ def _three_buckets(table: UpstreamTable) -> None:
                            KBucket(2 * quarter + 1, MAX, 20))
     for i in range(5):
         nid = (i + 1).to_bytes(20, "big")
-        left.add_node(Peer(nid, "127.0.0.1", 1000 + i))
+        left.add_node(KadNode(nid, "127.0.0.1", 1000 + i))
     table.buckets = [left, middle, right]
 
 
@@ -52,17 +52,17 @@ class TestFindNeighborsWalk:
         assert table.find_neighbors(target) == []  # although the table holds 5 contacts
 
     def test_kadshare_walk_visits_every_bucket(self) -> None:
-        table = RoutingTable(None, 20, Peer(b"\x00" * 20), DhtConfig.for_tests())
+        table = RoutingTable(None, 20, KadNode(b"\x00" * 20), DhtConfig.for_tests())
         _three_buckets(table)
-        target = Peer((MAX - 1).to_bytes(20, "big"))
+        target = KadNode((MAX - 1).to_bytes(20, "big"))
         found = table.find_neighbors(target)
         assert len(found) == 5
         assert found == sorted(found, key=lambda n: n.long_id ^ target.long_id)
 
     def test_bucket_choice_includes_the_upper_bound(self) -> None:
-        table = RoutingTable(None, 20, Peer(b"\x00" * 20), DhtConfig.for_tests())
+        table = RoutingTable(None, 20, KadNode(b"\x00" * 20), DhtConfig.for_tests())
         _three_buckets(table)
-        edge = Peer((MAX // 4).to_bytes(20, "big"))
+        edge = KadNode((MAX // 4).to_bytes(20, "big"))
         assert table.buckets[table.get_bucket_for(edge)].has_in_range(edge)
         upstream = UpstreamTable(None, 20, Node(b"\x00" * 20))
         _three_buckets(upstream)
@@ -116,16 +116,16 @@ class TestWelcomeIfNewHash:
         key, me, far, newcomer = _handoff_case()
         store = RecordStore(DhtConfig.for_tests())
         store.put(key, make_provider(Identity.generate(), "ef" * 32, "f", 1, "h:1", 30))
-        proto = KadshareProtocol(Peer(me.id, me.ip, me.port), store, DhtConfig.for_tests())
-        proto.router.add_contact(Peer(far.id, far.ip, far.port))
+        proto = KadshareProtocol(KadNode(me.id, me.ip, me.port), store, DhtConfig.for_tests())
+        proto.router.add_contact(KadNode(far.id, far.ip, far.port))
         calls: list[tuple[bytes, bytes, int]] = []
 
-        async def fake_store(node: Peer, k: bytes, encoded: list[bytes]) -> int:
+        async def fake_store(node: KadNode, k: bytes, encoded: list[bytes]) -> int:
             calls.append((node.id, k, len(encoded)))
             return len(encoded)
 
         proto.call_store_records = fake_store  # type: ignore[method-assign]
-        proto.welcome_if_new(Peer(newcomer.id, newcomer.ip, newcomer.port))
+        proto.welcome_if_new(KadNode(newcomer.id, newcomer.ip, newcomer.port))
 
         async def handed() -> bool:
             return bool(calls)
