@@ -41,8 +41,9 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -116,10 +117,24 @@ class DownloadConfig:
     max_rate: int = 0
 
     def __post_init__(self) -> None:
+        self.validate()  # a client builds these from flags: refuse a bad one at once
+
+    def validate(self) -> DownloadConfig:
+        """Raise ``ValueError`` naming the first bad field; return self."""
         if self.sources < 1:
             raise ValueError("sources must be at least 1")
         if self.run_bytes < 1 or self.stall_timeout <= 0 or self.info_timeout <= 0:
             raise ValueError("run_bytes, stall_timeout and info_timeout must be positive")
+        if self.state_interval <= 0 or self.probe_seconds <= 0 or self.adaptive_gain < 1:
+            raise ValueError("state_interval and probe_seconds must be positive, "
+                             "adaptive_gain at least 1")
+        if self.adaptive_bytes < 0 or self.max_rate < 0:
+            raise ValueError("adaptive_bytes and max_rate must be >= 0")
+        return self
+
+    def with_changes(self, **changes: Any) -> DownloadConfig:
+        """Return a validated copy with some fields replaced."""
+        return replace(self, **changes)
 
 
 @dataclass

@@ -310,3 +310,12 @@ def test_pclient_never_imports_pserver():
     code = ("import sys, pclient, pclient.cli; "
             "sys.exit(any(m.split('.')[0] in ('pserver', 'dht') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_download_config_refuses_a_bad_value_by_name():
+    config = DownloadConfig(sources=2)
+    assert config.with_changes(max_rate=1024).max_rate == 1024
+    with pytest.raises(ValueError, match="sources"):
+        config.with_changes(sources=0)
+    with pytest.raises(ValueError, match="adaptive_gain"):
+        DownloadConfig(adaptive_gain=0.5)
