@@ -11,6 +11,7 @@ import logging
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
+from dht import DhtNode
 from pserver.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 class Announcer:
     """Diff between what is shared and what was announced, applied to the DHT."""
 
-    def __init__(self, dht: Any, catalog: Catalog, grpc_address: str, *,
+    def __init__(self, dht: DhtNode, catalog: Catalog, grpc_address: str, *,
                  timeout: float, parallel: int) -> None:
         """``timeout``: seconds one announcement or withdrawal may take; ``parallel``:
         how many run at once (``NodeConfig.announce_timeout`` / ``announce_parallel``)."""

@@ -66,6 +66,7 @@ from kadcommon.addr import AddressError, parse_hostport
 from kadcommon.units import parse_rate
 from pserver import __version__
 from pserver.config import (
+    DEFAULT_MAX_CONCURRENT_DOWNLOADS,
     DEFAULT_MAX_UPLOAD,
     DEFAULT_SCAN_INTERVAL,
     DEFAULT_SETTLE_SECONDS,
@@ -227,6 +228,7 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
     rest_host = str(_pick(args, env, "--rest-host"))
     if not rest_host or any(c.isspace() for c in rest_host):
         raise UsageError(f"--rest-host wants an address, got {rest_host!r}")
+    slots = _slots(_pick(args, env, "--max-upload-slots"))
     config = NodeConfig(
         share_dir=Path(share).expanduser().absolute() if share else None,
         data_dir=Path(data).expanduser().absolute(),
@@ -240,7 +242,9 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
         rest_host=rest_host,
         max_upload=parse_size(str(_pick(args, env, "--max-upload"))),
         max_upload_rate=_rate(_pick(args, env, "--max-upload-rate")),
-        **_slots(_pick(args, env, "--max-upload-slots")),
+        max_concurrent_downloads=slots.get(
+            "max_concurrent_downloads", DEFAULT_MAX_CONCURRENT_DOWNLOADS),
+        max_downloads_per_client=slots.get("max_downloads_per_client", 0),
         scan_interval=interval,
         settle_seconds=settle,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dht.config import DhtConfig
 from kadcommon.merkle import CHUNK_SIZE
 
 #: Bytes per hashed chunk in ``GetInfo``: the protocol constant the Merkle file id uses.
@@ -99,8 +100,8 @@ class NodeConfig:
     search_count_parallel: int = 16
     #: File ids of recent answers kept so a short id prefix can be resolved.
     seen_ids_max: int = 4096
-    #: A ``dht.DhtConfig``; ``None`` means the dht package's defaults.
-    dht_config: Any = field(default=None, repr=False)
+    #: ``None`` means the dht package's defaults.
+    dht_config: DhtConfig | None = field(default=None, repr=False)
 
     def with_changes(self, **changes: Any) -> NodeConfig:
         """Return a validated copy with some fields replaced."""

@@ -17,6 +17,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import grpc
+from grpc_health.v1._async import HealthServicer
+
 from dht import DhtConfig, DhtNode, Identity, LookupStats
 from kadcommon.addr import format_hostport
 from kadcommon.atomic import write_atomic
@@ -53,8 +56,8 @@ class Node:
         self.dht: DhtNode | None = None
         self.announcer: Announcer | None = None
         self._lock = DataDirLock(config.data_dir)
-        self._grpc: Any = None
-        self._health: Any = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health: HealthServicer | None = None
         self.membership: Membership | None = None
         self._rest: RestServer | None = None
         self._tasks: list[asyncio.Task[Any]] = []
