@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import msgpack
 
@@ -165,9 +166,12 @@ def _now() -> float:
     return wall()
 
 
-def _sign(identity: Identity, unsigned: Record) -> Record:
+_R = TypeVar("_R", ProviderRecord, KeywordRecord, Withdrawal)
+
+
+def _sign(identity: Identity, unsigned: _R) -> _R:
     sig = identity.sign(signed_message(unsigned))
-    return type(unsigned)(**{**unsigned.__dict__, "signature": sig})
+    return replace(unsigned, signature=sig)
 
 
 def make_provider(
@@ -181,7 +185,7 @@ def make_provider(
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
     )
     _check_fields(rec)
-    return _sign(identity, rec)  # type: ignore[return-value]  # _sign returns the record type it was given
+    return _sign(identity, rec)
 
 
 def make_keyword(
@@ -195,7 +199,7 @@ def make_keyword(
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
     )
     _check_fields(rec)
-    return _sign(identity, rec)  # type: ignore[return-value]  # _sign returns the record type it was given
+    return _sign(identity, rec)
 
 
 def make_withdrawal(
@@ -209,7 +213,7 @@ def make_withdrawal(
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
     )
     _check_fields(rec)
-    return _sign(identity, rec)  # type: ignore[return-value]  # _sign returns the record type it was given
+    return _sign(identity, rec)
 
 
 def _is_int(value: object) -> bool:
