@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(bool(opts["--verbose"]))
     if opts["plot"]:
         from simulations.plots import draw_all
-        from simulations.report import ResultsError
+        from simulations.results import ResultsError
 
         try:
             files = draw_all(Path(opts["DIR"]))

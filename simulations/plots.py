@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from simulations.metrics import percentile  # noqa: E402
-from simulations.report import load_results  # noqa: E402
+from simulations.results import load_results  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ trace.json and report.md (which embeds the PNG plots drawn by plots.py)."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
 import sys
@@ -15,11 +14,12 @@ from typing import Any
 
 from simulations.digest import metrics_digest
 from simulations.engine import RunOutcome
+from simulations.plots import draw_all
+from simulations.results import SCHEMA, save_results
 from simulations.scenarios import Trace
 
-__all__ = ["write_outputs", "load_results", "metrics_table", "SCHEMA", "ResultsError"]
+__all__ = ["write_outputs", "metrics_table"]
 
-SCHEMA = 1
 TS_FIELDS = ["impl", "t", "alive", "lookups", "eligible", "success", "latency_p50_ms",
              "latency_p99_ms", "bytes_sent", "records_mean"]
 LOOKUP_FIELDS = ["impl", "t", "node", "file", "eligible", "success", "latency", "returned",
@@ -51,10 +51,6 @@ VALIDITY_COLUMNS = [
 # Above this, the harness's own loop delayed nodes: latencies measure the machine.
 LAG_WARN_MS = 100.0
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "SIMULATIONS.md"
-
-
-class ResultsError(ValueError):
-    """An output folder without readable results."""
 
 
 def _versions() -> dict[str, str]:
@@ -173,7 +169,7 @@ def write_outputs(out: Path, trace: Trace, outcomes: list[RunOutcome], *,
         } for o in outcomes],
     }
     results["digest"] = metrics_digest(results)
-    _write_json(out / "results.json", results)
+    save_results(out, results)
     trace.save(out / "trace.json")
     with (out / "timeseries.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=TS_FIELDS)
@@ -187,17 +183,9 @@ def write_outputs(out: Path, trace: Trace, outcomes: list[RunOutcome], *,
         for o in outcomes:
             for row in o.lookups:
                 w.writerow({"impl": o.impl, **row})
-    from simulations.plots import draw_all
-
     plots = draw_all(out)
     write_report(out, results, plots)
     return results
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
 
 
 def write_report(out: Path, results: dict[str, Any], plots: list[str]) -> None:
@@ -227,15 +215,3 @@ def write_report(out: Path, results: dict[str, Any], plots: list[str]) -> None:
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     (out / "report.md").write_text("\n".join(lines))
-
-
-def load_results(out: Path) -> dict[str, Any]:
-    """Read ``out/results.json`` with a clear error."""
-    path = Path(out) / "results.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ResultsError(f"no readable results in {out}: {exc}") from exc
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or "runs" not in data:
-        raise ResultsError(f"{path} is not a kadshare-sim results file (schema {SCHEMA})")
-    return data
