@@ -61,28 +61,24 @@ import contextlib
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docopt import DocoptExit, docopt
 
 from kadcommon.addr import AddressError, format_hostport, parse_hostport
-from kadcommon.fileid import is_id_prefix
+from kadcommon.fileid import is_file_id, is_id_prefix
 from kadcommon.merkle import hash_file
 from kadcommon.units import human_size, parse_rate
-from pclient.client import DEFAULT_NODE_URL, BadFileId, Client, upload_file
-from pclient.download import DownloadConfig, DownloadResult, download_file, is_file_id
-from pclient.errors import AmbiguousId, AmbiguousName, ClientError, NotFound
-from pclient.render import (
-    ProgressBar,
-    files_table,
-    peers_table,
-    print_json,
-    providers_table,
-    search_table,
-    short_id,
-    status_table,
-)
+from pclient.errors import AmbiguousId, AmbiguousName, BadFileId, ClientError, NotFound
+from pclient.render import print_json, short_id
 from pclient.usage import Usage
+
+if TYPE_CHECKING:
+    from pclient.client import Client
+    from pclient.download import DownloadResult
+
+# httpx, grpc and rich (0.4 s of start-up on a loaded 2-core machine) are imported by the
+# commands that use them: `kadshare get --from ID` never loads httpx, nor rich off a terminal.
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +141,19 @@ def _node_url(value: str) -> str:
 
 
 async def _run(args: dict[str, Any]) -> int:
-    node = _node_url(args["--node"] or os.environ.get("KADSHARE_NODE") or DEFAULT_NODE_URL)
+    given = args["--node"] or os.environ.get("KADSHARE_NODE")
+    node = _node_url(given) if given else None
     as_json = bool(args["--json"])
     if args["put"]:
         return await _put(args, as_json)
     if args["id"]:
         return _file_id(args["PATH"], as_json)
-    async with Client(node) as client:
+    if args["get"] and args["--from"] and is_file_id(args["FILE"]):
+        return await _get(None, args, as_json)  # no node needed
+    from pclient.client import DEFAULT_NODE_URL, Client
+    from pclient.render import files_table, peers_table, providers_table, search_table, status_table
+
+    async with Client(node or DEFAULT_NODE_URL) as client:
         if args["search"]:
             query = " ".join(args["WORDS"])
             results = await client.search(query)
@@ -184,22 +186,26 @@ async def _run(args: dict[str, Any]) -> int:
     raise UsageError("unknown command")
 
 
-async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
+async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> int:
     sources = _positive_int(args["--sources"], "--sources")
     timeout = _positive_float(args["--timeout"], "--timeout")
     direct = [_address(a, "--from") for a in args["--from"]]
     target = args["FILE"]
+    from pclient.download import DownloadConfig, download_file
+    from pclient.render import ProgressBar
+
     config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]),
                             max_rate=_rate(args["--max-rate"], "--max-rate"))
     if direct:
         if is_file_id(target):
             hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}
-        elif is_id_prefix(target):  # the node expands the prefix; the bytes come from --from
+        elif client is not None and is_id_prefix(target):  # the node expands it; bytes: --from
             hit = {"file_id": (await client.find_providers(target))[0], "name": ""}
         else:
             raise UsageError("with --from, FILE must be a file id (64 hex characters, or a "
                              "unique prefix of at least 8)")
     else:
+        assert client is not None  # _run gives one unless FILE is a full id with --from
         hit = await client.resolve(target)
     # the name the user asked for, when it is a file's name; else the providers' majority
     announced = str(hit.get("name") or "")
@@ -211,6 +217,7 @@ async def _get(client: Client, args: dict[str, Any], as_json: bool) -> int:
             result = await download_file(hit["file_id"], args["--output"], direct,
                                          config=config, progress=bar.download)
         else:
+            assert client is not None
             result = await client.download(hit["file_id"], args["--output"], config=config,
                                            progress=bar.download, name=name)
     if as_json:
@@ -240,6 +247,9 @@ def _saved_line(result: DownloadResult) -> str:
 
 
 async def _put(args: dict[str, Any], as_json: bool) -> int:
+    from pclient.client import upload_file
+    from pclient.render import ProgressBar
+
     peer = _address(args["--to"], "--to")
     name = args["--name"] or None
     bar = ProgressBar(os.path.basename(args["PATH"]), enabled=None if not as_json else False)
@@ -326,6 +336,8 @@ def _main(argv: list[str] | None) -> int:
         return _fail(str(exc), as_json, EXIT_USAGE)
     except AmbiguousName as exc:
         if not as_json:
+            from pclient.render import search_table
+
             print(f"kadshare: {exc}", file=sys.stderr)
             search_table(exc.candidates, out=sys.stderr)
             return EXIT_FAILED

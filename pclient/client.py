@@ -29,6 +29,7 @@ from pclient.download import (
 from pclient.errors import (
     AmbiguousId,
     AmbiguousName,
+    BadFileId,
     ClientError,
     NoAnswer,
     NodeError,
@@ -292,10 +293,6 @@ def check_file_id(file_id: str, *, prefix: bool = False) -> str:
         return normalise_prefix(file_id) if prefix else normalise_file_id(file_id)
     except FileIdError as exc:
         raise BadFileId(f"{exc} (shown by `kadshare search` and `kadshare ls`)") from exc
-
-
-class BadFileId(ClientError):
-    """The argument is not a 64-hex file id (a usage error: exit code 2)."""
 
 
 async def upload_file(

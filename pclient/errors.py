@@ -6,6 +6,7 @@
     ├── NodeUnreachable         the REST node did not answer (URL + how to start one)
     ├── NodeError               the node answered with an error (bad id, bad query, 5xx)
     │   └── NoAnswer            the node's lookup got no answer from any peer (not "no match")
+    ├── BadFileId               the argument is not a file id (a usage error: exit code 2)
     ├── NotFound                no such file / name on the node or network
     │   └── NoProviders         the file is known but nobody provides it now
     ├── AmbiguousName           a name matched several files (carries the candidates)
@@ -26,6 +27,10 @@ from typing import Any
 
 class ClientError(Exception):
     """Base of every error the client reports; ``str()`` is the user-facing line."""
+
+
+class BadFileId(ClientError):
+    """The argument is not a 64-hex file id (a usage error: exit code 2)."""
 
 
 class NodeUnreachable(ClientError):

@@ -5,22 +5,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Column, Table
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kadcommon.units import human_duration, human_size
-from pclient.download import DownloadProgress
+
+if TYPE_CHECKING:  # rich is imported on first use: `kadshare get` off a terminal never needs it
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+
+    from pclient.download import DownloadProgress
 
 ID_PREFIX = 12
 FIGURES_WIDTH = 72  # columns the bar, bytes, rate, ETA and sources need
@@ -37,10 +31,14 @@ def print_json(doc: Any, out: TextIO | None = None) -> None:
 
 
 def _console(out: TextIO | None = None) -> Console:
+    from rich.console import Console
+
     return Console(file=out or sys.stdout, highlight=False, soft_wrap=False)
 
 
 def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col in columns:
         table.add_column(col, justify="right" if col in right else "left", overflow="fold")
@@ -124,6 +122,17 @@ class ProgressBar:
         self._task: TaskID | None = None
         self._started = False
         if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.table import Column
+
             console = Console(file=stream)
             # the name gives way (cut with an ellipsis), never the bytes, rate and ETA
             name_width = max(8, console.width - FIGURES_WIDTH)
