@@ -163,6 +163,9 @@ class DhtConfig:
     """Words of a search query that are looked up; the rest are ignored."""
     publish_concurrency: int = 8
     """Records one node stores on the network at the same time (announce, republish)."""
+    network_key: bytes = b""
+    """Closed network (``kadcommon.netkey``): 32 bytes, or empty for the public network.
+    Every datagram then carries a MAC keyed by it; datagrams without one are dropped."""
 
     def validate(self) -> DhtConfig:
         """Raise ValueError naming the first bad field; return self so calls chain."""
@@ -196,6 +199,8 @@ class DhtConfig:
         if not isinstance(self.amplification_factor, (int, float)) \
                 or isinstance(self.amplification_factor, bool) or self.amplification_factor < 1:
             raise ValueError("DhtConfig.amplification_factor must be >= 1")
+        if not isinstance(self.network_key, bytes) or len(self.network_key) not in (0, 32):
+            raise ValueError("DhtConfig.network_key must be 32 bytes or empty")
         if not 0 <= self.periodic_jitter < 1:
             raise ValueError("DhtConfig.periodic_jitter must be within [0, 1)")
         if not 0 < self.backoff_timeout_share <= 1:

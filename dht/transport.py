@@ -34,6 +34,8 @@ from typing import Any
 
 import msgpack
 
+from kadcommon.netkey import NetworkKey
+
 from . import clock
 from .config import PROTOCOL_VERSION, DhtConfig
 
@@ -189,6 +191,8 @@ class DatagramRpc(asyncio.DatagramProtocol):
         self._recent_calls = 0.0
         self._recent_timeouts = 0.0
         self._recent_at = clock.now()
+        #: closed network: datagrams are sealed/opened with its MAC (kadcommon.netkey)
+        self.netkey = NetworkKey(config.network_key) if config.network_key else None
 
     # -- asyncio.DatagramProtocol ------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,6 +208,13 @@ class DatagramRpc(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Decode, dispatch, reply. Never raises: bad input is dropped and counted."""
+        if self.netkey is not None:
+            opened = self.netkey.open(data)
+            if opened is None:
+                self._drop("bad_network_mac", f"dropped datagram from {addr}: no valid "
+                           "network-key MAC (a peer outside this closed network?)")
+                return
+            data = opened
         try:
             addr = (sys.intern(addr[0]), addr[1])
             msg = decode_datagram(data, self.config.max_datagram,
@@ -287,6 +298,8 @@ class DatagramRpc(asyncio.DatagramProtocol):
     def _send(self, data: bytes, addr: Address) -> None:
         if self.transport is None or self._closed:
             return
+        if self.netkey is not None:
+            data = self.netkey.seal(data)
         try:
             self.transport.sendto(data, addr)
         except (OSError, ValueError, TypeError, OverflowError) as exc:
