@@ -18,6 +18,7 @@ import httpx
 
 from kadcommon.fileid import FileIdError, is_id_prefix, normalise_file_id, normalise_prefix
 from kadcommon.merkle import hash_file as merkle_hash_file
+from kadcommon.tlsid import PeerIdentityError
 from pclient.download import (
     DownloadConfig,
     DownloadResult,
@@ -38,7 +39,7 @@ from pclient.errors import (
     NotFound,
     UploadFailed,
 )
-from pclient.grpcutil import MAX_MESSAGE_BYTES, describe_rpc_error, unreachable_reason
+from pclient.grpcutil import Dialer, describe_rpc_error, network_key_from_env, unreachable_reason
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Client:
 
     def __init__(self, node_url: str = DEFAULT_NODE_URL, *, timeout: float = DEFAULT_REST_TIMEOUT):
         self.node_url = node_url.rstrip("/")
+        self._tls: bool | None = None  # learned from the node's status (``transfers``)
         # TCP connect and TLS handshake get a short bound: a plain-HTTP node asked over
         # https:// never completes the handshake and would otherwise hang for ``timeout``
         self._http = httpx.AsyncClient(
@@ -156,6 +158,17 @@ class Client:
         doc = await self._get("/status")
         _require(doc, "node_id", str)
         return doc
+
+    async def dialer(self, expected: dict[str, str] | None = None) -> Dialer:
+        """How to reach providers: TLS unless this node runs ``--insecure-transfers``
+        (its status says so), with the network key of ``KADSHARE_NETWORK_KEY``."""
+        if self._tls is None:
+            self._tls = (await self.status()).get("transfers", "tls") != "plaintext"
+        try:
+            netkey = network_key_from_env()
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
+        return Dialer(expected, tls=self._tls, netkey=netkey)
 
     async def files(self) -> list[dict[str, Any]]:
         """``GET /files``: files this node shares."""
@@ -259,9 +272,13 @@ class Client:
         file_id = check_file_id(file_id)
         if config is None:
             config = DownloadConfig(sources=sources)
+        expected: dict[str, str] = {}
         if providers is None:
             found = [p for p in await self.providers(file_id) if isinstance(p, dict)]
             providers = [str(p["grpc"]) for p in found if p.get("grpc")]
+            # each address must prove the node id of the record naming it
+            expected = {str(p["grpc"]): str(p.get("node_id", "")) for p in found
+                        if p.get("grpc") and p.get("node_id")}
             if name is None:
                 name = pick_name([p["name"] for p in found if isinstance(p.get("name"), str)])
                 name = name or None
@@ -271,7 +288,8 @@ class Client:
                     f"(asked the node at {self.node_url})"
                 )
         return await download_file(
-            file_id, dest, providers, config=config, progress=progress, name=name
+            file_id, dest, providers, config=config, progress=progress, name=name,
+            dialer=await self.dialer(expected),
         )
 
     async def upload(
@@ -284,7 +302,8 @@ class Client:
         timeout: float = DEFAULT_UPLOAD_TIMEOUT,
     ) -> dict[str, Any]:
         """Send a local file to the peer at ``peer_grpc``; returns ``{file_id, name, size}``."""
-        return await upload_file(path, peer_grpc, progress, name=name, timeout=timeout)
+        return await upload_file(path, peer_grpc, progress, name=name, timeout=timeout,
+                                 dialer=await self.dialer())
 
 
 def check_file_id(file_id: str, *, prefix: bool = False) -> str:
@@ -303,11 +322,13 @@ async def upload_file(
     name: str | None = None,
     timeout: float = DEFAULT_UPLOAD_TIMEOUT,
     token: str | None = None,
+    dialer: Dialer | None = None,
 ) -> dict[str, Any]:
     """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, Merkle file id), then data.
 
     ``token`` is the receiving node's token (its DATA/token); a peer started with a plain
-    ``--accept-uploads`` refuses uploads without it.
+    ``--accept-uploads`` refuses uploads without it. ``dialer``: TLS to any node identity
+    and ``KADSHARE_NETWORK_KEY``'s network unless given.
     """
     src = Path(path)
     try:
@@ -328,9 +349,15 @@ async def upload_file(
                 if progress:
                     progress(sent, size)
 
-    channel = grpc.aio.insecure_channel(
-        peer_grpc, options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    )
+    try:
+        if dialer is None:
+            dialer = Dialer(netkey=network_key_from_env())
+        channel = await dialer.open(peer_grpc)
+    except (PeerIdentityError, ValueError) as exc:
+        raise UploadFailed(f"upload of {src.name} to {peer_grpc} refused: {exc}") from exc
+    except OSError as exc:
+        raise UploadFailed(f"upload of {src.name} to {peer_grpc} failed: cannot reach it "
+                           f"({unreachable_reason(str(exc))})") from exc
     try:
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
         metadata = (("authorization", f"Bearer {token}"),) if token else None

@@ -4,6 +4,7 @@ Usage:
   kadshare-node [options] [--bootstrap HOST:PORT]...
   kadshare-node -h | --help
   kadshare-node --version
+  kadshare-node --gen-network-key FILE
 
 Options:
   --share DIR            Folder to share, subfolders included (default: share nothing).
@@ -30,6 +31,12 @@ Options:
   --scan-interval SECS   Seconds between scans of the share folder (default: 2).
   --settle SECS          Seconds a new or changed file must stay unchanged before it is
                          hashed and announced (default: 3).
+  --network-key FILE     Join the closed network of this key file (one line of 64 hex
+                         characters): DHT datagrams and gRPC calls without it are
+                         refused. Default: the public network.
+  --gen-network-key FILE Write a new random network key to FILE (mode 0600) and exit.
+  --insecure-transfers   Serve gRPC in plaintext, without TLS (experiments only; clients
+                         learn it from this node's REST status).
   --log-level LEVEL      debug, info, warning or error (default: info).
   -h --help              Show this help.
   --version              Show the version.
@@ -39,10 +46,12 @@ KADSHARE_HOST, KADSHARE_DHT_PORT, KADSHARE_GRPC_PORT, KADSHARE_REST_PORT,
 KADSHARE_REST_HOST, KADSHARE_BOOTSTRAP (comma-separated), KADSHARE_ACCEPT_UPLOADS
 (1/true/yes/token or open),
 KADSHARE_MAX_UPLOAD, KADSHARE_MAX_UPLOAD_RATE, KADSHARE_MAX_UPLOAD_SLOTS,
-KADSHARE_SCAN_INTERVAL, KADSHARE_SETTLE, KADSHARE_LOG_LEVEL. Flags win.
+KADSHARE_SCAN_INTERVAL, KADSHARE_SETTLE, KADSHARE_NETWORK_KEY, KADSHARE_INSECURE_TRANSFERS
+(1/true/yes), KADSHARE_LOG_LEVEL. Flags win.
 
 Once the three listeners are up, one JSON line {"node_id", "host", "dht_port",
-"grpc_port", "rest_port"} is printed on stdout and written to DATA/node.json.
+"grpc_port", "rest_port", "transfers" (tls or plaintext), "network" (public or the key's
+fingerprint)} is printed on stdout and written to DATA/node.json.
 Exit codes: 0 stopped by a signal, 1 failed while running, 2 bad usage or folders.
 """
 
@@ -63,6 +72,7 @@ from pathlib import Path
 from docopt import DocoptExit, docopt
 
 from kadcommon.addr import AddressError, parse_hostport
+from kadcommon.netkey import NetworkKeyError, generate_key_file, load_key
 from kadcommon.units import parse_rate
 from pserver import __version__
 from pserver.config import (
@@ -185,6 +195,21 @@ def upload_mode(args: Mapping[str, object], env: Mapping[str, str]) -> str:
     return UPLOAD_MODES[text]
 
 
+def _flag(args: Mapping[str, object], env: Mapping[str, str], flag: str) -> bool:
+    if args.get(flag):
+        return True
+    return env.get(_env_name(flag), "").strip().lower() in ("1", "true", "yes")
+
+
+def _network_key(path: str | None) -> bytes:
+    if not path:
+        return b""
+    try:
+        return load_key(Path(path).expanduser())
+    except NetworkKeyError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def normalise_argv(argv: list[str]) -> list[str]:
     """Give a bare ``--accept-uploads`` its default mode, since docopt has no optional
     option values: ``--accept-uploads`` alone means ``--accept-uploads=token``."""
@@ -247,6 +272,8 @@ def build_config(args: Mapping[str, object], env: Mapping[str, str]) -> tuple[No
         max_downloads_per_client=slots.get("max_downloads_per_client", 0),
         scan_interval=interval,
         settle_seconds=settle,
+        insecure_transfers=_flag(args, env, "--insecure-transfers"),
+        network_key=_network_key(_pick(args, env, "--network-key")),
     )
     try:
         config.check_folders()
@@ -368,6 +395,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
     except BrokenPipeError:  # `kadshare-node --help | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if args.get("--gen-network-key"):
+        try:
+            generate_key_file(Path(str(args["--gen-network-key"])).expanduser())
+        except (NetworkKeyError, OSError) as exc:
+            return _fail(str(exc), 2)
+        print(f"wrote a new network key to {args['--gen-network-key']}; give it to "
+              "every member (--network-key FILE), and to no one else")
         return 0
     try:
         config, level = build_config(args, os.environ)

@@ -102,6 +102,10 @@ class NodeConfig:
     seen_ids_max: int = 4096
     #: ``None`` means the dht package's defaults.
     dht_config: DhtConfig | None = field(default=None, repr=False)
+    #: Serve gRPC without TLS (``--insecure-transfers``; experiments only).
+    insecure_transfers: bool = False
+    #: Closed network key, 32 bytes (``--network-key``); empty = the public network.
+    network_key: bytes = field(default=b"", repr=False)
 
     def with_changes(self, **changes: Any) -> NodeConfig:
         """Return a validated copy with some fields replaced."""
@@ -118,6 +122,8 @@ class NodeConfig:
                 raise ValueError(f"bad bootstrap address {host}:{port}")
         if self.max_upload < 0:
             raise ValueError("max_upload must be >= 0")
+        if len(self.network_key) not in (0, 32):
+            raise ValueError("network_key must be 32 bytes (or empty: the public network)")
         if self.chunk_size != CHUNK_SIZE:
             raise ValueError(f"chunk_size must be {CHUNK_SIZE} (part of the file id's definition)")
         if not 16 * 1024 <= self.message_size <= 1024 * 1024:

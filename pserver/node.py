@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ from grpc_health.v1._async import HealthServicer
 from dht import DhtConfig, DhtNode, Identity, LookupStats
 from kadcommon.addr import format_hostport
 from kadcommon.atomic import write_atomic
+from kadcommon.netkey import NetworkKey
 from pserver.announcer import Announcer
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.datadir import DataDirLock, load_or_create_token, remove_stale_temps
 from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable
+from pserver.grpcsec import ServerSecurity
 from pserver.membership import Membership, advertised_host
 from pserver.metrics import PeerMetrics
 from pserver.ports import check_listen_addresses
@@ -91,13 +94,21 @@ class Node:
         self.token = load_or_create_token(cfg.data_dir / "token")
         self.catalog.load()
         self.catalog.remove_stale_uploads()
-        self.dht = DhtNode(identity=identity, config=cfg.dht_config or DhtConfig())
+        netkey = NetworkKey(cfg.network_key) if cfg.network_key else None
+        dht_config = cfg.dht_config or DhtConfig()
+        if netkey is not None:
+            dht_config = replace(dht_config, network_key=cfg.network_key)
+        self.dht = DhtNode(identity=identity, config=dht_config)
         await self.dht.listen(port=cfg.dht_port, interface=cfg.host)
         servicer = TransferServicer(
             self.catalog, cfg, self.metrics, self._after_upload, token=self.token
         )
+        security = ServerSecurity.create(
+            identity.public_key, identity.sign, identity.node_id_hex,
+            tls=not cfg.insecure_transfers, netkey=netkey,
+        )
         self._grpc, grpc_port, self._health = await start_grpc_server(
-            servicer, cfg.host, cfg.grpc_port
+            servicer, cfg.host, cfg.grpc_port, security,
         )
         self._rest = await RestServer.start(self, cfg, name_hint=self.dht.node_id[:8])
         rest_port = self._rest.port
@@ -125,6 +136,8 @@ class Node:
             "dht_port": self.dht.port,
             "grpc_port": grpc_port,
             "rest_port": rest_port,
+            "transfers": security.mode,  # tls | plaintext (--insecure-transfers)
+            "network": netkey.fingerprint if netkey else "public",
         }
         write_atomic(cfg.data_dir / "node.json", (json.dumps(self.info) + "\n").encode())
         self._tasks.append(asyncio.create_task(self._scan_loop(first), name="scan"))

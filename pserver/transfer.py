@@ -29,6 +29,7 @@ from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import UPLOAD_TMP_PREFIX, Catalog, SharedFile, normalise_file_id
 from pserver.config import NodeConfig
 from pserver.errors import FileNotShared, InvalidFileId, PeerError, RangeError, UploadRefused
+from pserver.grpcsec import ServerSecurity
 from pserver.metrics import PeerMetrics
 
 log = logging.getLogger(__name__)
@@ -538,10 +539,13 @@ def transfer_handler(servicer: TransferServicer) -> grpc.GenericRpcHandler:
 
 
 async def start_grpc_server(
-    servicer: TransferServicer, host: str, port: int
+    servicer: TransferServicer, host: str, port: int, security: ServerSecurity | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
-    """Start the grpc.aio server with TransferService, health and reflection."""
+    """Start the grpc.aio server with TransferService, health and reflection; over TLS
+    and behind the network gate as ``security`` says (None: plaintext, open)."""
+    security = security or ServerSecurity(cert=None)
     server = grpc.aio.server(
+        interceptors=security.interceptors(),
         options=[
             # GetInfo of a file over ~120 GiB (34 bytes per 1 MiB chunk) passes 4 MiB;
             # Download messages stay <= 1 MiB whatever this says.
@@ -561,7 +565,7 @@ async def start_grpc_server(
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = security.add_port(server, address)
     except RuntimeError as exc:  # grpc's way of saying "address in use / not available"
         bound = 0
         cause: Exception | None = exc

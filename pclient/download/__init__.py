@@ -63,8 +63,7 @@ from pclient.errors import (
     NoProviders,
     TransferFailed,
 )
-from pclient.grpcutil import channel as _channel
-from pclient.grpcutil import describe_rpc_error
+from pclient.grpcutil import Dialer, describe_rpc_error
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -264,8 +263,10 @@ class _Download:
         config: DownloadConfig,
         progress: ProgressCallback | None,
         dropped: dict[str, str],
+        dialer: Dialer,
     ) -> None:
         self.file_id = file_id
+        self.dialer = dialer
         self.info = info
         self.size = info.size
         self.chunk_size = info.chunk_size or 1
@@ -498,7 +499,7 @@ class _Download:
         """Fetch runs from one source until the file is complete or the source fails."""
         assert self.sched is not None
         sched = self.sched
-        channel = _channel(address)
+        channel = self.dialer.channel(address)
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
         self.live[address] = None
         fetched_before = False
@@ -669,11 +670,14 @@ async def download_file(
     config: DownloadConfig | None = None,
     progress: ProgressCallback | None = None,
     name: str | None = None,
+    dialer: Dialer | None = None,
 ) -> DownloadResult:
     """Download ``file_id`` from ``providers`` (gRPC ``host:port``) to ``dest``.
 
     ``dest`` is a folder or the file's path (see ``output_path``). The file is saved as
     ``name`` if given, else under the name most of the providers asked describe it by.
+    ``dialer`` proves each provider's identity and opens its channels (default: TLS,
+    any node identity, the public network).
 
     Raises NoProviders, TransferFailed or DestinationError.
     """
@@ -683,7 +687,13 @@ async def download_file(
     providers = list(dict.fromkeys(p for p in providers if p))
     if not providers:
         raise NoProviders(f"no provider is sharing {file_id[:16]}… right now")
-    info, _first, dropped = await fetch_info(file_id, providers, config.info_timeout)
+    dialer = dialer or Dialer()
+    refused = await dialer.verify(providers)
+    trusted = [p for p in providers if p not in refused]
+    if not trusted:
+        raise TransferFailed("no provider could prove its identity", refused)
+    info, _first, dropped = await fetch_info(file_id, trusted, config.info_timeout, dialer)
+    dropped = {**refused, **dropped}
     providers = [p for p in providers if p not in dropped]
     final = output_path(dest, name or info.name, file_id[:16])
     result = DownloadResult(file_id=file_id, name=final.name, path=final, size=info.size)
@@ -698,7 +708,7 @@ async def download_file(
         result.seconds = time.monotonic() - started
         return result
 
-    job = _Download(file_id, info, final, providers, config, progress, dropped)
+    job = _Download(file_id, info, final, providers, config, progress, dropped, dialer)
     finished = False
     try:
         await job.open_part()

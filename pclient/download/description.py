@@ -13,9 +13,9 @@ from collections import Counter
 import grpc
 
 from kadcommon.merkle import CHUNK_SIZE, leaves_match
+from kadcommon.tlsid import PeerIdentityError
 from pclient.errors import TransferFailed
-from pclient.grpcutil import channel as _channel
-from pclient.grpcutil import describe_rpc_error
+from pclient.grpcutil import Dialer, describe_rpc_error
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,13 @@ def _validate_info(info: kadshare_pb2.FileInfo, file_id: str) -> str | None:
 
 
 async def _get_info(
-    address: str, file_id: str, timeout: float
+    address: str, file_id: str, timeout: float, dialer: Dialer
 ) -> tuple[kadshare_pb2.FileInfo | None, str]:
     """One GetInfo call: (info, "") or (None, reason)."""
-    channel = _channel(address)
+    try:
+        channel = dialer.channel(address)
+    except PeerIdentityError as exc:
+        return None, f"refused: {exc}"
     try:
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
         info = await stub.GetInfo(kadshare_pb2.InfoRequest(file_id=file_id), timeout=timeout)
@@ -65,7 +68,8 @@ async def _get_info(
 
 
 async def fetch_info(
-    file_id: str, providers: list[str], timeout: float, batch: int = INFO_BATCH
+    file_id: str, providers: list[str], timeout: float, dialer: Dialer | None = None,
+    batch: int = INFO_BATCH,
 ) -> tuple[kadshare_pb2.FileInfo, str, dict[str, str]]:
     """The file's chunk list, from the first providers whose list hashes to ``file_id``.
 
@@ -76,12 +80,15 @@ async def fetch_info(
     info's ``name`` is the one most of the verified answers gave (``pick_name``), so
     the saved name does not depend on who answered first.
     """
+    if dialer is None:
+        dialer = Dialer()
+        await dialer.verify(providers)  # the refused fail below, in _get_info
     reasons: dict[str, str] = {}
     answers: list[tuple[str, kadshare_pb2.FileInfo]] = []
     queue = list(providers)
     while queue and not answers:
         now, queue = queue[:batch], queue[batch:]
-        results = await asyncio.gather(*(_get_info(a, file_id, timeout) for a in now))
+        results = await asyncio.gather(*(_get_info(a, file_id, timeout, dialer) for a in now))
         for address, (info, why) in zip(now, results, strict=True):
             if info is None:
                 reasons[address] = why

@@ -27,8 +27,10 @@ from pathlib import Path
 
 import grpc
 
+from dht.identity import Identity
 from kadcommon.merkle import CHUNK_SIZE, ChunkHasher, file_id_of_bytes, leaves_of_bytes
 from protos import kadshare_pb2, kadshare_pb2_grpc
+from pserver.grpcsec import ServerSecurity
 
 MESSAGE_BYTES = 64 * 1024
 
@@ -136,7 +138,10 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
     async def start(self) -> FaultyProvider:
         self.server = grpc.aio.server()
         kadshare_pb2_grpc.add_TransferServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        ident = Identity.generate()  # served over TLS like a real peer
+        self.node_id = ident.node_id_hex
+        security = ServerSecurity.create(ident.public_key, ident.sign, ident.node_id_hex)
+        self.port = security.add_port(self.server, "127.0.0.1:0")
         await self.server.start()
         return self
 

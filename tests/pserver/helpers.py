@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from kadcommon.merkle import file_id_of_bytes
+from pclient.grpcutil import verified_credentials
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
 RPC_TIMEOUT = 30.0
@@ -68,6 +69,6 @@ async def upload(
 
 
 def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)]
-    )
+    """A TLS channel to a node, trusting the certificate bound to its identity."""
+    creds, options = verified_credentials(address)
+    return grpc.aio.secure_channel(address, creds, options=options)

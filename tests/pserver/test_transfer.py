@@ -12,10 +12,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from dht.identity import Identity
 from kadcommon.merkle import leaf_hash
 from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
+from pserver.grpcsec import ServerSecurity
 from pserver.metrics import PeerMetrics
 from pserver.transfer import SERVICE_NAME, TransferServicer, start_grpc_server
 from tests.pserver.helpers import (
@@ -59,7 +61,9 @@ class Peer:
             self.catalog, self.config, self.metrics, on_upload, token=TEST_TOKEN
         )
         self.servicer = servicer
-        self.server, port, _ = await start_grpc_server(servicer, "127.0.0.1", 0)
+        ident = Identity.generate()
+        security = ServerSecurity.create(ident.public_key, ident.sign, ident.node_id_hex)
+        self.server, port, _ = await start_grpc_server(servicer, "127.0.0.1", 0, security)
         self.channel = channel(f"127.0.0.1:{port}")
         self.stub = kadshare_pb2_grpc.TransferServiceStub(self.channel)
         return self

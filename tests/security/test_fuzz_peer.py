@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from dht.config import DhtConfig
 from kadcommon.merkle import file_id_of_bytes
+from pclient.grpcutil import verified_credentials
 from protos import kadshare_pb2 as pb
 from protos import kadshare_pb2_grpc as pb_grpc
 from pserver.config import NodeConfig
@@ -68,7 +69,9 @@ class Peer:
         self.base = f"http://127.0.0.1:{info['rest_port']}"
         self.rest_port = info["rest_port"]
         self.http = httpx.Client(base_url=self.base, timeout=30.0)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{info['grpc_port']}")
+        address = f"127.0.0.1:{info['grpc_port']}"
+        creds, options = verified_credentials(address, expected=info["node_id"])
+        self.channel = grpc.secure_channel(address, creds, options=options)
         self.stub = pb_grpc.TransferServiceStub(self.channel)
         self.token = self.node.token
         self.auth = (("authorization", f"Bearer {self.token}"),)
