@@ -107,7 +107,9 @@ class TestLifecycle:
         node = start(tmp_path, "--share", str(share))
         info = node.info
         try:
-            assert set(info) == {"node_id", "host", "dht_port", "grpc_port", "rest_port"}
+            assert set(info) == {"node_id", "host", "dht_port", "grpc_port", "rest_port",
+                                 "transfers", "network"}
+            assert (info["transfers"], info["network"]) == ("tls", "public")
             assert json.loads((tmp_path / "data" / "node.json").read_text()) == info
             files = httpx.get(f"http://127.0.0.1:{info['rest_port']}/files", timeout=10).json()
             assert [f["name"] for f in files["files"]] == ["song.ogg"]
