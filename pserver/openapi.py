@@ -52,7 +52,9 @@ def openapi_document() -> dict[str, Any]:
             "/status": {"get": {"summary": "This node's id, ports and counts", "responses": {
                 "200": _ok(_obj(node_id=string, host=string, dht_port=integer,
                                 grpc_port=integer, rest_port=integer, peers=integer,
-                                files=integer, records=integer))}}},
+                                files=integer, records=integer,
+                                transfers={"type": "string", "enum": ["tls", "plaintext"]},
+                                network=string))}}},
             "/files": {
                 "get": {"summary": "Files this peer shares", "responses": {
                     "200": _ok(_obj(files={"type": "array", "items": file_ref}))}},

@@ -60,6 +60,8 @@ class RunOutcome:
     warmup_s: float
     infra: dict[str, Any]
     join_failures: int
+    #: "tls", "plaintext" or "none": how fetches travelled (the runner's ``transfers``)
+    transfers: str = "none"
 
 
 def _marks(trace: Trace) -> list[dict]:
@@ -416,7 +418,7 @@ class _Engine:
             timeseries=self.rec.timeseries(dur, traffic.per_second),
             lookups=self.rec.lookup_rows(), marks=marks, traffic=traffic.snapshot(),
             warmup_s=warmup_s, infra=self.impl.infra_stats(),
-            join_failures=self.join_failures)
+            join_failures=self.join_failures, transfers=self.runner.transfers)
 
 
 async def run_trace(trace: Trace, impl_name: str, *, progress: bool = False,

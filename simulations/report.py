@@ -163,7 +163,7 @@ def write_outputs(out: Path, trace: Trace, outcomes: list[RunOutcome], *,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "runs": [{
             "impl": o.impl, "runner": o.runner, "metrics": o.summary,
-            "infra": o.infra, "marks": o.marks,
+            "infra": o.infra, "marks": o.marks, "transfers": o.transfers,
             "traffic": {"msgs": o.traffic["msgs"], "bytes": o.traffic["bytes"],
                         "dropped": o.traffic["dropped"]},
         } for o in outcomes],
@@ -199,7 +199,8 @@ def write_report(out: Path, results: dict[str, Any], plots: list[str]) -> None:
         "```",
         "",
         f"{cfg['nodes']} nodes, {cfg['duration']:g} s measured, seed {results['seed']}, "
-        f"runner {results['runs'][0]['runner'] if results['runs'] else '?'}, "
+        f"runner {results['runs'][0]['runner'] if results['runs'] else '?'} "
+        f"(transfers: {results['runs'][0].get('transfers', '?') if results['runs'] else '?'}), "
         f"session {cfg['session']}, events: {_events(results)}, "
         f"latency {cfg['latency'][0] * 1000:g}-{cfg['latency'][1] * 1000:g} ms, "
         f"loss {cfg['loss']:g}, {cfg['files']} files x {cfg['providers']} providers, "

@@ -21,6 +21,9 @@ class Runner(abc.ABC):
     """Owns every process, namespace and temp file it creates; ``close`` removes all."""
 
     name = "?"
+    #: how file fetches travelled: "tls", "plaintext" (kadshare-node's answer), or
+    #: "none" when the runner's nodes do no gRPC transfers (results.json says which)
+    transfers = "none"
 
     def __init__(self, cfg: SimConfig, impl: Impl, netmodel: NetModel, workdir: Path) -> None:
         self.cfg = cfg

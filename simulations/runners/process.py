@@ -210,6 +210,7 @@ class PeerProcessNode(ImplNode):
             spec, stderr=self.runner.logdir / f"node-{self.idx}.log", timeout=START_TIMEOUT)
         self.runner.children.append(self.child)
         info = self.child.info
+        self.runner.transfers = str(info.get("transfers", "tls"))
         self.addr = self.child.dht_address
         self.provider_key = self.child.grpc_address
         rest = int(info["rest_port"])

@@ -40,7 +40,8 @@ class TestReadCalls:
         b = await peers.start({"sub/notes.txt": NOTES}, join=a)
         status = (await http.get(rest_url(b) + "/status")).json()
         assert set(status) == {"node_id", "host", "dht_port", "grpc_port", "rest_port",
-                               "peers", "files", "records"}
+                               "peers", "files", "records", "transfers", "network"}
+        assert (status["transfers"], status["network"]) == ("tls", "public")
         assert status["node_id"] == b.info["node_id"] and status["files"] == 1
         files = (await http.get(rest_url(b) + "/files")).json()
         assert files == {"files": [{"file_id": sha(NOTES), "name": "sub/notes.txt",
