@@ -14,6 +14,10 @@ of the server process and of this client process):
 * ``pclient get``       the real client path (``pclient.download.download_file``):
                         verification, ``.part`` file on disk, rename (no second pass)
 
+The gRPC rows run twice, against two peers started alike but for ``--insecure-transfers``:
+``tls`` (the default: TLS bound to the node identity, docs/SECURITY.md) and ``plain``;
+the last table gives each TLS row's rate as a ratio of its plaintext twin.
+
 Rounds are interleaved (each round runs every row once) and the best of each row is kept,
 because other work may share the cores. Optionally (``--idle-files N``) the resident
 memory of an idle peer sharing N small files.
@@ -37,12 +41,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kadcommon.merkle import ChunkHasher, leaf_hash  # noqa: E402
+from pclient.grpcutil import Dialer  # noqa: E402
 from protos import kadshare_pb2, kadshare_pb2_grpc  # noqa: E402
 from pserver.launch import LaunchError, NodeProcess, NodeSpec  # noqa: E402
 
@@ -95,10 +98,6 @@ async def raw_client(port: int, hash_it: bool) -> tuple[int, str]:
 # ---- gRPC client paths --------------------------------------------------------------------
 
 
-def _channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address, options=[("grpc.max_receive_message_length", 8 * MiB)]
-    )
 
 
 DOWNLOAD_METHOD = "/kadshare.v1.TransferService/Download"
@@ -131,13 +130,17 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-async def grpc_download(address: str, file_id: str, streams: int, zero_copy: bool = True) -> int:
+async def grpc_download(address: str, file_id: str, streams: int, zero_copy: bool = True,
+                        dialer: Dialer | None = None) -> int:
     """GetInfo, then ``streams`` ranged Downloads (one channel each); verify every chunk.
 
     ``zero_copy`` decodes ``Chunk`` messages by hand from the raw bytes (a memoryview of
     the payload is hashed); otherwise the generated stub decodes them (two more copies).
     """
-    channels = [_channel(address) for _ in range(streams)]
+    if dialer is None:
+        dialer = Dialer()
+        await dialer.verify([address])
+    channels = [dialer.channel(address) for _ in range(streams)]
     try:
         stub = kadshare_pb2_grpc.TransferServiceStub(channels[0])
         info = await stub.GetInfo(kadshare_pb2.InfoRequest(file_id=file_id), timeout=30)
@@ -203,10 +206,10 @@ def _check(piece: bytes | memoryview, want: bytes) -> bool:
     return leaf_hash(piece) == want
 
 
-async def pclient_get(address: str, file_id: str, dest: Path) -> int:
+async def pclient_get(address: str, file_id: str, dest: Path, tls: bool = True) -> int:
     from pclient.download import download_file
 
-    result = await download_file(file_id, dest, [address])
+    result = await download_file(file_id, dest, [address], dialer=Dialer(tls=tls))
     size = result.size
     result.path.unlink()
     return size
@@ -215,8 +218,8 @@ async def pclient_get(address: str, file_id: str, dest: Path) -> int:
 # ---- processes ----------------------------------------------------------------------------
 
 
-def start_node(tmp: Path, share: Path) -> NodeProcess:
-    spec = NodeSpec(data=tmp / "data", share=share, extra=("--log-level", "warning"))
+def start_node(tmp: Path, share: Path, *flags: str) -> NodeProcess:
+    spec = NodeSpec(data=tmp / "data", share=share, extra=("--log-level", "warning", *flags))
     try:
         return NodeProcess.launch(spec, stdout=tmp / "node.out", stderr=tmp / "node.err",
                                   timeout=START_TIMEOUT)
@@ -283,7 +286,9 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
             block = os.urandom(MiB)
             hasher.update(block)
             handle.write(block)
+    (tmp / "plain").mkdir()
     node = start_node(tmp, share)
+    plain = start_node(tmp / "plain", share, "--insecure-transfers")
     raw = subprocess.Popen(
         [sys.executable, __file__, "--raw-server", str(path)], stdout=subprocess.PIPE
     )
@@ -292,45 +297,60 @@ def transfer(args: argparse.Namespace, tmp: Path) -> None:
         raw_port = int(raw.stdout.readline())
         asyncio.run(measure(args, tmp, size, (raw.pid, raw_port),
                             (node.process.pid, node.grpc_address),
+                            (plain.process.pid, plain.grpc_address),
                             hasher.finish()))
     finally:
         node.stop(30)
+        plain.stop(30)
         raw.kill()
         raw.wait(timeout=30)
 
 
 async def measure(
     args: argparse.Namespace, tmp: Path, size: int, raw: tuple[int, int],
-    node: tuple[int, str], file_id: str,
+    node: tuple[int, str], plain: tuple[int, str], file_id: str,
 ) -> None:
-    (raw_pid, raw_port), (node_pid, address) = raw, node
-    # warm the page cache and both servers
+    raw_pid, raw_port = raw
+    # warm the page cache and all three servers
     await raw_client(raw_port, False)
-    await grpc_download(address, file_id, 1)
     dest = tmp / "dest"
     await asyncio.to_thread(dest.mkdir)
     jobs: list[Job] = [
         ("raw tcp", raw_pid, lambda: _first(raw_client(raw_port, False))),
         ("raw tcp + sha256", raw_pid, lambda: _first(raw_client(raw_port, True))),
-        ("grpc 1 stream, stub decode", node_pid,
-         lambda: grpc_download(address, file_id, 1, zero_copy=False)),
     ]
-    for streams in args.streams:
-        label = f"grpc {streams} stream{'s' if streams > 1 else ''}, zero-copy"
-        jobs.append((label, node_pid, lambda s=streams: grpc_download(address, file_id, s)))
-    jobs.append(("pclient get (disk, verified)", node_pid,
-                 lambda: pclient_get(address, file_id, dest)))
+    for mode, (pid, address) in (("tls", node), ("plain", plain)):
+        dialer = Dialer(tls=mode == "tls")
+        if await dialer.verify([address]):
+            raise SystemExit(f"the {mode} peer at {address} did not prove its identity")
+        await grpc_download(address, file_id, 1, dialer=dialer)
+        jobs.append((f"{mode} grpc 1 stream, stub decode", pid,
+                     lambda a=address, d=dialer: grpc_download(a, file_id, 1, False, d)))
+        for streams in args.streams:
+            label = f"{mode} grpc {streams} stream{'s' if streams > 1 else ''}, zero-copy"
+            jobs.append((label, pid, lambda a=address, d=dialer, s=streams:
+                         grpc_download(a, file_id, s, True, d)))
+        jobs.append((f"{mode} pclient get (disk, verified)", pid,
+                     lambda a=address, t=mode == "tls": pclient_get(a, file_id, dest, t)))
     rows = await interleaved(args.rounds, size, jobs)
     load = os.getloadavg()[0]
     base_rate = rows[0][1]
     print(f"file: {args.size_mib} MiB over 127.0.0.1, best of {args.rounds} interleaved "
           f"rounds; {os.cpu_count()} cores, load average {load:.1f} at the end")
-    print(f"  {'':30s} {'MB/s':>6s} {'ratio':>6s}   CPU s/GiB: {'server':>6s} {'client':>6s}")
+    print(f"  {'':36s} {'MB/s':>6s} {'ratio':>6s}   CPU s/GiB: {'server':>6s} {'client':>6s}")
     for label, mbps, server, client in rows:
-        print(f"  {label:30s} {mbps:6.0f} {mbps / base_rate:6.2f}   {'':10s} {server:6.2f} "
+        print(f"  {label:36s} {mbps:6.0f} {mbps / base_rate:6.2f}   {'':10s} {server:6.2f} "
               f"{client:6.2f}")
     print("  grpc rows check every 1 MiB chunk against GetInfo's SHA-256 (in worker threads);"
           " CPU s/GiB is the least seen (10 ms ticks)")
+    rates = {label: (mbps, server, client) for label, mbps, server, client in rows}
+    print("TLS cost: each tls row against its plaintext twin (same run)")
+    print(f"  {'':36s} {'MB/s ratio':>10s}   CPU s/GiB tls-plain: {'server':>6s} {'client':>6s}")
+    for label, (mbps, server, client) in rates.items():
+        if label.startswith("tls "):
+            twin = rates["plain " + label[4:]]
+            print(f"  {label[4:]:36s} {mbps / twin[0]:10.2f}   {'':21s}"
+                  f"{server - twin[1]:+6.2f} {client - twin[2]:+6.2f}")
 
 
 def idle_memory(count: int, tmp: Path) -> None:
