@@ -51,6 +51,10 @@ FILE_ID is a file's 64-hex id or any unique prefix of at least 8 characters (tab
 show 12); the node expands it against the ids it has seen (search, providers, its own
 files). FILE is a FILE_ID or a file's name. `kadshare COMMAND --help` shows one command.
 
+Transfers use TLS and check each provider's node identity (plaintext only when the
+node's status says it runs --insecure-transfers). In a closed network set
+KADSHARE_NETWORK_KEY to the network key file, as for kadshare-node.
+
 Exit codes: 0 ok, 1 not found or failed, 2 bad usage, 130 interrupted (resume state kept).
 """
 
