@@ -115,6 +115,22 @@ def identity_of(der: bytes) -> str:
     return node_id
 
 
+async def _speaks_http(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether ``host:port`` answers an HTTP/1 request (an HTTP server sits silent on a
+    TLS ClientHello, waiting for the end of a request line)."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    try:
+        writer.write(b"HEAD / HTTP/1.0\r\n\r\n")
+        return (await asyncio.wait_for(reader.read(5), timeout)) == b"HTTP/"
+    except (OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        writer.transport.abort()
+
+
 def der_to_pem(der: bytes) -> bytes:
     """PEM text of a DER certificate (what gRPC takes as root certificates)."""
     return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
@@ -136,6 +152,10 @@ async def fetch_certificate(host: str, port: int, timeout: float = FETCH_TIMEOUT
         raise PeerIdentityError(
             "it does not speak TLS (a node started with --insecure-transfers?)") from exc
     except asyncio.TimeoutError as exc:
+        if await _speaks_http(host, port):
+            raise PeerIdentityError(
+                "it answers plain HTTP, not gRPC: that looks like a REST port; give the "
+                "peer's grpc_port (`kadshare status` against that peer shows it)") from exc
         raise OSError(f"TLS handshake timed out after {timeout:g} s") from exc
     try:
         sslobj = writer.get_extra_info("ssl_object")
