@@ -102,10 +102,8 @@ class Dialer:
         async def one(address: str) -> str:
             try:
                 await self._prove(address)
-            except PeerIdentityError as exc:
-                return f"refused: {exc}"
-            except OSError as exc:
-                return f"unreachable ({unreachable_reason(str(exc))})"
+            except (PeerIdentityError, OSError) as exc:
+                return _why(exc)
             return ""
 
         reasons = await asyncio.gather(*(one(a) for a in todo))
@@ -141,6 +139,22 @@ class Dialer:
         if self.tls:
             await self._prove(address)
         return self.channel(address)
+
+    async def try_open(self, address: str) -> tuple[grpc.aio.Channel | None, str]:
+        """``open``, or (None, why) in words a person reads: the peer is proven when
+        first used, so a dead spare costs nothing until it is needed."""
+        try:
+            return await self.open(address), ""
+        except (PeerIdentityError, OSError) as exc:
+            return None, _why(exc)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, PeerIdentityError):
+        return f"refused: {exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "unreachable (connection refused: nothing listens on that TCP port)"
+    return f"unreachable ({unreachable_reason(str(exc))})"
 
 
 def describe_rpc_error(exc: grpc.aio.AioRpcError) -> str:

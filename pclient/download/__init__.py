@@ -499,7 +499,12 @@ class _Download:
         """Fetch runs from one source until the file is complete or the source fails."""
         assert self.sched is not None
         sched = self.sched
-        channel = self.dialer.channel(address)
+        channel, why = await self.dialer.try_open(address)
+        if channel is None:  # a spare that cannot prove its identity, or is gone
+            self.dropped[address] = why
+            log.info("dropped source %s: %s", address, why)
+            sched.notify()
+            return
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
         self.live[address] = None
         fetched_before = False
@@ -676,8 +681,8 @@ async def download_file(
 
     ``dest`` is a folder or the file's path (see ``output_path``). The file is saved as
     ``name`` if given, else under the name most of the providers asked describe it by.
-    ``dialer`` proves each provider's identity and opens its channels (default: TLS,
-    any node identity, the public network).
+    ``dialer`` proves each provider's identity when first used and opens its channels
+    (default: TLS, any node identity, the public network).
 
     Raises NoProviders, TransferFailed or DestinationError.
     """
@@ -688,12 +693,7 @@ async def download_file(
     if not providers:
         raise NoProviders(f"no provider is sharing {file_id[:16]}… right now")
     dialer = dialer or Dialer()
-    refused = await dialer.verify(providers)
-    trusted = [p for p in providers if p not in refused]
-    if not trusted:
-        raise TransferFailed("no provider could prove its identity", refused)
-    info, _first, dropped = await fetch_info(file_id, trusted, config.info_timeout, dialer)
-    dropped = {**refused, **dropped}
+    info, _first, dropped = await fetch_info(file_id, providers, config.info_timeout, dialer)
     providers = [p for p in providers if p not in dropped]
     final = output_path(dest, name or info.name, file_id[:16])
     result = DownloadResult(file_id=file_id, name=final.name, path=final, size=info.size)

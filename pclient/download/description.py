@@ -13,7 +13,6 @@ from collections import Counter
 import grpc
 
 from kadcommon.merkle import CHUNK_SIZE, leaves_match
-from kadcommon.tlsid import PeerIdentityError
 from pclient.errors import TransferFailed
 from pclient.grpcutil import Dialer, describe_rpc_error
 from protos import kadshare_pb2, kadshare_pb2_grpc
@@ -51,10 +50,10 @@ async def _get_info(
     address: str, file_id: str, timeout: float, dialer: Dialer
 ) -> tuple[kadshare_pb2.FileInfo | None, str]:
     """One GetInfo call: (info, "") or (None, reason)."""
-    try:
-        channel = dialer.channel(address)
-    except PeerIdentityError as exc:
-        return None, f"refused: {exc}"
+    channel, why = await dialer.try_open(address)
+    if channel is None:
+        log.info("provider %s: %s", address, why)
+        return None, why
     try:
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
         info = await stub.GetInfo(kadshare_pb2.InfoRequest(file_id=file_id), timeout=timeout)
@@ -80,9 +79,7 @@ async def fetch_info(
     info's ``name`` is the one most of the verified answers gave (``pick_name``), so
     the saved name does not depend on who answered first.
     """
-    if dialer is None:
-        dialer = Dialer()
-        await dialer.verify(providers)  # the refused fail below, in _get_info
+    dialer = dialer or Dialer()
     reasons: dict[str, str] = {}
     answers: list[tuple[str, kadshare_pb2.FileInfo]] = []
     queue = list(providers)
