@@ -105,7 +105,7 @@ def status_table(status: dict[str, Any], node_url: str, out: TextIO | None = Non
     table.show_header = False
     table.add_row("node", node_url)
     for key in ("node_id", "host", "dht_port", "grpc_port", "rest_port", "peers", "files",
-                "records"):
+                "records", "transfers", "network"):
         if key in status:
             table.add_row(key.replace("_", " "), str(status[key]))
     _console(out).print(table)

@@ -68,7 +68,8 @@ def kadshare(peer: Peer, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_each_peer_prints_its_json_line_and_writes_node_json(network: list[Peer]) -> None:
     for peer in network:
-        assert set(peer.info) == {"node_id", "host", "dht_port", "grpc_port", "rest_port"}
+        assert set(peer.info) == {"node_id", "host", "dht_port", "grpc_port", "rest_port",
+                                  "transfers", "network"}
         assert json.loads((peer.data / "node.json").read_text()) == peer.info
         status = rest(peer, "/status").json()
         assert status["node_id"] == peer.node_id
