@@ -104,8 +104,20 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return EPOCH + (self._vtime - START)
 
     def _advance(self, seconds: float) -> None:
-        if seconds > 0:
-            self._vtime += seconds
+        if seconds <= 0:
+            return
+        target = self._vtime + seconds
+        # Land exactly on the next timer's time, not on now + (when - now), which can
+        # round differently: event times then do not depend on which other timers the
+        # clock stopped at before (simulations.mpi shards must agree bit for bit).
+        scheduled = self._scheduled  # type: ignore[attr-defined]  # asyncio's timer heap
+        if scheduled and scheduled[0].when() <= target + 1e-6:
+            target = max(self._vtime, scheduled[0].when())
+        self._vtime = target
+
+    def advance_to(self, when: float) -> None:
+        """Move the clock forward to ``when`` exactly (a window boundary of a shard)."""
+        self._vtime = max(self._vtime, when)
 
     # -- no threads, no DNS, no real sockets ------------------------------------------
     def run_in_executor(  # type: ignore[override]  # it only raises: no Future to type
