@@ -73,19 +73,13 @@ class Shard:
     def owner(self, idx: int) -> int:
         return idx % self.size
 
-    def exchange(self, outboxes: list[list[Parcel]]) -> list[Parcel]:
-        """Send each rank its parcels; return everything sent to this one."""
+    def exchange(self, outboxes: list[list[Parcel]], next_t: float) -> tuple[list[Parcel], float]:
+        """Send each rank its parcels and this rank's ``next_t``; return everything sent
+        to this one and the minimum ``next_t`` of all ranks (one collective a window)."""
         if self.comm is None:
-            return outboxes[0]
-        inboxes = self.comm.alltoall(outboxes)
-        return [p for box in inboxes for p in box]
-
-    def earliest(self, t: float) -> float:
-        """The minimum of ``t`` over all ranks."""
-        if self.comm is None:
-            return t
-        from mpi4py import MPI
-        return float(self.comm.allreduce(t, op=MPI.MIN))
+            return outboxes[0], next_t
+        inboxes = self.comm.alltoall([(box, next_t) for box in outboxes])
+        return [p for box, _ in inboxes for p in box], min(t for _, t in inboxes)
 
     def gather(self, obj: Any) -> list[Any] | None:
         if self.comm is None:
@@ -149,17 +143,20 @@ class ShardedNetwork(VirtualNetwork):
         ctx = self.node_context.get(dst[0], self.context)
         self.loop.call_at(start, self._handle, target, data, src, context=ctx)
 
-    def boundary(self) -> None:
-        """Window end: hand parcels over and schedule the ones that came in, in a
-        canonical order (time, sender, sender's sequence)."""
+    def boundary(self, next_local: float) -> float:
+        """Window end: hand parcels over, schedule the ones that came in in a canonical
+        order (time, sender, sender's sequence), and return the earliest time anything
+        happens on any rank (``next_local``: this rank's next timer)."""
         out, self.outboxes = self.outboxes, [[] for _ in range(self.shard.size)]
-        incoming = self.shard.exchange(out)
+        in_flight = min((p[0] for box in out for p in box), default=next_local)
+        incoming, earliest = self.shard.exchange(out, min(next_local, in_flight))
         now = self.loop.time()
         for arrive, src, _seq, dst, data in sorted(incoming, key=lambda p: p[:3]):
             if arrive < now:
                 raise RuntimeError(f"causality: datagram for t={arrive} reached a shard "
                                    f"at t={now}; the window exceeds the minimum latency")
             self._post(arrive, src, dst, data)
+        return earliest
 
 
 async def _node_life(idx: int, nodes: int, seed: int, files: list[FileSpec],
@@ -231,16 +228,19 @@ def run_workload(shard: Shard, *, nodes: int, seed: int,
     window = latency[0]
     end = loop.time() + nodes * 0.05 + 45
     wall0 = time.perf_counter()
+    windows = 0
     try:
-        while loop.time() < end:
-            # Skip idle stretches: no rank has anything before the earliest pending
-            # timer of all, so the window can start there (YAWNS-style lookahead).
-            loop.advance_to(min(end, shard.earliest(_next_timer(loop, end))))
-            w_end = min(loop.time() + window, end)
+        start = loop.time()
+        while start < end:
+            windows += 1
+            loop.advance_to(start)
+            w_end = min(start + window, end)
             loop.call_at(w_end, loop.stop)
             loop.run_forever()
             loop.advance_to(w_end)
-            net.boundary()
+            # Skip idle stretches: nothing happens on any rank before the earliest
+            # pending event of all, so the next window starts there.
+            start = max(w_end, min(end, net.boundary(_next_timer(loop, end))))
         for t in tasks:
             t.cancel()
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
@@ -249,7 +249,7 @@ def run_workload(shard: Shard, *, nodes: int, seed: int,
         asyncio.set_event_loop(None)
         loop.close()
     part = {"nodes": out, "delivered": net.delivered, "msgs": sum(model.traffic.msgs.values()),
-            "wall_s": time.perf_counter() - wall0}
+            "wall_s": time.perf_counter() - wall0, "windows": windows}
     parts = shard.gather(part)
     if parts is None:
         return None
@@ -262,6 +262,7 @@ def run_workload(shard: Shard, *, nodes: int, seed: int,
     found = sum(1 for r in records if r.get("found"))
     return {"digest": hashlib.sha256(blob).hexdigest(), "ranks": shard.size,
             "nodes": nodes, "lookups_found": found, "delivered": canon["delivered"],
+            "windows": parts[0]["windows"],
             "wall_s": round(max(p["wall_s"] for p in parts), 3)}
 
 
