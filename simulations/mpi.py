@@ -34,6 +34,7 @@ import asyncio
 import contextvars
 import hashlib
 import json
+import os
 import random
 import sys
 import time
@@ -47,6 +48,9 @@ from simulations.vloop import VirtualTimeLoop
 from simulations.vnet import HEADER_BYTES, VirtualDatagramTransport, VirtualNetwork
 
 __all__ = ["Shard", "ShardedNetwork", "run_workload", "main"]
+
+# Set by mpirun (Open MPI), by MPICH/Hydra and by Slurm's srun: the world size.
+_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 
 # One in-flight cross-rank datagram: (arrive, src addr, src seq, dst addr, payload).
 Parcel = tuple[float, tuple[str, int], int, tuple[str, int], bytes]
@@ -66,6 +70,10 @@ class Shard:
         try:
             from mpi4py import MPI
         except ImportError:
+            launched = max(int(os.environ.get(v) or 1) for v in _SIZE_VARS)
+            if launched > 1:     # N copies would each run the whole simulation
+                raise RuntimeError(f"started as one of {launched} MPI ranks but mpi4py is "
+                                   "not installed: pip install -e '.[mpi]'") from None
             return cls()
         comm = MPI.COMM_WORLD
         return cls(comm.Get_rank(), comm.Get_size(), comm if comm.Get_size() > 1 else None)
@@ -283,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: need --nodes >= 1, 0 <= --loss < 1, 0 < min <= max latency",
               file=sys.stderr)
         return 2
-    res = run_workload(Shard.from_mpi(), nodes=args.nodes, seed=args.seed,
+    try:
+        shard = Shard.from_mpi()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res = run_workload(shard, nodes=args.nodes, seed=args.seed,
                        latency=latency, loss=args.loss)
     if res is not None:
         print(json.dumps(res, sort_keys=True))

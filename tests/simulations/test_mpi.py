@@ -49,3 +49,11 @@ def test_two_ranks_give_the_digest_of_one_process() -> None:
     assert two["ranks"] == 2 and one["ranks"] == 1
     assert two["digest"] == one["digest"]
     assert two["delivered"] == one["delivered"] > 0
+
+
+def test_ranks_without_mpi4py_are_refused(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "mpi4py", None)     # import mpi4py -> ImportError
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    assert main(["--nodes", "4"]) == 2
+    assert "mpi4py is not installed" in capsys.readouterr().err
