@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 #: The wire version of this code (first element of every datagram, docs/PROTOCOL.md).
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: The k every version-1 peer uses; another k is another network (see ``validate``).
 DEFAULT_K = 20
 

@@ -153,7 +153,7 @@ class DhtNode:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
         self._transport, self.protocol = await loop.create_datagram_endpoint(
-            lambda: KadshareProtocol(self._node, self.store, self.config),
+            lambda: KadshareProtocol(self._node, self.store, self.config, self.identity),
             local_addr=(interface, port), family=family,
         )
         sock = self._transport.get_extra_info("socket")

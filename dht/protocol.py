@@ -5,15 +5,16 @@ Built on ``kademlia.protocol.KademliaProtocol`` (its ``get_refresh_ids`` and the
 ``DatagramRpc`` instead of ``rpcudp``.  Messages (args after the method name; every
 request starts with the sender's 20-byte node id, every reply is a map with ``id``)::
 
-    ping(sender_id)                       -> {id}
+    ping(sender_id[, nonce])              -> {id[, key, sig]}
     find_node(sender_id, target)          -> {id, nodes: [[id, host, port], ...]}
     find_records(sender_id, key, offset)  -> {id, nodes, records: [bin...], next: int|nil}
     store(sender_id, key, [record bin])   -> {id, stored: int, refused: int}
 
-A sender enters the routing table only after it answered one of our requests: an
-unknown requester is answered, then pinged (rate-limited), and added when the ping
-comes back.  Upstream ``welcome_if_new`` hashed stored keys a second time before
-measuring distances; here a stored key is already the 160-bit digest.
+A sender enters the routing table only after it answered a ping of ours carrying a
+nonce with the public key of its id and a signature (``admission.py``): an unknown
+requester is answered, then pinged (rate-limited), and added when the proof comes back.
+Upstream ``welcome_if_new`` hashed stored keys a second time before measuring distances;
+here a stored key is already the 160-bit digest.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
 from . import clock
+from .admission import NONCE_LEN, ProvenIds, check_nonce, check_proof, make_proof
 from .config import DhtConfig
 from .errors import InvalidRecord
+from .identity import Identity
 from .ratelimit import TokenBuckets
 from .routing import KadNode, RoutingTable, address_prefix, is_loopback
 from .storage import RecordStore
@@ -102,10 +105,15 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
 
     RPC_METHODS = frozenset({"ping", "find_node", "find_records", "store"})
 
-    def __init__(self, source_node: Node, storage: RecordStore, config: DhtConfig) -> None:
+    def __init__(self, source_node: Node, storage: RecordStore, config: DhtConfig,
+                 identity: Identity | None = None) -> None:
         DatagramRpc.__init__(self, config)
         # KademliaProtocol.__init__ would build rpcudp state and upstream's table
         self.source_node = source_node
+        #: signs id proofs; without it (unit tests) this node is never admitted by others
+        self.identity = identity
+        self._ids = ProvenIds(config.verified_ids_max, config.dead_contact_memory)
+        self._proving: set[bytes] = set()
         self.storage = storage
         self.router = RoutingTable(self, config.k, source_node, config)
         self._probed: OrderedDict[Address, float] = OrderedDict()
@@ -300,9 +308,11 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
                if (n.ip, n.port) != addr and not (self._suspects and self.is_suspect(n.id))]
         return out[:k]
 
-    def rpc_ping(self, sender: Address, sender_id: bytes) -> dict:
+    def rpc_ping(self, sender: Address, sender_id: bytes, nonce: object = None) -> dict:
         self._note_sender(sender, sender_id)
-        return {"id": self._me()}
+        if nonce is None or self.identity is None:
+            return {"id": self._me()}
+        return {"id": self._me(), **make_proof(self.identity, check_nonce(nonce), sender_id)}
 
     def rpc_find_node(self, sender: Address, sender_id: bytes, target: bytes,
                       cookie: object = None) -> dict:
@@ -368,8 +378,9 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
         return {"id": self._me(), "stored": stored, "refused": refused}
 
     # -- replies ----------------------------------------------------------------------------
-    def accept_reply(self, node: Node | None, addr: Address, body: Any) -> tuple[Node, dict]:
-        """Validate a reply map; the responder is now a verified contact."""
+    def accept_reply(self, node: Node | None, addr: Address, body: Any,
+                     nonce: bytes | None = None) -> tuple[Node, dict]:
+        """Validate a reply map; the responder enters the table once it proved its id."""
         if not isinstance(body, dict) or not isinstance(body.get("id"), bytes) \
                 or len(body["id"]) != ID_LEN:
             self.stats["bad_replies"] += 1
@@ -395,8 +406,33 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
             self._take_cookie(addr, body)
         if rid != self._me():
             self._note_verified(rid, addr[0])
-            self.welcome_if_new(responder)
+            self._admit_if_proven(responder, addr, body, nonce)
         return responder, body
+
+    def _admit_if_proven(self, node: Node, addr: Address, body: dict,
+                         nonce: bytes | None) -> None:
+        """Welcome ``node`` if it proved its id at ``addr`` (now, with ``nonce``, or
+        before); otherwise ask for a proof once, with a ping carrying a nonce."""
+        key = (node.id, addr)
+        if key in self._ids:
+            self.welcome_if_new(node)
+        elif nonce is not None:
+            if check_proof(body, nonce, self._me(), node.id):
+                self.stats["id_proofs_ok"] += 1
+                self._ids.add(key)
+                self.welcome_if_new(node)
+            else:
+                self.stats["id_proofs_failed"] += 1
+                self._ids.fail(key)
+        elif node.id not in self._proving and not self._ids.recently_failed(key):
+            self._proving.add(node.id)
+            self.spawn(self._ask_proof(node))
+
+    async def _ask_proof(self, node: Node) -> None:
+        try:
+            await self.call_ping(node)
+        finally:
+            self._proving.discard(node.id)
 
     def suspect(self, node_id: bytes, for_seconds: float | None = None) -> None:
         """A contact missed its soft timeout: other lookups skip it until it answers.
@@ -442,7 +478,8 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
             self._misses.popitem(last=False)
 
     # -- outgoing ---------------------------------------------------------------------------
-    async def _call(self, node: Node, method: str, args: list) -> dict:
+    async def _call(self, node: Node, method: str, args: list,
+                    nonce: bytes | None = None) -> dict:
         addr = (node.ip, node.port)
         try:
             body = await self.call(addr, method, [self._me(), *args])
@@ -450,20 +487,25 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
             if method != "store":
                 self.contact_failed(node)
             raise
-        return self.accept_reply(node, addr, body)[1]
+        return self.accept_reply(node, addr, body, nonce)[1]
 
     async def call_ping(self, node_to_ask: Node) -> dict | None:
-        """Ping; used to verify newcomers and by the routing table for a full bucket."""
+        """Ping; used to verify newcomers and by the routing table for a full bucket.
+        A contact that has not proved its id at this address is asked to (a nonce)."""
+        addr = (node_to_ask.ip, node_to_ask.port)
+        nonce = None if (node_to_ask.id, addr) in self._ids else clock.random_bytes(NONCE_LEN)
         try:
-            return await self._call(node_to_ask, "ping", [])
+            return await self._call(node_to_ask, "ping", [] if nonce is None else [nonce], nonce)
         except RpcError:
             return None
 
     async def ping_address(self, addr: Address) -> Node | None:
-        """Ping a bare address (bootstrap); the responder enters the table."""
+        """Ping a bare address (bootstrap); the responder enters the table once its
+        answer proves its id."""
+        nonce = clock.random_bytes(NONCE_LEN)
         try:
-            body = await self.call(addr, "ping", [self._me()])
-            return self.accept_reply(None, addr, body)[0]
+            body = await self.call(addr, "ping", [self._me(), nonce])
+            return self.accept_reply(None, addr, body, nonce)[0]
         except RpcError:
             return None
 

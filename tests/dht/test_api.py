@@ -9,6 +9,7 @@ import pytest
 
 import dht
 from dht import Contact, DhtConfig, DhtNode, ProviderRecord, SearchHit
+from dht.config import PROTOCOL_VERSION
 from dht.errors import DhtError, InvalidRecord, RecordTooLarge
 
 
@@ -73,11 +74,12 @@ class TestProtocolVersion:
     def test_another_k_needs_another_protocol_version(self) -> None:
         with pytest.raises(ValueError, match="protocol_version"):
             DhtConfig.for_tests(k=8)
-        assert DhtConfig.for_tests(k=8, protocol_version=2).k == 8
+        assert DhtConfig.for_tests(k=8, protocol_version=PROTOCOL_VERSION + 1).k == 8
 
     async def test_peers_of_different_versions_do_not_talk(self) -> None:
-        """A version-2 network stays apart: a version-1 node's bootstrap finds nobody."""
-        new = DhtNode(config=DhtConfig.for_tests(k=8, protocol_version=2, lookup_timeout=2.0))
+        """A network of another version stays apart: a current node's bootstrap finds nobody."""
+        new = DhtNode(config=DhtConfig.for_tests(k=8, protocol_version=PROTOCOL_VERSION + 1,
+                                                 lookup_timeout=2.0))
         old = DhtNode(config=DhtConfig.for_tests(lookup_timeout=2.0, rpc_timeout_max=0.5))
         await new.listen(port=0, interface="127.0.0.1")
         await old.listen(port=0, interface="127.0.0.1")

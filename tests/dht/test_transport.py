@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -12,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dht import DhtConfig, DhtNode
+from dht.admission import make_proof, proof_message
+from dht.identity import Identity
 from dht.transport import ERROR, REQUEST, RESPONSE, MalformedDatagram, decode_datagram
 from tests.dht.netutil import eventually
 from tests.dht.rawpeer import RawPeer
@@ -188,17 +191,58 @@ class TestAdmission:
         finally:
             raw.close()
 
-    async def test_a_sender_that_answers_our_probe_is_admitted(self, node: DhtNode) -> None:
-        raw = RawPeer()
+    @staticmethod
+    async def _answer_probe(node: DhtNode, raw: RawPeer, proof: Callable[[bytes], dict]) -> None:
+        """Ping ``node`` from ``raw``, then answer its probe with {id, **proof(nonce)}."""
+        raw.request("ping", [raw.node_id], ("127.0.0.1", node.port))
+        for _ in range(5):
+            got = await raw.receive()
+            assert got is not None
+            if got[0].kind == REQUEST:
+                assert got[0].method == "ping" and len(got[0].body) == 2  # id, nonce
+                reply = {"id": raw.node_id, **proof(got[0].body[1])}
+                raw.respond(got[0].msg_id, reply, ("127.0.0.1", node.port))
+                return
+        raise AssertionError("no probe came")
+
+    async def test_a_sender_that_proves_its_id_is_admitted(self, node: DhtNode) -> None:
+        raw, me = RawPeer(), bytes.fromhex(node.node_id)
+        key = Identity.generate()
+        raw.node_id = key.node_id
         try:
-            raw.request("ping", [raw.node_id], ("127.0.0.1", node.port))
-            for _ in range(5):
-                got = await raw.receive()
-                assert got is not None
-                if got[0].kind == REQUEST:
-                    raw.respond(got[0].msg_id, {"id": raw.node_id}, ("127.0.0.1", node.port))
-                    break
+            await self._answer_probe(node, raw, lambda nonce: make_proof(key, nonce, me))
             assert await eventually(lambda: _true(len(node.contacts()) == 1), 40, 0.05)
             assert node.contacts()[0].node_id == raw.node_id.hex()
+        finally:
+            raw.close()
+
+    @pytest.mark.parametrize("lie", ["no proof", "another key", "wrong signature", "old nonce"])
+    async def test_a_sender_claiming_an_id_it_does_not_own_stays_out(
+        self, node: DhtNode, lie: str
+    ) -> None:
+        """Claiming a chosen id (e.g. next to a target) without its private key fails."""
+        raw, me = RawPeer(), bytes.fromhex(node.node_id)
+        victim, mine = Identity.generate(), Identity.generate()
+        raw.node_id = victim.node_id
+
+        def proof(nonce: bytes) -> dict:
+            if lie == "no proof":
+                return {}
+            if lie == "another key":  # a valid signature, by a key hashing to another id
+                return make_proof(mine, nonce, me) | {"sig": mine.sign(
+                    proof_message(nonce, me, victim.node_id))}
+            if lie == "wrong signature":
+                return {"key": victim.public_key, "sig": mine.sign(
+                    proof_message(nonce, me, victim.node_id))}
+            return make_proof(victim, bytes(16), me)  # a replayed answer to another nonce
+
+        try:
+            await self._answer_probe(node, raw, proof)
+            ok = await eventually(lambda: _true(node.stats["id_proofs_failed"] >= 1), 40, 0.05)
+            assert ok and node.contacts() == []
+            # it keeps talking to us: it is still not admitted, and not probed again at once
+            raw.request("ping", [raw.node_id], ("127.0.0.1", node.port))
+            assert await raw.receive(timeout=0.3) is not None
+            assert node.contacts() == []
         finally:
             raw.close()

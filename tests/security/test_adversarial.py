@@ -18,6 +18,7 @@ from dataclasses import replace
 import pytest
 from kademlia.node import Node
 
+from dht.admission import make_proof
 from dht.config import DhtConfig
 from dht.identity import Identity
 from dht.keys import file_key, keyword_key
@@ -230,6 +231,13 @@ class TestFlood:
               f"node bytes {target.store.total_bytes}")
 
 
+def id_proof(me: Identity, method: str, args: list) -> dict:
+    """The fields a ping answer needs for the asker to admit ``me`` (its nonce signed)."""
+    if method == "ping" and len(args) > 1:
+        return make_proof(me, args[1], args[0])
+    return {}
+
+
 class TestRouting:
     async def test_silent_sender_never_enters_routing_tables(
         self, nodes: list[DhtNode], stranger: Stranger
@@ -250,9 +258,11 @@ class TestRouting:
     async def test_answering_sender_enters_with_the_id_it_answers(
         self, nodes: list[DhtNode]
     ) -> None:
-        """The positive control: a sender that answers the probe becomes a contact."""
-        my_id = os.urandom(20)
-        s = await Stranger.open(answer=lambda m, a, addr: {"id": my_id})
+        """The positive control: a sender that answers the probe with a proof that it
+        holds its id's key becomes a contact (a bare {id} answer does not: TestAdmission)."""
+        me = Identity.generate()
+        my_id = me.node_id
+        s = await Stranger.open(answer=lambda m, a, addr: {"id": my_id, **id_proof(me, m, a)})
         try:
             await s.request(("127.0.0.1", nodes[0].port), "ping", [my_id])
 
@@ -318,18 +328,19 @@ class TestRouting:
         down at will) and send wherever it resolves."""
         victim = nodes[0]
         trap = await Stranger.open()  # listens on 127.0.0.1; reachable as "localhost"
-        evil_id = os.urandom(20)
+        evil = Identity.generate()
+        evil_id = evil.node_id
 
         def answer(method: str, args: list, addr: tuple[str, int]) -> dict:
             if method == "ping":
-                return {"id": evil_id}
+                return {"id": evil_id, **id_proof(evil, method, args)}
             named = [[os.urandom(20), name, trap.address[1]]
                      for name in ("localhost", "localhost.", "ip6-localhost")]
             return {"id": evil_id, "nodes": named, "records": [], "next": None}
 
-        evil = await Stranger.open(answer=answer)
+        peer = await Stranger.open(answer=answer)
         try:
-            await evil.request(("127.0.0.1", victim.port), "ping", [evil_id])
+            await peer.request(("127.0.0.1", victim.port), "ping", [evil_id])
 
             async def knows_evil() -> bool:
                 return evil_id.hex() in {c.node_id for c in victim.contacts()}
@@ -339,7 +350,7 @@ class TestRouting:
                 await victim.find_providers(fid(f"anything {i}"))
             assert trap.requests_seen == [], trap.requests_seen
         finally:
-            evil.close()
+            peer.close()
             trap.close()
 
     async def test_prefix_cap_limits_one_subnet_per_bucket(self) -> None:
@@ -350,10 +361,11 @@ class TestRouting:
         sybils: list[Stranger] = []
         try:
             for _ in range(8):
-                sid = os.urandom(20)
-                s = await Stranger.open(answer=lambda m, a, addr, sid=sid: {"id": sid})
+                me = Identity.generate()
+                s = await Stranger.open(
+                    answer=lambda m, a, addr, me=me: {"id": me.node_id, **id_proof(me, m, a)})
                 sybils.append(s)
-                await s.request(("127.0.0.1", node.port), "ping", [sid])
+                await s.request(("127.0.0.1", node.port), "ping", [me.node_id])
 
             async def all_probed() -> bool:
                 return len(node.contacts()) + node.protocol.router.rejected_by_prefix >= 8
