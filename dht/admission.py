@@ -11,13 +11,19 @@ proof failed is not asked again for ``retry_after`` seconds.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Any
+import asyncio
+from collections import Counter, OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from kademlia.node import Node
 
 from . import clock
+from .config import DhtConfig
 from .identity import Identity, node_id_for, verify_signature
+from .routing import KadNode, RoutingTable
 from .transport import Address, BadRequest
 
+ID_LEN = 20
 NONCE_LEN = 16
 PROOF_TAG = b"kadshare-id-proof/2"
 
@@ -89,3 +95,86 @@ class ProvenIds:
             return True
         del self._failed[key]
         return False
+
+
+def check_id(value: object, what: str = "id") -> bytes:
+    """A 20-byte id from a request, or BadRequest."""
+    if not isinstance(value, bytes) or len(value) != ID_LEN:
+        raise BadRequest(f"{what} must be {ID_LEN} bytes")
+    return value
+
+
+class Admission:
+    """Who is probed and who is admitted (a mixin of ``KadshareProtocol``): unknown
+    requesters get a rate-limited ping with a nonce; a contact is welcomed only once
+    it proved its id at its address."""
+
+    config: DhtConfig
+    stats: Counter[str]
+    router: RoutingTable
+    _ids: ProvenIds
+    _proving: set[bytes]
+    _probed: OrderedDict[Address, float]
+    _probe_tokens: float
+    _probe_refill: float
+
+    if TYPE_CHECKING:
+        def _me(self) -> bytes: ...
+        def backing_off(self) -> bool: ...
+        def spawn(self, coro: Any) -> asyncio.Task | None: ...
+        async def call_ping(self, node_to_ask: Node) -> dict | None: ...
+        def welcome_if_new(self, node: Node) -> None: ...
+
+    def _note_sender(self, addr: Address, sender_id: object) -> None:
+        """Probe an unknown requester, or a known id writing from a new address (a
+        restarted peer); it enters the table only if it answers us there."""
+        sender_id = check_id(sender_id, "sender id")
+        if sender_id == self._me():
+            return
+        if self.router.contains(sender_id) and self.router.known_elsewhere(
+            KadNode(sender_id, addr[0], addr[1])
+        ) is None:
+            return
+        now = clock.now()
+        seen = self._probed.get(addr)
+        if seen is not None and now - seen < 30.0:
+            return
+        rate = self.config.welcome_pings_per_second
+        self._probe_tokens = min(rate, self._probe_tokens + (now - self._probe_refill) * rate)
+        self._probe_refill = now
+        if self._probe_tokens < 1:
+            self.stats["probes_skipped"] += 1
+            return
+        if self.backing_off():
+            self.stats["probes_backed_off"] += 1
+            return
+        self._probe_tokens -= 1
+        self._probed[addr] = now
+        if len(self._probed) > self.config.probe_memory:
+            self._probed.popitem(last=False)
+        self.spawn(self.call_ping(KadNode(sender_id, addr[0], addr[1])))
+
+    def _admit_if_proven(self, node: Node, addr: Address, body: dict,
+                         nonce: bytes | None) -> None:
+        """Welcome ``node`` if it proved its id at ``addr`` (now, with ``nonce``, or
+        before); otherwise ask for a proof once, with a ping carrying a nonce."""
+        key = (node.id, addr)
+        if key in self._ids:
+            self.welcome_if_new(node)
+        elif nonce is not None:
+            if check_proof(body, nonce, self._me(), node.id):
+                self.stats["id_proofs_ok"] += 1
+                self._ids.add(key)
+                self.welcome_if_new(node)
+            else:
+                self.stats["id_proofs_failed"] += 1
+                self._ids.fail(key)
+        elif node.id not in self._proving and not self._ids.recently_failed(key):
+            self._proving.add(node.id)
+            self.spawn(self._ask_proof(node))
+
+    async def _ask_proof(self, node: Node) -> None:
+        try:
+            await self.call_ping(node)
+        finally:
+            self._proving.discard(node.id)

@@ -13,6 +13,8 @@ request starts with the sender's 20-byte node id, every reply is a map with ``id
 A sender enters the routing table only after it answered a ping of ours carrying a
 nonce with the public key of its id and a signature (``admission.py``): an unknown
 requester is answered, then pinged (rate-limited), and added when the proof comes back.
+Rate limits and the amplification budget live in ``ratelimit.py``, id proofs and probes
+in ``admission.py``, table admission and record handoff in ``handoff.py`` (mixins).
 Upstream ``welcome_if_new`` hashed stored keys a second time before measuring distances;
 here a stored key is already the 160-bit digest.
 """
@@ -21,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import hmac
 import ipaddress
 import logging
 from collections import OrderedDict
@@ -33,35 +33,19 @@ from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
 from . import clock
-from .admission import NONCE_LEN, ProvenIds, check_nonce, check_proof, make_proof
+from .admission import ID_LEN, NONCE_LEN, Admission, ProvenIds, check_id, check_nonce, make_proof
 from .config import DhtConfig
 from .errors import InvalidRecord
+from .handoff import Handoff
 from .identity import Identity
-from .ratelimit import TokenBuckets
-from .routing import KadNode, RoutingTable, address_prefix, is_loopback
+from .ratelimit import FIND_OVERHEAD, RequestGate, fit_contacts, trim_reply
+from .routing import KadNode, RoutingTable
 from .storage import RecordStore
-from .transport import (
-    MSG_ID_LEN,
-    RESPONSE,
-    Address,
-    BadRequest,
-    DatagramRpc,
-    RpcError,
-    encode_datagram,
-)
+from .transport import Address, BadRequest, DatagramRpc, RpcError
 
 log = logging.getLogger(__name__)
 
-ID_LEN = 20
-FIND_OVERHEAD = 64  # envelope, map keys, "next" field
-COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
-LOOKUP_METHODS = frozenset({"find_node", "find_records"})
 
-
-def _check_id(value: object, what: str = "id") -> bytes:
-    if not isinstance(value, bytes) or len(value) != ID_LEN:
-        raise BadRequest(f"{what} must be {ID_LEN} bytes")
-    return value
 
 
 @functools.lru_cache(maxsize=4096)
@@ -100,7 +84,7 @@ def parse_nodes(value: object, limit: int) -> list[Node]:
     return [KadNode(*triple) for triple in parse_contacts(value, limit)]
 
 
-class KadshareProtocol(DatagramRpc, KademliaProtocol):
+class KadshareProtocol(RequestGate, Admission, Handoff, DatagramRpc, KademliaProtocol):
     """Handlers and calls of the kadshare DHT; see the module docstring."""
 
     RPC_METHODS = frozenset({"ping", "find_node", "find_records", "store"})
@@ -132,75 +116,7 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
         # prefers records whose owner answered from the address the record claims
         self._verified: OrderedDict[bytes, str] = OrderedDict()
         storage.reachable = self.verified_host
-        # anti-amplification: addresses that proved they receive our datagrams, our
-        # cookie secret, and the cookies other nodes gave us (echoed in our requests)
-        self._proven: OrderedDict[Address, None] = OrderedDict()
-        self._cookie_key = clock.random_bytes(32)
-        self._cookies: OrderedDict[Address, bytes] = OrderedDict()
-        burst, factor = config.rate_burst_seconds, config.prefix_rate_factor
-        proven = config.proven_rate_factor
-        self._limits = {
-            kind: (TokenBuckets(rate, rate * burst),
-                   TokenBuckets(rate * proven, rate * proven * burst),
-                   TokenBuckets(rate * factor, rate * factor * burst))
-            for kind, rate in (("store", config.store_rate), ("lookup", config.lookup_rate))
-        }
-
-    # -- rate limits and anti-amplification -------------------------------------------------
-    def admit(self, method: str, addr: Address) -> bool:
-        """Token buckets per address and per /24 (/48) for stores and lookups; an address
-        that answered one of our requests (a publisher handing over many keys) gets
-        ``proven_rate_factor`` times the rate, a stranger that never answers only the base."""
-        kind = "store" if method == "store" else "lookup" if method in LOOKUP_METHODS else None
-        if kind is None:
-            return True
-        per_addr, per_proven, per_prefix = self._limits[kind]
-        t = clock.now()
-        buckets = per_proven if addr in self._proven else per_addr
-        if not buckets.allow(addr, t):
-            self.stats[f"rate_limited_{kind}"] += 1
-            return False
-        if is_loopback(addr[0]) and not self.config.prefix_cap_on_loopback:
-            return True
-        if not per_prefix.allow(address_prefix(addr[0]) or addr[0], t):
-            self.stats[f"rate_limited_{kind}_prefix"] += 1
-            return False
-        return True
-
-    def _cookie_for(self, addr: Address) -> bytes:
-        text = f"{addr[0]}|{addr[1]}".encode()
-        return hmac.new(self._cookie_key, text, hashlib.sha256).digest()[:COOKIE_LEN]
-
-    def _prove(self, addr: Address) -> None:
-        self._proven[addr] = None
-        self._proven.move_to_end(addr)
-        if len(self._proven) > self.config.verified_ids_max:
-            self._proven.popitem(last=False)
-
-    def _reply_budget(self, addr: Address, cookie: object) -> int | None:
-        """Bytes an answer to ``addr`` may take; None if the address is proven."""
-        if addr in self._proven:
-            return None
-        if type(cookie) is bytes and hmac.compare_digest(cookie, self._cookie_for(addr)):
-            self._prove(addr)
-            return None
-        self.stats["amplification_capped"] += 1
-        return int(self.request_size * self.config.amplification_factor)
-
-    def cookie_args(self, addr: Address, args: list) -> list:
-        """``args`` plus the cookie ``addr`` gave us, if any (see _reply_budget)."""
-        cookie = self._cookies.get(addr)
-        return [*args, cookie] if cookie is not None else args
-
-    def _take_cookie(self, addr: Address, body: dict) -> bool:
-        cookie = body.get("cookie")
-        if type(cookie) is not bytes or len(cookie) != COOKIE_LEN:
-            return False
-        self._cookies[addr] = cookie
-        self._cookies.move_to_end(addr)
-        if len(self._cookies) > self.config.contact_memory:
-            self._cookies.popitem(last=False)
-        return True
+        self._init_gate(config)
 
     def verified_host(self, node_id_hex: str) -> str | None:
         """The IP ``node_id_hex`` last answered our requests from, or None."""
@@ -268,35 +184,6 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
     def _me(self) -> bytes:
         return self.source_node.id
 
-    def _note_sender(self, addr: Address, sender_id: object) -> None:
-        """Probe an unknown requester, or a known id writing from a new address (a
-        restarted peer); it enters the table only if it answers us there."""
-        sender_id = _check_id(sender_id, "sender id")
-        if sender_id == self._me():
-            return
-        if self.router.contains(sender_id) and self.router.known_elsewhere(
-            KadNode(sender_id, addr[0], addr[1])
-        ) is None:
-            return
-        now = clock.now()
-        seen = self._probed.get(addr)
-        if seen is not None and now - seen < 30.0:
-            return
-        rate = self.config.welcome_pings_per_second
-        self._probe_tokens = min(rate, self._probe_tokens + (now - self._probe_refill) * rate)
-        self._probe_refill = now
-        if self._probe_tokens < 1:
-            self.stats["probes_skipped"] += 1
-            return
-        if self.backing_off():
-            self.stats["probes_backed_off"] += 1
-            return
-        self._probe_tokens -= 1
-        self._probed[addr] = now
-        if len(self._probed) > self.config.probe_memory:
-            self._probed.popitem(last=False)
-        self.spawn(self.call_ping(KadNode(sender_id, addr[0], addr[1])))
-
     def _nodes_for(self, target: bytes, addr: Address) -> list[list]:
         """The k closest contacts, minus the asker and contacts we suspect (missed a
         timeout and have not answered since): after a crash wave, a node that has seen
@@ -317,18 +204,18 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
     def rpc_find_node(self, sender: Address, sender_id: bytes, target: bytes,
                       cookie: object = None) -> dict:
         self._note_sender(sender, sender_id)
-        nodes = self._nodes_for(_check_id(target, "target"), sender)
+        nodes = self._nodes_for(check_id(target, "target"), sender)
         limit = self._reply_budget(sender, cookie)
         if limit is None:
             return {"id": self._me(), "nodes": nodes}
-        reply = {"id": self._me(), "nodes": _fit(nodes, limit - FIND_OVERHEAD),
+        reply = {"id": self._me(), "nodes": fit_contacts(nodes, limit - FIND_OVERHEAD),
                  "cookie": self._cookie_for(sender)}
-        return _trim(reply, limit)
+        return trim_reply(reply, limit)
 
     def rpc_find_records(self, sender: Address, sender_id: bytes, key: bytes,
                          offset: int = 0, cookie: object = None) -> dict:
         self._note_sender(sender, sender_id)
-        key = _check_id(key, "key")
+        key = check_id(key, "key")
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise BadRequest("offset must be an int >= 0")
         limit = self._reply_budget(sender, cookie)
@@ -336,7 +223,7 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
         room = self.config.max_datagram
         if limit is not None:
             room = min(room, limit)
-            nodes = _fit(nodes, room - FIND_OVERHEAD)
+            nodes = fit_contacts(nodes, room - FIND_OVERHEAD)
         found = sorted(self.storage.records(key), key=lambda re: (re[0].node_id, re[0].file_id))
         budget = room - FIND_OVERHEAD - len(msgpack.packb(nodes))
         records: list[bytes] = []
@@ -354,12 +241,12 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
         }
         if limit is not None:
             reply["cookie"] = self._cookie_for(sender)
-            reply = _trim(reply, limit, offset)
+            reply = trim_reply(reply, limit, offset)
         return reply
 
     def rpc_store(self, sender: Address, sender_id: bytes, key: bytes, records: list) -> dict:
         self._note_sender(sender, sender_id)
-        key = _check_id(key, "key")
+        key = check_id(key, "key")
         if not isinstance(records, list):
             raise BadRequest("records must be an array")
         stored = refused = 0
@@ -408,31 +295,6 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
             self._note_verified(rid, addr[0])
             self._admit_if_proven(responder, addr, body, nonce)
         return responder, body
-
-    def _admit_if_proven(self, node: Node, addr: Address, body: dict,
-                         nonce: bytes | None) -> None:
-        """Welcome ``node`` if it proved its id at ``addr`` (now, with ``nonce``, or
-        before); otherwise ask for a proof once, with a ping carrying a nonce."""
-        key = (node.id, addr)
-        if key in self._ids:
-            self.welcome_if_new(node)
-        elif nonce is not None:
-            if check_proof(body, nonce, self._me(), node.id):
-                self.stats["id_proofs_ok"] += 1
-                self._ids.add(key)
-                self.welcome_if_new(node)
-            else:
-                self.stats["id_proofs_failed"] += 1
-                self._ids.fail(key)
-        elif node.id not in self._proving and not self._ids.recently_failed(key):
-            self._proving.add(node.id)
-            self.spawn(self._ask_proof(node))
-
-    async def _ask_proof(self, node: Node) -> None:
-        try:
-            await self.call_ping(node)
-        finally:
-            self._proving.discard(node.id)
 
     def suspect(self, node_id: bytes, for_seconds: float | None = None) -> None:
         """A contact missed its soft timeout: other lookups skip it until it answers.
@@ -523,117 +385,9 @@ class KadshareProtocol(DatagramRpc, KademliaProtocol):
                 stored += got
         return stored
 
-    # -- routing table admission and handoff ------------------------------------------------
-    def welcome_if_new(self, node: Node) -> None:
-        """Add a verified contact; hand it the records it is now responsible for (§2.5).
-
-        The handoff check is batched: newcomers are collected for ``handoff_delay``
-        seconds and then checked against every stored key at once, so the cost is one
-        pass over the store per batch rather than per new contact.
-        """
-        if not self.router.is_new_node(node):
-            moved_from = self.router.known_elsewhere(node)
-            if moved_from is not None:
-                self._check_move(moved_from, node)
-                return
-            self.router.add_contact(node)  # refresh its position (least recently seen)
-            return
-        self.router.add_contact(node)
-        if not self.storage.keys() or self._closed:
-            return
-        self._newcomers[node.id] = node
-        if self._handoff_timer is None:
-            loop = asyncio.get_running_loop()
-            self._handoff_timer = loop.call_later(self.config.handoff_delay,
-                                                  self._handoff_batch)
-
     def last_heard(self, node_id: bytes) -> float:
         """``clock.now()`` of the node's last reply; -inf if none is remembered."""
         return self._heard.get(node_id, float("-inf"))
-
-    def _check_move(self, old: Node, new: Node) -> None:
-        """A known id answered from a new address (a restarted peer on another port).
-
-        The old address keeps the id while it answers, so a stranger cannot redirect a
-        contact by claiming its id; once it fails a ping, the new address takes over.
-        """
-        if old.id in self._moving or self._closed:
-            return
-        self._moving.add(old.id)
-
-        async def check() -> None:
-            try:
-                if await self.call_ping(old) is None:
-                    self.router.remove_contact(old)
-                    self.router.add_contact(new)
-                    self.stats["contacts_moved"] += 1
-            finally:
-                self._moving.discard(old.id)
-
-        self.spawn(check())
-
-    def _handoff_batch(self) -> None:
-        self._handoff_timer = None
-        newcomers = [n for n in self._newcomers.values() if self.router.contains(n.id)]
-        self._newcomers.clear()
-        if not newcomers or self._closed:
-            return
-        new_ids = {n.id for n in newcomers}
-        k = self.config.k
-        plans: dict[bytes, list[tuple[bytes, list[bytes]]]] = {}
-        for key in self.storage.keys():
-            keynode = KadNode(key)  # already a digest: no second hash (upstream hashed again)
-            ranked = self.router.find_neighbors(keynode, k + len(new_ids))
-            neighbors = [n for n in ranked if n.id not in new_ids][:k]
-            me = self.source_node.long_id ^ keynode.long_id
-            if neighbors and me >= neighbors[0].long_id ^ keynode.long_id:
-                continue  # someone we know is closer: leave the handoff to them
-            limit = neighbors[-1].long_id ^ keynode.long_id if len(neighbors) >= k else None
-            for newcomer in newcomers:
-                if limit is None or newcomer.long_id ^ keynode.long_id < limit:
-                    encoded = [enc for _, enc in self.storage.records(key)]
-                    if encoded:
-                        plans.setdefault(newcomer.id, []).append((key, encoded))
-        for newcomer in newcomers:
-            items = plans.get(newcomer.id)
-            if items:
-                self.stats["handoffs"] += 1
-                self.spawn(self._hand_off(newcomer, items))
-
-    async def _hand_off(self, node: Node, items: list[tuple[bytes, list[bytes]]]) -> None:
-        for key, encoded in items:
-            if encoded:
-                await self.call_store_records(node, key, encoded)
-
-
-def _trim(reply: dict, limit: int, offset: int = 0) -> dict:
-    """Drop trailing records (moving ``next`` back), then contacts, until the whole
-    datagram fits ``limit`` bytes."""
-    records, nodes = reply.get("records"), reply["nodes"]
-    for _ in range(10_000):
-        if len(encode_datagram(RESPONSE, bytes(MSG_ID_LEN), reply)) <= limit:
-            break
-        if records:
-            records.pop()
-            reply["next"] = offset + len(records)
-        elif nodes:
-            nodes.pop()
-        else:
-            break
-    return reply
-
-
-def _fit(nodes: list[list], budget: int) -> list[list]:
-    """The first contacts of ``nodes`` whose encoding fits ``budget`` bytes."""
-    out: list[list] = []
-    used = 0
-    for entry in nodes:
-        size = len(entry[0]) + len(entry[1]) + 8  # id, host, port, array headers
-        if used + size > budget:
-            break
-        used += size
-        out.append(entry)
-    return out
 
 
 def chunk_records(encoded: list[bytes], budget: int, max_count: int) -> list[list[bytes]]:

@@ -1,4 +1,5 @@
-"""Token buckets per sender address and per network prefix (issue 16).
+"""Token buckets per sender address and per network prefix, and the anti-amplification
+budget of answers to unproven addresses (``RequestGate``; issue 16).
 
 Why: caps bound what a flood makes a node *hold*, not what it makes the node *do*; every
 valid-looking store costs an Ed25519 verification and every lookup a reply.  A request
@@ -13,9 +14,19 @@ per-prefix bucket still holds a spoofing subnet back).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import hashlib
+import hmac
+from collections import Counter, OrderedDict
 
+from . import clock
 from .clock import now
+from .config import DhtConfig
+from .routing import address_prefix, is_loopback
+from .transport import MSG_ID_LEN, RESPONSE, Address, encode_datagram
+
+FIND_OVERHEAD = 64  # envelope, map keys, "next" field
+COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
+LOOKUP_METHODS = frozenset({"find_node", "find_records"})
 
 
 class TokenBuckets:
@@ -49,3 +60,114 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class RequestGate:
+    """The protocol's rate limits and anti-amplification budget (a mixin of
+    ``KadshareProtocol``): token buckets per address and per /24 (/48) for stores and
+    lookups, and answers to an address that has not proved it receives our datagrams
+    kept within ``amplification_factor`` times the request, with a cookie it can echo."""
+
+    config: DhtConfig
+    stats: Counter[str]
+    request_size: int
+
+    def _init_gate(self, config: DhtConfig) -> None:
+        # anti-amplification: addresses that proved they receive our datagrams, our
+        # cookie secret, and the cookies other nodes gave us (echoed in our requests)
+        self._proven: OrderedDict[Address, None] = OrderedDict()
+        self._cookie_key = clock.random_bytes(32)
+        self._cookies: OrderedDict[Address, bytes] = OrderedDict()
+        burst, factor = config.rate_burst_seconds, config.prefix_rate_factor
+        proven = config.proven_rate_factor
+        self._limits = {
+            kind: (TokenBuckets(rate, rate * burst),
+                   TokenBuckets(rate * proven, rate * proven * burst),
+                   TokenBuckets(rate * factor, rate * factor * burst))
+            for kind, rate in (("store", config.store_rate), ("lookup", config.lookup_rate))
+        }
+
+    def admit(self, method: str, addr: Address) -> bool:
+        """Token buckets per address and per /24 (/48) for stores and lookups; an address
+        that answered one of our requests (a publisher handing over many keys) gets
+        ``proven_rate_factor`` times the rate, a stranger that never answers only the base."""
+        kind = "store" if method == "store" else "lookup" if method in LOOKUP_METHODS else None
+        if kind is None:
+            return True
+        per_addr, per_proven, per_prefix = self._limits[kind]
+        t = clock.now()
+        buckets = per_proven if addr in self._proven else per_addr
+        if not buckets.allow(addr, t):
+            self.stats[f"rate_limited_{kind}"] += 1
+            return False
+        if is_loopback(addr[0]) and not self.config.prefix_cap_on_loopback:
+            return True
+        if not per_prefix.allow(address_prefix(addr[0]) or addr[0], t):
+            self.stats[f"rate_limited_{kind}_prefix"] += 1
+            return False
+        return True
+
+    def _cookie_for(self, addr: Address) -> bytes:
+        text = f"{addr[0]}|{addr[1]}".encode()
+        return hmac.new(self._cookie_key, text, hashlib.sha256).digest()[:COOKIE_LEN]
+
+    def _prove(self, addr: Address) -> None:
+        self._proven[addr] = None
+        self._proven.move_to_end(addr)
+        if len(self._proven) > self.config.verified_ids_max:
+            self._proven.popitem(last=False)
+
+    def _reply_budget(self, addr: Address, cookie: object) -> int | None:
+        """Bytes an answer to ``addr`` may take; None if the address is proven."""
+        if addr in self._proven:
+            return None
+        if type(cookie) is bytes and hmac.compare_digest(cookie, self._cookie_for(addr)):
+            self._prove(addr)
+            return None
+        self.stats["amplification_capped"] += 1
+        return int(self.request_size * self.config.amplification_factor)
+
+    def cookie_args(self, addr: Address, args: list) -> list:
+        """``args`` plus the cookie ``addr`` gave us, if any (see _reply_budget)."""
+        cookie = self._cookies.get(addr)
+        return [*args, cookie] if cookie is not None else args
+
+    def _take_cookie(self, addr: Address, body: dict) -> bool:
+        cookie = body.get("cookie")
+        if type(cookie) is not bytes or len(cookie) != COOKIE_LEN:
+            return False
+        self._cookies[addr] = cookie
+        self._cookies.move_to_end(addr)
+        if len(self._cookies) > self.config.contact_memory:
+            self._cookies.popitem(last=False)
+        return True
+
+
+def trim_reply(reply: dict, limit: int, offset: int = 0) -> dict:
+    """Drop trailing records (moving ``next`` back), then contacts, until the whole
+    datagram fits ``limit`` bytes."""
+    records, nodes = reply.get("records"), reply["nodes"]
+    for _ in range(10_000):
+        if len(encode_datagram(RESPONSE, bytes(MSG_ID_LEN), reply)) <= limit:
+            break
+        if records:
+            records.pop()
+            reply["next"] = offset + len(records)
+        elif nodes:
+            nodes.pop()
+        else:
+            break
+    return reply
+
+
+def fit_contacts(nodes: list[list], budget: int) -> list[list]:
+    """The first contacts of ``nodes`` whose encoding fits ``budget`` bytes."""
+    out: list[list] = []
+    used = 0
+    for entry in nodes:
+        size = len(entry[0]) + len(entry[1]) + 8  # id, host, port, array headers
+        if used + size > budget:
+            break
+        used += size
+        out.append(entry)
+    return out
