@@ -27,6 +27,8 @@ from .transport import MSG_ID_LEN, RESPONSE, Address, encode_datagram
 FIND_OVERHEAD = 64  # envelope, map keys, "next" field
 COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
 LOOKUP_METHODS = frozenset({"find_node", "find_records"})
+#: bytes 13..19 of a store request: [version, kind, bin8 msg_id, [ "store", ...
+STORE_BYTES = b"\x92\xa5store"
 
 
 class TokenBuckets:
@@ -73,6 +75,8 @@ class RequestGate:
     request_size: int
 
     def _init_gate(self, config: DhtConfig) -> None:
+        #: address -> clock.now() until which its store datagrams are dropped undecoded
+        self._muted: OrderedDict[Address, float] = OrderedDict()
         # anti-amplification: addresses that proved they receive our datagrams, our
         # cookie secret, and the cookies other nodes gave us (echoed in our requests)
         self._proven: OrderedDict[Address, None] = OrderedDict()
@@ -99,12 +103,32 @@ class RequestGate:
         buckets = per_proven if addr in self._proven else per_addr
         if not buckets.allow(addr, t):
             self.stats[f"rate_limited_{kind}"] += 1
+            if kind == "store":  # its next stores are dropped before decoding
+                self._muted[addr] = t + 1.0 / buckets.rate
+                if len(self._muted) > self.config.contact_memory:
+                    self._muted.popitem(last=False)
             return False
         if is_loopback(addr[0]) and not self.config.prefix_cap_on_loopback:
             return True
         if not per_prefix.allow(address_prefix(addr[0]) or addr[0], t):
             self.stats[f"rate_limited_{kind}_prefix"] += 1
             return False
+        return True
+
+    def drop_early(self, data: bytes, addr: Address) -> bool:
+        """Drop a store datagram from an address over its store budget before it is
+        decoded: under a flood of stores the per-datagram cost, not the signature
+        checks (already skipped), is what delays honest requests.  Only the sender
+        address and the method's bytes at their fixed offset are looked at; a store
+        encoded otherwise is still caught by ``admit`` after decoding."""
+        until = self._muted.get(addr)
+        if until is None or data[13:20] != STORE_BYTES:
+            return False
+        if clock.now() >= until:
+            del self._muted[addr]
+            return False
+        self.stats["rate_limited_store"] += 1
+        self.stats["rate_limited_early"] += 1
         return True
 
     def _cookie_for(self, addr: Address) -> bytes:

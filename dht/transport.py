@@ -217,6 +217,8 @@ class DatagramRpc(asyncio.DatagramProtocol):
             data = opened
         try:
             addr = (sys.intern(addr[0]), addr[1])
+            if self.drop_early(data, addr):
+                return
             msg = decode_datagram(data, self.config.max_datagram,
                                   self.config.protocol_version)
         except MalformedDatagram as exc:
@@ -243,6 +245,10 @@ class DatagramRpc(asyncio.DatagramProtocol):
             log.info("%s (further ones counted in stats[%r], logged at DEBUG)", message, what)
         else:
             log.debug(message)
+
+    def drop_early(self, data: bytes, addr: Address) -> bool:
+        """Whether to drop a datagram before decoding it (rate limits); subclasses decide."""
+        return False
 
     def admit(self, method: str, addr: Address) -> bool:
         """Whether to serve a request at all (rate limits); subclasses decide."""

@@ -503,6 +503,16 @@ class TestFloodLimits:
             await asyncio.sleep(0.5)
             stats = node.stats
             assert stats["rate_limited_store"] >= 400, stats
+            # most were dropped undecoded (sender address + method bytes), yet a lookup
+            # from the same address sent in the middle of its flood is still answered
+            assert stats["rate_limited_early"] >= 300, stats
+            for _ in range(50):
+                flooder.send(encode_datagram(REQUEST, os.urandom(8),
+                                             ["store", [me, file_key(file_id), [rec]]]),
+                             ("127.0.0.1", node.port))
+            reply = await flooder.request(("127.0.0.1", node.port), "find_node",
+                                          [me, os.urandom(20)])
+            assert reply is not None and reply[0] == 1
             # another sender is served, and the flooder again once its bucket refills
             reply = await honest.request(("127.0.0.1", node.port), "store",
                                          [os.urandom(20), file_key(file_id), [rec]])
