@@ -8,6 +8,7 @@ Usage:
   kadshare put PATH --to ADDR [--name NAME] [--token TOKEN] [--node URL] [--json] [-v]
   kadshare ls [--node URL] [--json] [-v]
   kadshare id PATH [--json] [-v]
+  kadshare link TARGET [--node URL] [--json] [-v]
   kadshare peers [--node URL] [--json] [-v]
   kadshare status [--node URL] [--json] [-v]
   kadshare (-h | --help)
@@ -22,6 +23,9 @@ Commands:
   ls         Files shared by the node.
   id         Print the file id of a local file (no node needed): the id others find
              it by once it is shared.
+  link       Print a share link (kadshare:file?id=...) for a file id, name or local
+             PATH: `kadshare get LINK` fetches it from anywhere, joining the network
+             through the peers named in it when the node is not in it yet.
   peers      The node's routing table.
   status     The node's id, ports and counts.
 
@@ -49,7 +53,9 @@ Options:
 
 FILE_ID is a file's 64-hex id or any unique prefix of at least 8 characters (tables
 show 12); the node expands it against the ids it has seen (search, providers, its own
-files). FILE is a FILE_ID or a file's name. `kadshare COMMAND --help` shows one command.
+files). FILE is a FILE_ID, a file's name or a share link (kadshare:file?...).
+TARGET is a FILE or the path of a local file (hashed here).
+`kadshare COMMAND --help` shows one command.
 
 Transfers use TLS and check each provider's node identity (plaintext only when the
 node's status says it runs --insecure-transfers). In a closed network set
@@ -71,9 +77,17 @@ from docopt import DocoptExit, docopt
 
 from kadcommon.addr import AddressError, format_hostport, parse_hostport
 from kadcommon.fileid import is_file_id, is_id_prefix
+from kadcommon.link import Link, LinkError, format_link, is_link, parse_link
 from kadcommon.merkle import hash_file
 from kadcommon.units import human_size, parse_rate
-from pclient.errors import AmbiguousId, AmbiguousName, BadFileId, ClientError, NotFound
+from pclient.errors import (
+    AmbiguousId,
+    AmbiguousName,
+    BadFileId,
+    ClientError,
+    NoProviders,
+    NotFound,
+)
 from pclient.render import print_json, short_id
 from pclient.usage import Usage
 
@@ -187,7 +201,53 @@ async def _run(args: dict[str, Any]) -> int:
             return EXIT_OK
         if args["get"]:
             return await _get(client, args, as_json)
+        if args["link"]:
+            return await _link(client, args["TARGET"], as_json)
     raise UsageError("unknown command")
+
+
+async def _link(client: Client, target: str, as_json: bool) -> int:
+    """``kadshare link``: a local file is hashed here, anything else resolved by the node."""
+    if await asyncio.to_thread(os.path.isfile, target):
+        try:
+            file_id, _leaves, st = await asyncio.to_thread(hash_file, target)
+        except OSError as exc:
+            return _fail(f"cannot read {target}: {(exc.strerror or str(exc)).lower()}",
+                         as_json, EXIT_FAILED)
+        link = await client.link_for(file_id, name=os.path.basename(target), size=st.st_size)
+    else:
+        link = await client.link_for((await client.resolve(target))["file_id"])
+    text = format_link(link)
+    if as_json:
+        print_json({"link": text, "file_id": link.file_id, "name": link.name,
+                    "size": link.size, "kind": link.kind,
+                    "peers": [format_hostport(h, p) for h, p in link.peers]})
+    else:
+        print(text)
+    return EXIT_OK
+
+
+async def _from_link(client: Client, text: str) -> tuple[Link, list[str]]:
+    """The link and its providers' gRPC addresses; the node joins through the link's
+    peers when it knows nobody or finds no provider."""
+    try:
+        link = parse_link(text)
+    except LinkError as exc:
+        raise UsageError(str(exc)) from None
+    found: list[dict[str, Any]] = []
+    if (await client.status()).get("peers"):
+        with contextlib.suppress(ClientError):
+            found = await client.providers(link.file_id)
+    if not found:
+        log.info("joining through the link's %d peer(s)", len(link.peers))
+        if not await client.bootstrap(link):
+            raise NoProviders("could not join the network through the link's peer(s) "
+                              + ", ".join(format_hostport(h, p) for h, p in link.peers))
+        found = await client.providers(link.file_id)
+    grpc = [str(p["grpc"]) for p in found if isinstance(p, dict) and p.get("grpc")]
+    if not grpc:
+        raise NoProviders(f"nobody provides {link.name} ({link.file_id[:16]}…) right now")
+    return link, grpc
 
 
 async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> int:
@@ -200,6 +260,15 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
 
     config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]),
                             max_rate=_rate(args["--max-rate"], "--max-rate"))
+    if is_link(target):
+        assert client is not None  # _run gives one unless FILE is a full id with --from
+        link, providers = await _from_link(client, target)
+        bar = ProgressBar(link.name, enabled=None if not as_json else False)
+        with bar:
+            result = await client.download(link.file_id, args["--output"], config=config,
+                                           progress=bar.download, name=link.name,
+                                           providers=direct or providers)
+        return _report(result, as_json)
     if direct:
         if is_file_id(target):
             hit: dict[str, Any] = {"file_id": target.lower(), "name": ""}
@@ -224,6 +293,10 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
             assert client is not None
             result = await client.download(hit["file_id"], args["--output"], config=config,
                                            progress=bar.download, name=name)
+    return _report(result, as_json)
+
+
+def _report(result: DownloadResult, as_json: bool) -> int:
     if as_json:
         print_json(result.to_json())
         return EXIT_OK

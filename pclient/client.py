@@ -17,6 +17,7 @@ import grpc
 import httpx
 
 from kadcommon.fileid import FileIdError, is_id_prefix, normalise_file_id, normalise_prefix
+from kadcommon.link import Link, format_link
 from kadcommon.merkle import hash_file as merkle_hash_file
 from kadcommon.tlsid import PeerIdentityError
 from pclient.download import (
@@ -90,9 +91,14 @@ class Client:
         await self._http.aclose()
 
     # -- REST ------------------------------------------------------------------------
-    async def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+    async def _get(self, path: str, params: dict[str, str] | None = None,
+                   body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET ``path`` (POST when a JSON ``body`` is given); the answer's JSON object."""
         try:
-            resp = await self._http.get(path, params=params)
+            if body is None:
+                resp = await self._http.get(path, params=params)
+            else:
+                resp = await self._http.post(path, json=body)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise NodeUnreachable(self.node_url, "not an http:// or https:// URL") from exc
         except (httpx.ConnectTimeout, httpx.ConnectError) as exc:
@@ -205,6 +211,33 @@ class Client:
         if not full.startswith(file_id):
             raise NodeError(f"the node answered for {full[:16]}…, not {file_id}")
         return full, list(_require(doc, "providers", list))
+
+    async def bootstrap(self, link: Link) -> int:
+        """``POST /bootstrap``: the node joins through the link's peers; its live contacts."""
+        doc = await self._get("/bootstrap", body={"link": format_link(link)})
+        return int(_require(doc, "peers", int))
+
+    async def link_for(self, file_id: str, *, name: str = "", size: int | None = None) -> Link:
+        """A share link for ``file_id``: name and size as given, else from its providers
+        (the node's own files first); the node's DHT address as the bootstrap hint."""
+        for entry in [] if size is not None else await self.files():
+            if isinstance(entry, dict) and entry.get("file_id") == file_id:
+                name, size = str(entry.get("name", "")), entry.get("size")
+        if size is None:
+            found = [p for p in (await self.find_providers(file_id))[1] if isinstance(p, dict)]
+            if not found:
+                raise NoProviders(f"nobody provides {file_id[:16]}… right now, so no link "
+                                  f"(asked the node at {self.node_url})")
+            name = pick_name([p["name"] for p in found if isinstance(p.get("name"), str)])
+            size = found[0].get("size")
+        if not isinstance(size, int):
+            raise NodeError(f"the node gave no size for {file_id[:16]}…")
+        status = await self.status()
+        host = str(status.get("host", ""))
+        if host in ("", "0.0.0.0", "::"):  # a wildcard bind: the host we reach it by
+            host = httpx.URL(self.node_url).host or "127.0.0.1"
+        port = _require(status, "dht_port", int)
+        return Link(file_id, name.rsplit("/", 1)[-1] or file_id[:12], size, ((host, port),))
 
     async def peers(self) -> list[dict[str, Any]]:
         """``GET /peers``: the node's routing table."""

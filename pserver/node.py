@@ -318,6 +318,18 @@ class Node:
             for r in records
         ]
 
+    async def bootstrap(self, addrs: list[tuple[str, int]]) -> int:
+        """Join (more of) the network through ``addrs`` (a share link's hints); returns the
+        live contacts afterwards. Failure to reach them is not an error: the count says it."""
+        assert self.dht is not None
+        try:
+            await asyncio.wait_for(self.dht.bootstrap(addrs), self.config.bootstrap_timeout)
+        except asyncio.TimeoutError:
+            log.info("bootstrap through %d address(es) timed out", len(addrs))
+        if self.membership is not None:
+            self.membership.save_contacts()
+        return len(self.dht.contacts(live_only=True))
+
     def _check_answered(self, stats: LookupStats, what: str) -> None:
         """An empty answer is "no match" only if some peer answered: else say so (503)."""
         assert self.dht is not None

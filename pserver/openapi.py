@@ -103,6 +103,27 @@ def openapi_document() -> dict[str, Any]:
                                 "[{file_id, name}]"),
                     "503": _err("No peer answered (whether anyone provides it is unknown)"),
                     "504": _err("The lookup timed out")}}},
+            "/providers": {"get": {
+                "summary": "Who provides the file of a share link (kadshare:file?id=...)",
+                "parameters": [{"name": "link", "in": "query", "required": True,
+                                "schema": {"type": "string", "minLength": 1}}],
+                "responses": {
+                    "200": _ok(_obj(file_id=_ID, providers={"type": "array"},
+                                    link=_obj(kind=string, name=string, size=integer,
+                                              peers={"type": "array"}))),
+                    "400": _err("Missing or malformed link (the error says what is wrong)"),
+                    "503": _err("No peer answered (whether anyone provides it is unknown)"),
+                    "504": _err("The lookup timed out")}}},
+            "/bootstrap": {"post": {
+                "summary": "Join the network through a link's peers or given DHT addresses; "
+                           "loopback callers need no token, others Authorization: Bearer",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {
+                        "link": string, "peers": {"type": "array", "items": string}}}}}},
+                "responses": {
+                    "200": _ok(_obj(asked=integer, peers=integer)),
+                    "400": _err("Malformed body, link or address"),
+                    "403": _err("Not from loopback and no or a wrong token, or a browser")}}},
             "/peers": {"get": {"summary": "This node's routing table", "responses": {
                 "200": _ok(_obj(peers={"type": "array", "items": _obj(
                     node_id=string, host=string, dht_port=integer)}))}}},

@@ -24,7 +24,9 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, JSONResponse, json, raw
 
+from kadcommon.addr import AddressError, format_hostport, parse_hostport
 from kadcommon.fileid import AmbiguousPrefix, FileIdError, UnknownPrefix, resolve_prefix
+from kadcommon.link import MAX_PEERS, LinkError, parse_link
 from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.errors import (
@@ -55,6 +57,7 @@ class PeerApi(Protocol):
     def peers(self) -> list[dict[str, Any]]: ...
     async def search(self, query: str) -> list[dict[str, Any]]: ...
     async def providers(self, file_id: str) -> list[dict[str, Any]]: ...
+    async def bootstrap(self, addrs: list[tuple[str, int]]) -> int: ...
     async def share_path(self, path: Path) -> SharedFile | None: ...
     async def unshare(self, file_id: str) -> SharedFile: ...
 
@@ -144,8 +147,9 @@ def create_app(peer: PeerApi, config: NodeConfig, name_hint: str = "peer") -> Sa
             "service": "kadshare node REST API",
             "openapi": "/openapi.json",
             "read": ["/status", "/files", "/files/{file_id}", "/search?q=WORDS",
-                     "/providers/{file_id}", "/peers", "/metrics"],
+                     "/providers/{file_id}", "/providers?link=LINK", "/peers", "/metrics"],
             "write (Authorization: Bearer TOKEN)": ["POST /files", "DELETE /files/{file_id}"],
+            "write (loopback, or Bearer TOKEN)": ["POST /bootstrap"],
         })
 
     @app.get("/status")
@@ -232,6 +236,32 @@ def create_app(peer: PeerApi, config: NodeConfig, name_hint: str = "peer") -> Sa
             seen.add(fid, str(found[0].get("name", "")))
         return json({"file_id": fid, "providers": found})
 
+    @app.get("/providers")
+    async def providers_of_link(request: Request) -> HTTPResponse:
+        link = _link_arg(request.args.get("link"))
+        found = await timed(peer.metrics, "providers", peer.providers(link.file_id))
+        seen.add(link.file_id, link.name)
+        return json({"file_id": link.file_id, "providers": found, "link": {
+            "kind": link.kind, "name": link.name, "size": link.size,
+            "peers": [format_hostport(h, p) for h, p in link.peers]}})
+
+    @app.post("/bootstrap")
+    async def bootstrap(request: Request) -> HTTPResponse:
+        """Join through a link's peer hints; from loopback without a token (a local
+        ``kadshare get LINK``), from elsewhere only with it (it makes the node send)."""
+        refusal = browser_refusal(request.headers.get("host", ""), request.headers.get("origin"))
+        if refusal:
+            return error(403, refusal)
+        if not _is_loopback(request.ip):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    given.strip().encode(), peer.token.encode()):
+                return error(403, "POST /bootstrap from another host needs "
+                                  "Authorization: Bearer <token from DATA/token>")
+        addrs = _bootstrap_body(request)
+        contacts = await peer.bootstrap(addrs)
+        return json({"asked": len(addrs), "peers": contacts})
+
     @app.get("/peers")
     async def peers(request: Request) -> HTTPResponse:
         return json({"peers": peer.peers()})
@@ -273,6 +303,40 @@ def create_app(peer: PeerApi, config: NodeConfig, name_hint: str = "peer") -> Sa
         return error(500, "internal error (see the node's log)")
 
     return app
+
+
+def _link_arg(text: str | None) -> Any:
+    if not text:
+        raise _HttpError(400, "give a share link: /providers?link=kadshare:file?id=...")
+    try:
+        return parse_link(text)
+    except LinkError as exc:
+        raise _HttpError(400, str(exc)) from None
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bootstrap_body(request: Request) -> list[tuple[str, int]]:
+    """``{"link": LINK}`` or ``{"peers": ["HOST:PORT", ...]}`` -> addresses."""
+    usage = 'body must be JSON like {"link": "kadshare:..."} or {"peers": ["HOST:PORT"]}'
+    try:
+        body = request.json
+    except Exception as exc:  # Sanic raises its own BadRequest subclass
+        raise _HttpError(400, usage) from exc
+    if isinstance(body, dict) and isinstance(body.get("link"), str):
+        return list(_link_arg(body["link"]).peers)
+    peers = body.get("peers") if isinstance(body, dict) else None
+    if not isinstance(peers, list) or not 1 <= len(peers) <= MAX_PEERS:
+        raise _HttpError(400, f"{usage} (1..{MAX_PEERS} peers)")
+    try:
+        return [parse_hostport(p) for p in peers]
+    except (AddressError, TypeError) as exc:
+        raise _HttpError(400, f"bad peer address: {exc}") from None
 
 
 class _SeenIds:
