@@ -22,12 +22,12 @@ is unpacked into, nor clobber one of its own files on a case-insensitive file sy
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kadcommon.fileid import FileIdError, normalise_file_id
 from kadcommon.merkle import MAX_SIZE
@@ -154,14 +154,16 @@ def _canonical(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign(manifest: Manifest, key: Ed25519PrivateKey) -> bytes:
-    """The checked, signed, canonical bytes of ``manifest`` (its id is their Merkle id)."""
+def sign(manifest: Manifest, public_key: bytes, signer: Callable[[bytes], bytes]) -> bytes:
+    """The checked, signed, canonical bytes of ``manifest`` (its id is their Merkle id).
+
+    ``signer`` signs with the Ed25519 key whose raw public key is ``public_key`` (a node's
+    ``Identity.sign``, so the key never leaves its owner)."""
     check_tree(manifest)
-    signer = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    unsigned = Manifest(manifest.name, manifest.files, manifest.dirs, signer)
-    sig = key.sign(_canonical(_body(unsigned, with_sig=False)))
-    return _canonical(_body(Manifest(manifest.name, manifest.files, manifest.dirs, signer, sig),
-                            with_sig=True))
+    unsigned = Manifest(manifest.name, manifest.files, manifest.dirs, public_key)
+    sig = signer(_canonical(_body(unsigned, with_sig=False)))
+    signed = Manifest(manifest.name, manifest.files, manifest.dirs, public_key, sig)
+    return _canonical(_body(signed, with_sig=True))
 
 
 def decode(data: bytes) -> Manifest:
