@@ -93,7 +93,7 @@ from pclient.usage import Usage
 
 if TYPE_CHECKING:
     from pclient.client import Client
-    from pclient.download import DownloadResult
+    from pclient.download import DownloadConfig, DownloadResult
 
 # httpx, grpc and rich (0.4 s of start-up on a loaded 2-core machine) are imported by the
 # commands that use them: `kadshare get --from ID` never loads httpx, nor rich off a terminal.
@@ -263,6 +263,9 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
     if is_link(target):
         assert client is not None  # _run gives one unless FILE is a full id with --from
         link, providers = await _from_link(client, target)
+        if link.kind == "folder":
+            return await _get_folder(client, link.file_id, direct or providers, args, config,
+                                     as_json)
         bar = ProgressBar(link.name, enabled=None if not as_json else False)
         with bar:
             result = await client.download(link.file_id, args["--output"], config=config,
@@ -282,6 +285,16 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
         hit = await client.resolve(target)
     # the name the user asked for, when it is a file's name; else the providers' majority
     announced = str(hit.get("name") or "")
+    grpc: list[str] | None = None  # the providers, looked up once
+    if client is not None and not direct:
+        from kadcommon.manifest import SUFFIX  # (cryptography: loaded only here)
+        from pclient.download import pick_name
+
+        found = [p for p in await client.providers(hit["file_id"]) if isinstance(p, dict)]
+        names = [p["name"] for p in found if isinstance(p.get("name"), str)]
+        grpc = [str(p["grpc"]) for p in found if p.get("grpc")] or None
+        if any(n.endswith(SUFFIX) for n in [announced, *names]):
+            return await _get_folder(client, hit["file_id"], grpc or [], args, config, as_json)
     name = target if target in (announced, announced.rsplit("/", 1)[-1]) else None
     bar = ProgressBar(name or short_id(hit["file_id"]), enabled=None if not as_json
                       else False)
@@ -292,8 +305,36 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
         else:
             assert client is not None
             result = await client.download(hit["file_id"], args["--output"], config=config,
-                                           progress=bar.download, name=name)
+                                           progress=bar.download, providers=grpc,
+                                           name=name or pick_name(names) or None)
     return _report(result, as_json)
+
+
+async def _get_folder(client: Client, folder_id: str, providers: list[str],
+                      args: dict[str, Any], config: DownloadConfig, as_json: bool) -> int:
+    """A folder id: its manifest, then every file, under one progress bar."""
+    from pclient.folders import get_folder
+    from pclient.render import ProgressBar
+
+    async def providers_of(file_id: str) -> list[str]:
+        try:
+            found = await client.providers(file_id)
+        except ClientError:
+            return []
+        return [str(p["grpc"]) for p in found if isinstance(p, dict) and p.get("grpc")]
+
+    if not providers:
+        raise NoProviders(f"nobody provides folder {folder_id[:16]}… right now")
+    bar = ProgressBar(short_id(folder_id), enabled=None if not as_json else False)
+    with bar:
+        result = await get_folder(folder_id, args["--output"], providers, providers_of,
+                                  config=config, progress=bar.download)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print(f"saved {result.path}/ ({result.files} files, {human_size(result.size)}, "
+              f"every file verified, {result.already_present} already here)")
+    return EXIT_OK
 
 
 def _report(result: DownloadResult, as_json: bool) -> int:

@@ -237,7 +237,8 @@ class Client:
         if host in ("", "0.0.0.0", "::"):  # a wildcard bind: the host we reach it by
             host = httpx.URL(self.node_url).host or "127.0.0.1"
         port = _require(status, "dht_port", int)
-        return Link(file_id, name.rsplit("/", 1)[-1] or file_id[:12], size, ((host, port),))
+        kind = "folder" if name.endswith(".kadfolder") else "file"  # kadcommon.manifest.SUFFIX
+        return Link(file_id, name.rsplit("/", 1)[-1] or file_id[:12], size, ((host, port),), kind)
 
     async def peers(self) -> list[dict[str, Any]]:
         """``GET /peers``: the node's routing table."""

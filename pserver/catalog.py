@@ -239,7 +239,7 @@ class Catalog:
         async with self._lock:
             before = self._signature()
             walk_started = time.monotonic()
-            listing = await asyncio.to_thread(self._walk)
+            listing = await asyncio.to_thread(self.walk)
             self.last_walk_seconds = time.monotonic() - walk_started
             share_entries: list[SharedFile] = []
             seen: set[str] = set()
@@ -406,6 +406,11 @@ class Catalog:
         """How many files wait for their size and mtime to settle (the node rescans)."""
         return len(self._settling)
 
+    def id_if_hashed(self, real: str, st: os.stat_result) -> str | None:
+        """The id of a file already hashed at this size and mtime (folder manifests)."""
+        cached = self._cache.get(real)
+        return cached[2] if cached and cached[:2] == (st.st_size, st.st_mtime_ns) else None
+
     def _cached_id(self, real: str) -> str | None:
         cached = self._cache.get(real)
         return cached[2] if cached else None
@@ -438,7 +443,7 @@ class Catalog:
             in_share_dir=in_share_dir,
         )
 
-    def _walk(self) -> list[tuple[str, str, os.stat_result]]:
+    def walk(self) -> list[tuple[str, str, os.stat_result]]:
         """List (relative name, real path, stat) of shareable files (worker thread)."""
         if self.share_dir is None:
             return []

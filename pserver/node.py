@@ -30,6 +30,7 @@ from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.datadir import DataDirLock, load_or_create_token, remove_stale_temps
 from pserver.errors import ConfigError, LookupTimedOut, LookupUnavailable
+from pserver.folders import FolderSharer
 from pserver.grpcsec import ServerSecurity
 from pserver.membership import Membership, advertised_host
 from pserver.metrics import PeerMetrics
@@ -58,6 +59,7 @@ class Node:
         self.info: dict[str, Any] = {}
         self.dht: DhtNode | None = None
         self.announcer: Announcer | None = None
+        self.folders: FolderSharer | None = None
         self._lock = DataDirLock(config.data_dir)
         self._grpc: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
@@ -93,6 +95,7 @@ class Node:
         identity = Identity.load_or_create(cfg.data_dir / "identity.key")
         self.token = load_or_create_token(cfg.data_dir / "token")
         self.catalog.load()
+        self.folders = FolderSharer(self.catalog, identity.public_key, identity.sign)
         self.catalog.remove_stale_uploads()
         netkey = NetworkKey(cfg.network_key) if cfg.network_key else None
         dht_config = cfg.dht_config or DhtConfig()
@@ -234,6 +237,11 @@ class Node:
             await self.catalog.scan()
         except OSError as exc:
             log.warning("scanning the share folder failed: %s", exc)
+        if self.folders is not None:
+            try:
+                await self.folders.sync()
+            except Exception:  # a folder must never stop the files from being shared
+                log.exception("sharing folders failed; retried at the next scan")
         if self.announcer is not None:  # None while still joining: the first scan syncs
             await self.announcer.sync()
 
