@@ -28,12 +28,15 @@ log = logging.getLogger(__name__)
 FOLDERS_DIR = ".kadshare-folders"  # hidden: never scanned as ordinary files
 
 
-def _visible_dirs(root: Path) -> list[str]:
-    """Relative POSIX paths of the visible, real (not linked) folders under ``root``."""
+def _visible_dirs(root: Path, private: Callable[[str], bool]) -> list[str]:
+    """Relative POSIX paths of the visible, real (not linked) folders under ``root``,
+    leaving out the data folder (``private``) and everything in it."""
     found: list[str] = []
     for dirpath, dirnames, _files in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and not os.path.islink(os.path.join(dirpath, d)))
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".")
+            and not os.path.islink(os.path.join(dirpath, d))
+            and not private(os.path.realpath(os.path.join(dirpath, d))))
         for d in dirnames:
             found.append(os.path.relpath(os.path.join(dirpath, d), root).replace(os.sep, "/"))
     return found
@@ -56,7 +59,7 @@ class FolderSharer:
         if share is None:
             return False
         listing = await asyncio.to_thread(self.catalog.walk)
-        dirs = await asyncio.to_thread(_visible_dirs, share)
+        dirs = await asyncio.to_thread(_visible_dirs, share, self.catalog.is_private)
         out = share / FOLDERS_DIR
         changed = False
         tops = [d for d in dirs if "/" not in d]

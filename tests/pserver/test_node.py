@@ -42,12 +42,14 @@ class TestReadCalls:
         assert set(status) == {"node_id", "host", "dht_port", "grpc_port", "rest_port",
                                "peers", "files", "records", "transfers", "network"}
         assert (status["transfers"], status["network"]) == ("tls", "public")
-        assert status["node_id"] == b.info["node_id"] and status["files"] == 1
+        # the file, and the folder "sub" shared as a unit (its manifest, issue 13)
+        assert status["node_id"] == b.info["node_id"] and status["files"] == 2
         files = (await http.get(rest_url(b) + "/files")).json()
-        assert files == {"files": [{"file_id": sha(NOTES), "name": "sub/notes.txt",
-                                    "size": len(NOTES)}]}
+        notes = {"file_id": sha(NOTES), "name": "sub/notes.txt", "size": len(NOTES)}
+        assert [f["name"] for f in files["files"]] == ["sub.kadfolder", "sub/notes.txt"]
+        assert files["files"][1] == notes
         one = await http.get(rest_url(b) + f"/files/{sha(NOTES)}")
-        assert one.json() == files["files"][0]
+        assert one.json() == notes
         table = (await http.get(rest_url(b) + "/peers")).json()["peers"]
         assert {"node_id": a.info["node_id"], "host": "127.0.0.1",
                 "dht_port": a.info["dht_port"]} in table
