@@ -264,13 +264,12 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
         assert client is not None  # _run gives one unless FILE is a full id with --from
         link, providers = await _from_link(client, target)
         if link.kind == "folder":
-            return await _get_folder(client, link.file_id, direct or providers, args, config,
-                                     as_json)
+            return await _get_folder(client, link.file_id, args, config, as_json)
         bar = ProgressBar(link.name, enabled=None if not as_json else False)
-        with bar:
+        with bar:  # providers looked up again by the joined node: each identity checked
             result = await client.download(link.file_id, args["--output"], config=config,
                                            progress=bar.download, name=link.name,
-                                           providers=direct or providers)
+                                           providers=direct or None)
         return _report(result, as_json)
     if direct:
         if is_file_id(target):
@@ -285,16 +284,15 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
         hit = await client.resolve(target)
     # the name the user asked for, when it is a file's name; else the providers' majority
     announced = str(hit.get("name") or "")
-    grpc: list[str] | None = None  # the providers, looked up once
     if client is not None and not direct:
         from kadcommon.manifest import SUFFIX  # (cryptography: loaded only here)
-        from pclient.download import pick_name
 
-        found = [p for p in await client.providers(hit["file_id"]) if isinstance(p, dict)]
-        names = [p["name"] for p in found if isinstance(p.get("name"), str)]
-        grpc = [str(p["grpc"]) for p in found if p.get("grpc")] or None
-        if any(n.endswith(SUFFIX) for n in [announced, *names]):
-            return await _get_folder(client, hit["file_id"], grpc or [], args, config, as_json)
+        names = [announced]
+        if not announced.endswith(SUFFIX):  # an id: what do its providers call it?
+            found = [p for p in await client.providers(hit["file_id"]) if isinstance(p, dict)]
+            names = [p["name"] for p in found if isinstance(p.get("name"), str)]
+        if names and all(n.endswith(SUFFIX) for n in names):
+            return await _get_folder(client, hit["file_id"], args, config, as_json)
     name = target if target in (announced, announced.rsplit("/", 1)[-1]) else None
     bar = ProgressBar(name or short_id(hit["file_id"]), enabled=None if not as_json
                       else False)
@@ -305,30 +303,27 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
         else:
             assert client is not None
             result = await client.download(hit["file_id"], args["--output"], config=config,
-                                           progress=bar.download, providers=grpc,
-                                           name=name or pick_name(names) or None)
+                                           progress=bar.download, name=name)
     return _report(result, as_json)
 
 
-async def _get_folder(client: Client, folder_id: str, providers: list[str],
-                      args: dict[str, Any], config: DownloadConfig, as_json: bool) -> int:
+async def _get_folder(client: Client, folder_id: str, args: dict[str, Any],
+                      config: DownloadConfig, as_json: bool) -> int:
     """A folder id: its manifest, then every file, under one progress bar."""
+    from pathlib import Path
+
+    from pclient.download import ProgressCallback
     from pclient.folders import get_folder
     from pclient.render import ProgressBar
 
-    async def providers_of(file_id: str) -> list[str]:
-        try:
-            found = await client.providers(file_id)
-        except ClientError:
-            return []
-        return [str(p["grpc"]) for p in found if isinstance(p, dict) and p.get("grpc")]
+    async def fetch(file_id: str, dest: Path, name: str,
+                    progress: ProgressCallback | None) -> DownloadResult:
+        return await client.download(file_id, dest, config=config, progress=progress,
+                                     name=name)
 
-    if not providers:
-        raise NoProviders(f"nobody provides folder {folder_id[:16]}… right now")
     bar = ProgressBar(short_id(folder_id), enabled=None if not as_json else False)
     with bar:
-        result = await get_folder(folder_id, args["--output"], providers, providers_of,
-                                  config=config, progress=bar.download)
+        result = await get_folder(folder_id, args["--output"], fetch, progress=bar.download)
     if as_json:
         print_json(result.to_json())
     else:

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kadcommon.manifest import SUFFIX, Manifest, ManifestError, check_path, decode
-from pclient.download import DownloadConfig, DownloadProgress, ProgressCallback, download_file
+from pclient.download import DownloadProgress, DownloadResult, ProgressCallback
 from pclient.errors import ClientError
 
 MANIFESTS_DIR = ".kadshare-manifests"
 
-ProvidersOf = Callable[[str], Awaitable[list[str]]]
-"""Returns the gRPC addresses providing a file id (through the client's node)."""
+Fetch = Callable[[str, Path, str, ProgressCallback | None], Awaitable[DownloadResult]]
+"""Downloads (file id, into folder, as name, progress): ``Client.download``, which looks
+the providers up and checks each one's identity."""
 
 
 class FolderError(ClientError):
@@ -74,16 +75,14 @@ def _prepare(out: Path, manifest: Manifest) -> Path:
     return root
 
 
-async def get_folder(folder_id: str, out: str | os.PathLike[str], folder_providers: list[str],
-                     providers_of: ProvidersOf, *, config: DownloadConfig | None = None,
+async def get_folder(folder_id: str, out: str | os.PathLike[str], fetch: Fetch, *,
                      progress: ProgressCallback | None = None) -> FolderResult:
     """Fetch folder ``folder_id`` into ``out``/<folder name>; returns what was done."""
     out_dir = Path(out)
     await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
     holder = out_dir / MANIFESTS_DIR
     await asyncio.to_thread(holder.mkdir, exist_ok=True)
-    got = await download_file(folder_id, holder, folder_providers, config=config,
-                              name=f"{folder_id}{SUFFIX}")
+    got = await fetch(folder_id, holder, f"{folder_id}{SUFFIX}", None)
     try:
         manifest = decode(await asyncio.to_thread(got.path.read_bytes))
         root = await asyncio.to_thread(_prepare, out_dir, manifest)
@@ -102,9 +101,7 @@ async def get_folder(folder_id: str, out: str | os.PathLike[str], folder_provide
 
     for entry in sorted(manifest.files, key=lambda f: f.path):
         target = root.joinpath(*check_path(entry.path))
-        sources = await providers_of(entry.file_id) or folder_providers
-        done = await download_file(entry.file_id, target.parent, sources, config=config,
-                                   progress=report, name=target.name)
+        done = await fetch(entry.file_id, target.parent, target.name, report)
         if done.path != target:
             raise FolderError(f"{entry.path} was saved as {done.path}, not {target}")
         base += entry.size
