@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pclient.download import _Run, _Scheduler
+from pclient.download.scheduler import _Run, _Scheduler
 
 SOURCES = ["a", "b", "c"]
 

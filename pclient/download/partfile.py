@@ -1,0 +1,244 @@
+"""The part file of a download and its resume state.
+
+Bytes go to a hidden ``.kadshare-dl-ID.part`` in the destination folder beside a small
+JSON resume state ``.kadshare-dl-ID.part.state`` (which chunks are written and verified).
+Both are named by the file id, not by the saved name, so a rerun finds them whichever
+name or provider it uses; hidden, so a peer sharing that folder never announces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: downloads work, without the .part lock
+    fcntl = None  # type: ignore[assignment]  # no fcntl on this platform: locking is skipped
+
+from kadcommon.merkle import file_id_of_path, leaf_hash
+from pclient.errors import DestinationError
+from protos import kadshare_pb2
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+PART_PREFIX = ".kadshare-dl-"
+PART_SUFFIX = ".part"
+STATE_SUFFIX = ".part.state"
+
+
+def part_paths(directory: Path, file_id: str) -> tuple[Path, Path]:
+    """(part file, resume state) of ``file_id`` in ``directory``: named by id, hidden."""
+    base = directory / f"{PART_PREFIX}{file_id.lower()}"
+    return base.with_name(base.name + PART_SUFFIX), base.with_name(base.name + STATE_SUFFIX)
+
+
+def file_id_of(path: Path) -> str:
+    """The Merkle file id of a file on disk (run in a thread: hashlib releases the GIL)."""
+    return file_id_of_path(path)
+
+
+def destination_error(exc: OSError, path: Path) -> DestinationError:
+    """Map a filesystem error to a sentence about the destination."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg = f"disk full while writing {path}; free some space and rerun to resume"
+    elif exc.errno in (errno.EROFS,):
+        msg = f"cannot write {path}: the file system is read-only"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        msg = f"cannot write {path}: permission denied"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        msg = f"cannot use {path.parent} as a download directory: not a directory"
+    else:
+        msg = f"cannot write {path}: {exc.strerror or exc}"
+    return DestinationError(msg)
+
+
+class PartFile:
+    """The ``.part`` file of one download, the chunks verified in it, its resume state."""
+
+    def __init__(self, file_id: str, info: kadshare_pb2.FileInfo, final: Path) -> None:
+        self.file_id = file_id
+        self.info = info
+        self.size = info.size
+        self.chunk_size = info.chunk_size or 1
+        self.hashes = list(info.chunk_hashes)
+        self.total_chunks = len(self.hashes)
+        self.final = final
+        self.part, self.state = part_paths(final.parent, file_id)
+        self.done = bytearray(self.total_chunks)
+        self.fd = -1
+        self.opened = False
+        self.resumed = 0
+        self.done_bytes = 0
+        self._last_save = 0.0
+
+    def chunk_len(self, index: int) -> int:
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+    # -- resume state ----------------------------------------------------------------
+    def _load_state(self) -> list[int]:
+        """Chunk indexes the saved state claims done, if it belongs to this file."""
+        try:
+            raw = json.loads(self.state.read_text())
+            if not (
+                raw.get("version") == STATE_VERSION
+                and raw.get("file_id") == self.file_id
+                and raw.get("size") == self.size
+                and raw.get("chunk_size") == self.chunk_size
+            ):
+                return []
+            bitmap = bytes.fromhex(raw.get("done", ""))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return []
+        return [i for i in range(self.total_chunks) if i < len(bitmap) and bitmap[i]]
+
+    def _verify_claimed(self, claimed: list[int]) -> list[int]:
+        """Re-hash the chunks a state file claims, so a stale state costs nothing."""
+        good = []
+        with open(self.part, "rb") as fh:
+            for i in claimed:
+                fh.seek(i * self.chunk_size)
+                data = fh.read(self.chunk_len(i))
+                if leaf_hash(data) == self.hashes[i]:
+                    good.append(i)
+        return good
+
+    def save_state(self) -> None:
+        if not self.opened:
+            return
+        doc = {
+            "version": STATE_VERSION,
+            "file_id": self.file_id,
+            "name": self.final.name,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "done": bytes(self.done).hex(),
+        }
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(doc))
+            os.replace(tmp, self.state)
+        except OSError as exc:
+            log.warning("could not save resume state %s: %s", self.state, exc)
+        self._last_save = time.monotonic()
+
+    # -- preparation -----------------------------------------------------------------
+    async def open_part(self) -> None:
+        """Open (or create) and lock the .part file; take over verified chunks from a state.
+
+        The lock (flock, released when the fd closes) keeps a second ``kadshare get`` of
+        the same file into the same directory from truncating this one's progress.
+        """
+        existed = self.part.exists()
+        try:
+            self.fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise destination_error(exc, self.part) from exc
+        try:
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.close_part()
+            raise DestinationError(
+                f"another download is already writing {self.part}; wait for it to finish "
+                "or use another directory"
+            ) from exc
+        claimed = self._load_state() if existed else []
+        try:
+            if claimed:
+                good = await asyncio.to_thread(self._verify_claimed, claimed)
+                for i in good:
+                    self.done[i] = 1
+                    self.resumed += self.chunk_len(i)
+                if good:
+                    log.info("resuming %s: %d of %d chunks already verified",
+                             self.final.name, len(good), self.total_chunks)
+            else:
+                os.ftruncate(self.fd, 0)
+            os.ftruncate(self.fd, self.size)
+            if self.size and hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(self.fd, 0, self.size)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+        except OSError as exc:
+            if not claimed:
+                with contextlib.suppress(OSError):
+                    self.part.unlink()
+            self.close_part()
+            raise destination_error(exc, self.part) from exc
+        self.opened = True
+        self.done_bytes = self.resumed
+
+    def _verify_and_write(self, index: int, data: bytes) -> bool:
+        """Hash one chunk and write it if it matches (runs in a thread: both drop the GIL)."""
+        if leaf_hash(data) != self.hashes[index]:
+            return False
+        self._write(index, data)
+        return True
+
+    def _write(self, index: int, data: bytes) -> None:
+        try:
+            written = os.pwrite(self.fd, data, index * self.chunk_size)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            raise destination_error(exc, self.part) from exc
+
+    def close_part(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+
+def check_destination(final: Path, file_id: str, size: int, force: bool) -> bool:
+    """Create the directory; True if ``final`` already holds this very file.
+
+    Raises DestinationError if a different file is there and ``force`` is off.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if not (final.exists() or final.is_symlink()):
+        return False
+    if final.is_file() and final.stat().st_size == size and file_id_of(final) == file_id:
+        return True
+    if final.is_dir():
+        raise DestinationError(f"{final} is a directory; cannot replace it")
+    if not force:
+        raise DestinationError(
+            f"{final} already exists with different content; "
+            "use --force to replace it or -o to pick another directory"
+        )
+    return False
+
+
+def drop_stale_part(directory: Path, file_id: str) -> None:
+    """Remove the part and state of a download whose file is already complete here.
+
+    Left by an interrupted run when the file then arrived another way; skipped while
+    another ``kadshare get`` holds the part's lock.
+    """
+    part, state = part_paths(directory, file_id)
+    try:
+        fd = os.open(part, os.O_RDWR)
+    except OSError:
+        fd = -1
+    try:
+        if fd >= 0 and fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for path in (part, state):
+            with contextlib.suppress(OSError):
+                path.unlink()
+    except OSError:
+        return  # locked: a download of it is running
+    finally:
+        if fd >= 0:
+            os.close(fd)

@@ -1,0 +1,256 @@
+"""Per-source workers of a download: ranged ``Download`` streams, verification of each
+chunk on arrival, dropping a bad source, and the ramp-up that picks how many fetch.
+
+One worker per source (up to ``sources`` at once). Workers take *runs* of consecutive
+chunks (one ``Download`` RPC each) from the scheduler; a source that errors, stalls
+longer than ``stall_timeout`` or sends a chunk with the wrong hash is dropped for this
+download and its unfinished chunks go back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from kadcommon.pacing import Pacer
+from pclient.download.partfile import PartFile
+from pclient.download.scheduler import _Run, _Scheduler
+from pclient.grpcutil import Dialer, describe_rpc_error
+from protos import kadshare_pb2, kadshare_pb2_grpc
+
+if TYPE_CHECKING:
+    from pclient.download import DownloadConfig
+
+log = logging.getLogger(__name__)
+
+REPROBE_WINDOWS = 10  # after a step that did not pay, wait this many windows to retry
+#: Threads that verify (SHA-256 drops the GIL) and write chunks off the event loop: one
+#: per core, at least 2 (a write may wait for the disk while another chunk hashes).
+IO_THREADS = min(8, max(2, os.cpu_count() or 2))
+
+
+@dataclass
+class DownloadProgress:
+    """Snapshot handed to the progress callback after every verified chunk."""
+
+    name: str
+    total: int
+    done: int
+    fetched: int
+    resumed: int
+    active_sources: int
+
+
+ProgressCallback = Callable[[DownloadProgress], None]
+
+
+class _SourceFailed(Exception):
+    """A source is unusable for this download; the message is the reason shown."""
+
+
+class SourceWorkers(PartFile):
+    """A part file filled by one worker per source."""
+
+    def __init__(
+        self,
+        file_id: str,
+        info: kadshare_pb2.FileInfo,
+        final: Path,
+        providers: list[str],
+        config: DownloadConfig,
+        progress: ProgressCallback | None,
+        dropped: dict[str, str],
+        dialer: Dialer,
+    ) -> None:
+        super().__init__(file_id, info, final)
+        self.dialer = dialer
+        self.providers = providers
+        self.config = config
+        self.progress = progress
+        self.dropped = dropped
+        self.fetched = 0
+        self.per_source: dict[str, int] = {}
+        self.fetch_seconds: dict[str, float] = {}
+        self.live: dict[str, None] = {}  # workers alive, in provider order
+        self.slots = config.sources  # workers allowed to fetch at once (ramp-up lowers it)
+        self.active = 0
+        self.sched: _Scheduler | None = None
+        self.pacer = Pacer(config.max_rate)
+        self.io_pool = ThreadPoolExecutor(max_workers=IO_THREADS,
+                                          thread_name_prefix="kadshare-io")
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(
+                DownloadProgress(
+                    name=self.final.name,
+                    total=self.size,
+                    done=self.done_bytes,
+                    fetched=self.fetched,
+                    resumed=self.resumed,
+                    active_sources=self.active,
+                )
+            )
+
+    async def _accept(self, run: _Run, data: bytes) -> None:
+        """Verify and store the next chunk of ``run``; a bad hash drops the source."""
+        assert self.sched is not None
+        index = run.next
+        await self.pacer.take(len(data))
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(self.io_pool, self._verify_and_write, index, data):
+            raise _SourceFailed(f"sent a corrupted chunk (#{index}, hash mismatch)")
+        run.next += 1
+        if self.done[index]:
+            return
+        size = len(data)
+        self.sched.chunk_done(index)
+        self.fetched += size
+        self.done_bytes += size
+        self.per_source[run.source] = self.per_source.get(run.source, 0) + size
+        if time.monotonic() - self._last_save >= self.config.state_interval:
+            self.save_state()
+        self._report()
+
+    async def _fetch_run(self, stub: kadshare_pb2_grpc.TransferServiceStub, run: _Run) -> None:
+        offset = run.next * self.chunk_size
+        length = min(run.end * self.chunk_size, self.size) - offset
+        call = stub.Download(
+            kadshare_pb2.DownloadRequest(file_id=self.file_id, offset=offset, length=length)
+        )
+        buf = bytearray()
+        expected = offset
+        stream = call.__aiter__()
+        try:
+            while run.next < run.end:
+                try:
+                    msg = await asyncio.wait_for(
+                        stream.__anext__(), timeout=self.config.stall_timeout
+                    )
+                except StopAsyncIteration:
+                    raise _SourceFailed(f"stream ended early at byte {expected}") from None
+                except TimeoutError:
+                    raise _SourceFailed(
+                        f"stalled: no data for {self.config.stall_timeout:g} s"
+                    ) from None
+                if msg.offset != expected or not msg.data:
+                    raise _SourceFailed(f"sent bytes at offset {msg.offset}, wanted {expected}")
+                data: bytes = msg.data
+                expected += len(data)
+                if not buf and len(data) == self.chunk_len(run.next):
+                    await self._accept(run, data)  # aligned message: no copy
+                    continue
+                buf += data
+                while run.next < run.end:
+                    need = self.chunk_len(run.next)
+                    if len(buf) < need:
+                        break
+                    chunk = bytes(buf[:need])
+                    del buf[:need]
+                    await self._accept(run, chunk)
+        except grpc.aio.AioRpcError as exc:
+            raise _SourceFailed(describe_rpc_error(exc)) from exc
+        finally:
+            call.cancel()
+
+    def _rate(self, address: str) -> float:
+        spent = self.fetch_seconds.get(address, 0.0)
+        return self.per_source.get(address, 0) / spent if spent > 0 else -1.0
+
+    def _may_fetch(self, address: str) -> bool:
+        """Only the ``slots`` fastest live sources fetch; untried ones queue behind them."""
+        if self.slots >= len(self.live):
+            return True
+        ranked = sorted(self.live, key=lambda a: -self._rate(a))  # stable: provider order
+        return address in ranked[: self.slots]
+
+    async def _worker(self, address: str) -> None:
+        """Fetch runs from one source until the file is complete or the source fails."""
+        assert self.sched is not None
+        sched = self.sched
+        channel, why = await self.dialer.try_open(address)
+        if channel is None:  # a spare that cannot prove its identity, or is gone
+            self.dropped[address] = why
+            log.info("dropped source %s: %s", address, why)
+            sched.notify()
+            return
+        stub = kadshare_pb2_grpc.TransferServiceStub(channel)
+        self.live[address] = None
+        fetched_before = False
+        try:
+            while not sched.complete:
+                if not self._may_fetch(address):
+                    if fetched_before:  # hand the slot over: wake whoever may use it
+                        fetched_before = False
+                        sched.notify()
+                    await sched.wait_change()
+                    continue
+                run = sched.take(address)
+                if run is None:
+                    await sched.wait_change()
+                    continue
+                fetched_before = True
+                self.active += 1
+                started = time.monotonic()
+                try:
+                    await self._fetch_run(stub, run)
+                finally:
+                    self.active -= 1
+                    self.fetch_seconds[address] = (
+                        self.fetch_seconds.get(address, 0.0) + time.monotonic() - started
+                    )
+                    sched.finish(run)
+        except _SourceFailed as exc:
+            self.dropped[address] = str(exc)
+            log.info("dropped source %s: %s", address, exc)
+            self._report()
+        finally:
+            self.live.pop(address, None)
+            sched.notify()
+            await channel.close(grace=None)
+
+    async def _ramp_up(self) -> None:
+        """Add sources (doubling) while each step still raises the total rate.
+
+        On a machine where CPU, not the peers, is the limit (loopback, small boxes), more
+        parallel streams only add contention; on a real network each added peer adds its
+        uplink. Measuring tells the two apart. A step that did not pay is undone and tried
+        again later (rates are noisy and peers change), so a download is not stuck on
+        fewer sources than help.
+        """
+        assert self.sched is not None
+        self.slots = 1
+        prev = await self._measure()
+        while True:
+            most = min(self.config.sources, len(self.live))
+            if self.slots >= most:
+                await asyncio.sleep(self.config.probe_seconds * REPROBE_WINDOWS)
+                prev = await self._measure()
+                continue
+            before = self.slots
+            self.slots = min(most, self.slots * 2)
+            self.sched.notify()
+            rate = await self._measure()
+            if rate >= prev * self.config.adaptive_gain:
+                prev = rate
+                continue
+            self.slots = before
+            self.sched.notify()
+            log.info("ramp-up: staying at %d source(s) (%.0f MB/s; %d gave %.0f MB/s)",
+                     before, prev / 1e6, self.slots, rate / 1e6)
+            await asyncio.sleep(self.config.probe_seconds * REPROBE_WINDOWS)
+            prev = await self._measure()
+
+    async def _measure(self) -> float:
+        start, fetched = time.monotonic(), self.fetched
+        await asyncio.sleep(self.config.probe_seconds)
+        return (self.fetched - fetched) / max(1e-6, time.monotonic() - start)
