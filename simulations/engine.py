@@ -105,6 +105,9 @@ class _Engine:
         self.progress = False
         self.cpu0 = 0.0
         self.warmup_sim_s = 0.0          # warm-up on the loop's clock (virtual or real)
+        # Nodes up, in the order they came up: a join samples its bootstrap nodes here
+        # instead of scanning every node (O(N) per join was 5 % of a 3,000-node warm-up).
+        self.up_order: dict[int, None] = {}
 
     # ---- helpers -------------------------------------------------------------------
     def now(self) -> float:
@@ -116,8 +119,9 @@ class _Engine:
         task.add_done_callback(self.tasks.discard)
 
     def _bootstrap_for(self, idx: int) -> list[tuple[str, int]]:
-        up = [i for i, s in self.nodes.items()
-              if s.state == "up" and i != idx and s.handle.addr is not None]
+        up = list(self.up_order)
+        if idx in self.up_order:
+            up.remove(idx)
         if not up:
             return []
         picks = self.rng.sample(up, min(3, len(up)))
@@ -128,6 +132,7 @@ class _Engine:
         if st is None or st.state == "gone":
             return None
         st.state = "gone"
+        self.up_order.pop(idx, None)
         st.gone_at = self.now()
         for f in st.files:
             self.file_live[f].discard(idx)
@@ -156,6 +161,8 @@ class _Engine:
                 handle.crash()
             return
         st.state, st.up_at = "up", self.now()
+        if handle.addr is not None:
+            self.up_order[idx] = None
         st.ready.set()
         await asyncio.gather(*(self.announce(idx, self.trace.files[f]) for f in files))
 
