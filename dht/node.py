@@ -71,6 +71,7 @@ class _Announcement:
     size: int
     grpc: str
     words: tuple[str, ...]
+    partial: bool = False
 
 
 class DhtNode:
@@ -232,8 +233,11 @@ class DhtNode:
         self.stop()
 
     # -- publishing ----------------------------------------------------------------------
-    async def announce(self, file_id: str, name: str, size: int, grpc: str) -> int:
-        """Publish a provider record and a keyword record per word of ``name``.
+    async def announce(self, file_id: str, name: str, size: int, grpc: str,
+                       partial: bool = False) -> int:
+        """Publish a provider record and a keyword record per word of ``name``
+        (``partial``: a provider record marked partial and no keyword records, for a
+        file this node is still downloading; announcing it again in full replaces it).
 
         Returns the number of remote stores that accepted the provider record (0 for a
         lone node: the record is then held and served locally).  The node republishes
@@ -245,9 +249,10 @@ class DhtNode:
             raise InvalidRecord("name must be a non-empty string")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise InvalidRecord("size must be an int >= 0")
-        words = tuple(normalize_words(name, self.config.max_keywords_per_name))
-        ann = _Announcement(name=name, size=size, grpc=grpc, words=words)
-        provider = make_provider(self.identity, file_id, name, size, grpc, self.config.record_ttl)
+        words = () if partial else tuple(normalize_words(name, self.config.max_keywords_per_name))
+        ann = _Announcement(name=name, size=size, grpc=grpc, words=words, partial=partial)
+        provider = make_provider(self.identity, file_id, name, size, grpc, self.config.record_ttl,
+                                 partial=partial)
         self._announced[file_id] = ann
         return await self._publish_announcement(file_id, ann, provider)
 
@@ -257,7 +262,7 @@ class DhtNode:
             return 0  # withdrawn (or re-announced) since: signing now would resurrect it
         ttl = self.config.record_ttl
         provider = provider or make_provider(
-            self.identity, file_id, ann.name, ann.size, ann.grpc, ttl
+            self.identity, file_id, ann.name, ann.size, ann.grpc, ttl, partial=ann.partial
         )
         batches: list[tuple[bytes, Record]] = [(file_key(file_id), provider)]
         for word in ann.words:

@@ -58,6 +58,10 @@ class ProviderRecord:
     issued_at: float
     ttl: int
     signature: bytes
+    #: A peer still downloading the file: it serves the chunks it has verified (its
+    #: ``Have`` bitfield says which). Signed as a 12th array element ``true`` before
+    #: the signature; a full provider's array has no such element (unchanged bytes).
+    partial: bool = False
 
     kind = "p"
 
@@ -75,6 +79,7 @@ class ProviderRecord:
         return [
             VERSION, "p", bytes.fromhex(self.file_id), bytes.fromhex(self.node_id),
             self.public_key, self.grpc, self.name, self.size, float(self.issued_at), self.ttl,
+            *([True] if self.partial else []),
         ]
 
 
@@ -176,13 +181,14 @@ def _sign(identity: Identity, unsigned: _R) -> _R:
 
 def make_provider(
     identity: Identity, file_id: str, name: str, size: int, grpc: str, ttl: int,
-    issued_at: float | None = None,
+    issued_at: float | None = None, partial: bool = False,
 ) -> ProviderRecord:
     """Build and sign a provider record (validates the arguments)."""
     rec = ProviderRecord(
         file_id=check_file_id(file_id), node_id=identity.node_id_hex,
         public_key=identity.public_key, grpc=grpc, name=name, size=size,
         issued_at=_now() if issued_at is None else float(issued_at), ttl=ttl, signature=b"",
+        partial=bool(partial),
     )
     _check_fields(rec)
     return _sign(identity, rec)
@@ -288,11 +294,14 @@ def decode_record(data: bytes, max_record_bytes: int = 1024) -> Record:
         raise InvalidRecord(f"not a version-{VERSION} record array")
     kind = arr[1]
     try:
-        if kind == "p" and len(arr) == 11:
-            _, _, fid, nid, pk, grpc, name, size, iat, ttl, sig = arr
+        if kind == "p" and len(arr) in (11, 12):
+            if len(arr) == 12 and arr[10] is not True:
+                raise InvalidRecord("a provider record's 12th field must be true (partial)")
+            _, _, fid, nid, pk, grpc, name, size, iat, ttl = arr[:10]
             rec: Record = ProviderRecord(
                 file_id=_hex(fid, 32), node_id=_hex(nid, 20), public_key=pk, grpc=grpc,
-                name=name, size=size, issued_at=iat, ttl=ttl, signature=sig,
+                name=name, size=size, issued_at=iat, ttl=ttl, signature=arr[-1],
+                partial=len(arr) == 12,
             )
         elif kind == "k" and len(arr) == 11:
             _, _, word, fid, nid, pk, name, size, iat, ttl, sig = arr

@@ -34,6 +34,7 @@ from pserver.folders import FolderSharer
 from pserver.grpcsec import ServerSecurity
 from pserver.membership import Membership, advertised_host
 from pserver.metrics import PeerMetrics
+from pserver.partials import PartialFile, PartialFiles
 from pserver.ports import check_listen_addresses
 from pserver.restserver import RestServer
 from pserver.transfer import TransferServicer, start_grpc_server
@@ -60,6 +61,9 @@ class Node:
         self.dht: DhtNode | None = None
         self.announcer: Announcer | None = None
         self.folders: FolderSharer | None = None
+        self.partials = PartialFiles(announce=self._announce_partial,
+                                     withdraw=self._withdraw_partial,
+                                     is_private=self.catalog.is_private)
         self._lock = DataDirLock(config.data_dir)
         self._grpc: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
@@ -106,6 +110,7 @@ class Node:
         servicer = TransferServicer(
             self.catalog, cfg, self.metrics, self._after_upload, token=self.token
         )
+        servicer.partials = self.partials
         security = ServerSecurity.create(
             identity.public_key, identity.sign, identity.node_id_hex,
             tls=not cfg.insecure_transfers, netkey=netkey,
@@ -144,6 +149,7 @@ class Node:
         }
         write_atomic(cfg.data_dir / "node.json", (json.dumps(self.info) + "\n").encode())
         self._tasks.append(asyncio.create_task(self._scan_loop(first), name="scan"))
+        self._tasks.append(asyncio.create_task(self.partials.expire_loop(), name="partials"))
         self._tasks.append(
             asyncio.create_task(self.membership.contacts_loop(), name="contacts")
         )
@@ -195,6 +201,7 @@ class Node:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.partials.close()
             if self.membership is not None:
                 self.membership.save_contacts()
             if self._health is not None:
@@ -321,7 +328,7 @@ class Node:
         return [
             {
                 "node_id": r.node_id, "grpc": r.grpc, "name": r.name, "size": r.size,
-                "expires": int(r.expires),
+                "expires": int(r.expires), "partial": r.partial,
             }
             for r in records
         ]
@@ -379,6 +386,19 @@ class Node:
         if self.announcer is not None:  # None while still joining: the first scan syncs
             await self.announcer.sync()
         return entry
+
+    async def _announce_partial(self, entry: PartialFile) -> None:
+        """A partial provider record (no keywords), unless the file is shared in full."""
+        if self.dht is None or self.announcer is None or entry.file_id in self.announcer.announced:
+            return
+        await asyncio.wait_for(self.dht.announce(
+            entry.file_id, entry.name, entry.size, self.announcer.grpc_address, partial=True,
+        ), self.config.announce_timeout)
+
+    async def _withdraw_partial(self, file_id: str) -> None:
+        if self.dht is None or self.announcer is None or file_id in self.announcer.announced:
+            return  # shared in full since: its full record replaced the partial one
+        await asyncio.wait_for(self.dht.withdraw(file_id), self.config.announce_timeout)
 
     async def unshare(self, file_id: str) -> SharedFile:
         entry = await self.catalog.unshare(file_id)

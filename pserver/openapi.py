@@ -40,6 +40,8 @@ def openapi_document() -> dict[str, Any]:
     """The document; built once."""
     file_ref = {"$ref": "#/components/schemas/File"}
     integer, string = {"type": "integer"}, {"type": "string"}
+    partial_ref = _obj(file_id=_ID, name=string, size=integer, path=string, chunks=integer,
+                       verified=integer)
     return {
         "openapi": "3.1.0",
         "info": {"title": "kadshare peer", "version": __version__},
@@ -81,6 +83,33 @@ def openapi_document() -> dict[str, Any]:
                                          "401": _err("No token"), "403": _err("Wrong token"),
                                          "404": _err("Not shared here")}},
             },
+            "/partials": {
+                "get": {"summary": "Downloads in progress this node serves chunks of",
+                        "responses": {"200": _ok(_obj(partials={"type": "array",
+                                                                "items": partial_ref}))}},
+                "post": {
+                    "summary": "Serve the verified chunks of a download in progress "
+                               "(docs/PROTOCOL.md, Swarming)",
+                    "security": _AUTH,
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": _obj(file_id=_ID, path=string, leaves=string, name=string,
+                                       size=integer)}}},
+                    "responses": {"201": _ok(partial_ref, "Served"), "400": _err("Refused"),
+                                  "401": _err("No token"), "403": _err("Wrong token")},
+                },
+            },
+            "/partials/{file_id}": {
+                "parameters": [_PATH_ID],
+                "put": {"summary": "Chunks written so far (hex bitfield); renews the lease",
+                        "security": _AUTH,
+                        "requestBody": {"required": True, "content": {"application/json": {
+                            "schema": _obj(have=string)}}},
+                        "responses": {"200": _ok(partial_ref), "400": _err("Bad bitfield"),
+                                      "404": _err("Not registered")}},
+                "delete": {"summary": "Stop serving a download in progress", "security": _AUTH,
+                           "responses": {"200": _ok(partial_ref),
+                                         "404": _err("Not registered")}},
+            },
             "/search": {"get": {
                 "summary": "Network-wide keyword search",
                 "parameters": [{"name": "q", "in": "query", "required": True,
@@ -96,7 +125,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "200": _ok(_obj(file_id=_ID, providers={"type": "array", "items": _obj(
                         node_id=string, grpc=string, name=string, size=integer,
-                        expires=integer)})),
+                        expires=integer, partial={"type": "boolean"})})),
                     "400": _err("Malformed id or prefix (at least 8 hex characters)"),
                     "404": _err("No id this node knows starts with the prefix"),
                     "409": _err("Ambiguous prefix; the body also lists 'candidates' "

@@ -38,6 +38,8 @@ from pserver.errors import (
 )
 from pserver.metrics import PeerMetrics
 from pserver.openapi import openapi_document
+from pserver.partialrest import add_partial_routes
+from pserver.partials import PartialFiles
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class PeerApi(Protocol):
     catalog: Catalog
     metrics: PeerMetrics
     token: str
+    partials: PartialFiles
 
     def status(self) -> dict[str, Any]: ...
     def peers(self) -> list[dict[str, Any]]: ...
@@ -128,6 +131,7 @@ def create_app(peer: PeerApi, config: NodeConfig, name_hint: str = "peer") -> Sa
         return wrapper
 
     seen = _SeenIds(config.seen_ids_max)
+    add_partial_routes(app, peer.partials, guarded)
 
     def shared_file_id(value: str) -> str:
         """An id or unique prefix (8+ hex) of one of this peer's own files."""

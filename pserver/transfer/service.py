@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from kadcommon.merkle import CHUNK_SIZE
 from kadcommon.pacing import Pacer
 from protos import kadshare_pb2, kadshare_pb2_grpc
 from pserver.catalog import Catalog, SharedFile
@@ -20,6 +21,7 @@ from pserver.config import NodeConfig
 from pserver.errors import FileNotShared, PeerError, RangeError
 from pserver.grpcsec import ServerSecurity
 from pserver.metrics import PeerMetrics
+from pserver.partials import ChunkNotHeld, PartialFile, PartialFiles
 from pserver.transfer.framing import SERVICE_NAME, read_chunk_message, status_for
 from pserver.transfer.uploads import UploadReceiver
 
@@ -30,7 +32,10 @@ RETRY_AFTER_MS = 1000
 
 
 class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
-    """Serves the files of a :class:`Catalog`; ``on_upload`` announces a verified upload."""
+    """Serves the files of a :class:`Catalog`, and the verified chunks of the downloads in
+    progress in ``partials`` (set by the node); ``on_upload`` announces a verified upload."""
+
+    partials: PartialFiles | None = None
 
     def __init__(
         self,
@@ -55,6 +60,13 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         try:
             entry, fd = self.catalog.open_for_serving(request.file_id)  # still those bytes?
             os.close(fd)
+        except FileNotShared as exc:
+            partial = await self._partial(request.file_id, exc, context)
+            log.debug("GetInfo %s (partial)", partial.file_id[:12])
+            return kadshare_pb2.FileInfo(
+                file_id=partial.file_id, name=partial.name, size=partial.size,
+                chunk_size=CHUNK_SIZE, chunk_hashes=partial.leaves, have=partial.have(),
+            )
         except PeerError as exc:
             await context.abort(status_for(exc), str(exc))
         log.debug("GetInfo %s", entry.file_id[:12])
@@ -62,6 +74,28 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
             file_id=entry.file_id, name=entry.name, size=entry.size,
             chunk_size=entry.chunk_size, chunk_hashes=list(entry.chunk_hashes),
         )
+
+    async def Have(
+        self, request: kadshare_pb2.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> kadshare_pb2.HaveReply:
+        """Empty for a file shared in full, the bitfield of a download in progress."""
+        try:
+            self.catalog.get(request.file_id)
+        except FileNotShared as exc:
+            partial = await self._partial(request.file_id, exc, context)
+            return kadshare_pb2.HaveReply(have=partial.have())
+        except PeerError as exc:
+            await context.abort(status_for(exc), str(exc))
+        return kadshare_pb2.HaveReply()
+
+    async def _partial(self, file_id: str, exc: FileNotShared,
+                       context: grpc.aio.ServicerContext) -> PartialFile:
+        """The download in progress of ``file_id``, else abort with ``exc`` (NOT_FOUND)."""
+        partial = self.partials.get(file_id) if self.partials is not None else None
+        if partial is None or partial.fd < 0:
+            await context.abort(status_for(exc), str(exc))
+            raise exc  # abort raised already; this line is for the type checker
+        return partial
 
     async def Download(
         self, request: kadshare_pb2.DownloadRequest, context: grpc.aio.ServicerContext
@@ -75,8 +109,12 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         if per_client and self._per_client.get(client, 0) >= per_client:
             await self._busy(context, f"this peer serves at most {per_client} download "
                                       "streams to one client at once")
+        partial: PartialFile | None = None
         try:
             entry, fd = self.catalog.open_for_serving(request.file_id)
+        except FileNotShared as exc:
+            partial = await self._partial(request.file_id, exc, context)
+            entry, fd = partial, os.dup(partial.fd)  # type: ignore[assignment]  # same fields
         except PeerError as exc:
             await context.abort(status_for(exc), str(exc))
         self._downloads += 1
@@ -87,6 +125,8 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
             start, end = self._range(entry, request.offset, request.length)
+            if partial is not None:
+                partial.check_range(start, end)  # nothing is sent of a range not held
             log.debug("Download %s [%d, %d)", entry.file_id[:12], start, end)
             step = self.config.message_size
             stall = self.config.stall_timeout
@@ -98,7 +138,8 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 if message is None:
                     raise FileNotShared(f"{entry.name} shrank while being served")
                 st = os.fstat(fd)  # edited in place mid-stream? stop before sending it
-                if st.st_mtime_ns != entry.mtime_ns or st.st_size != entry.size:
+                if partial is None and (st.st_mtime_ns != entry.mtime_ns
+                                        or st.st_size != entry.size):
                     raise FileNotShared(f"{entry.name} changed on disk while being served")
                 await self.pacer.take(want)
                 try:
@@ -119,6 +160,8 @@ class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
                 pos += want
             else:
                 outcome = "ok"
+        except ChunkNotHeld as exc:
+            failure = (grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except PeerError as exc:
             failure = (status_for(exc), str(exc))
         except asyncio.CancelledError:
@@ -182,6 +225,11 @@ def transfer_handler(servicer: TransferServicer) -> grpc.GenericRpcHandler:
                 servicer.GetInfo,
                 request_deserializer=pb.InfoRequest.FromString,
                 response_serializer=pb.FileInfo.SerializeToString,
+            ),
+            "Have": grpc.unary_unary_rpc_method_handler(
+                servicer.Have,
+                request_deserializer=pb.InfoRequest.FromString,
+                response_serializer=pb.HaveReply.SerializeToString,
             ),
             "Download": grpc.unary_stream_rpc_method_handler(
                 servicer.Download,

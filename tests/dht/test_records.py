@@ -222,3 +222,39 @@ class TestOldVersion:
         import msgpack
 
         assert msgpack.unpackb(encode_record(provider()))[0] == 2
+
+
+class TestPartialProvider:
+    """A partial provider record is a version-2 provider array with ``true`` before the
+    signature; a full provider's bytes are what they were before partial records existed."""
+
+    def _partial(self) -> ProviderRecord:
+        return make_provider(ALICE, FID, "movie.bin", 9, "127.0.0.1:5000", 60, partial=True)
+
+    def test_round_trip_and_the_flag_is_signed(self) -> None:
+        import msgpack
+
+        rec = self._partial()
+        data = encode_record(rec)
+        back = decode_and_verify(data, CFG)
+        assert isinstance(back, ProviderRecord) and back.partial
+        arr = msgpack.unpackb(data)
+        assert len(arr) == 12 and arr[0] == 2 and arr[10] is True
+        stripped = msgpack.packb([*arr[:10], arr[11]], use_bin_type=True)  # flag dropped
+        with pytest.raises(InvalidRecord):
+            decode_and_verify(stripped, CFG)
+
+    def test_a_full_provider_keeps_eleven_fields(self) -> None:
+        import msgpack
+
+        assert len(msgpack.unpackb(encode_record(provider()))) == 11
+        assert not decode_record(encode_record(provider())).partial  # type: ignore[union-attr]
+
+    def test_a_twelfth_field_other_than_true_is_refused(self) -> None:
+        import msgpack
+
+        arr = msgpack.unpackb(encode_record(self._partial()))
+        for value in (False, 1, "yes"):
+            bad = msgpack.packb([*arr[:10], value, arr[11]], use_bin_type=True)
+            with pytest.raises(InvalidRecord, match="12th field must be true"):
+                decode_record(bad)
