@@ -69,7 +69,7 @@ class TestReadCalls:
         assert reply["file_id"] == sha(PHOTO)
         grpcs = {p["grpc"] for p in reply["providers"]}
         assert grpcs == {f"127.0.0.1:{n.info['grpc_port']}" for n in (a, b)}
-        assert all(set(p) == {"node_id", "grpc", "name", "size", "expires"}
+        assert all(set(p) == {"node_id", "grpc", "name", "size", "expires", "partial"}
                    for p in reply["providers"])
 
     @pytest.mark.parametrize(
