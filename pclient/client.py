@@ -23,6 +23,7 @@ from kadcommon.tlsid import PeerIdentityError
 from pclient.download import (
     DownloadConfig,
     DownloadResult,
+    NodeSwarm,
     ProgressCallback,
     download_file,
     is_file_id,
@@ -65,11 +66,15 @@ class Client:
     """Async client of one kadshare node.
 
     ``async with Client(url) as c: await c.search("words")``. Every call has a timeout;
-    failures raise ``ClientError`` subclasses whose text is meant for a person.
+    failures raise ``ClientError`` subclasses whose text is meant for a person. With
+    the node's ``token`` (its DATA/token) downloads swarm: the node serves the chunks
+    already fetched to other downloaders while the download runs.
     """
 
-    def __init__(self, node_url: str = DEFAULT_NODE_URL, *, timeout: float = DEFAULT_REST_TIMEOUT):
+    def __init__(self, node_url: str = DEFAULT_NODE_URL, *, timeout: float = DEFAULT_REST_TIMEOUT,
+                 token: str | None = None):
         self.node_url = node_url.rstrip("/")
+        self.token = token
         self._tls: bool | None = None  # learned from the node's status (``transfers``)
         # TCP connect and TLS handshake get a short bound: a plain-HTTP node asked over
         # https:// never completes the handshake and would otherwise hang for ``timeout``
@@ -296,19 +301,27 @@ class Client:
         providers: list[str] | None = None,
         config: DownloadConfig | None = None,
         name: str | None = None,
+        swarm: bool = True,
     ) -> DownloadResult:
         """Download ``file_id`` to ``dest`` (a folder or a file path) from up to ``sources``
         peers.
 
         ``providers`` (gRPC ``host:port`` list) skips the node's provider lookup. The file
         is saved as ``name`` if given, else under the name most providers announce.
+        ``swarm`` (with the client's token): the node serves the chunks fetched so far
+        as a partial provider, and partial providers that appear become sources.
         """
         file_id = check_file_id(file_id)
+        helper: NodeSwarm | None = None
+        if swarm and self.token:
+            own = str((await self.status()).get("node_id", ""))
+            helper = NodeSwarm(self.node_url, self.token, file_id, own)
         if config is None:
             config = DownloadConfig(sources=sources)
         expected: dict[str, str] = {}
         if providers is None:
-            found = [p for p in await self.providers(file_id) if isinstance(p, dict)]
+            found = [p for p in await self.providers(file_id) if isinstance(p, dict)
+                     and (helper is None or p.get("node_id") != helper.own)]
             providers = [str(p["grpc"]) for p in found if p.get("grpc")]
             # each address must prove the node id of the record naming it
             expected = {str(p["grpc"]): str(p.get("node_id", "")) for p in found
@@ -321,10 +334,14 @@ class Client:
                     f"nobody provides {file_id[:16]}… right now "
                     f"(asked the node at {self.node_url})"
                 )
-        return await download_file(
-            file_id, dest, providers, config=config, progress=progress, name=name,
-            dialer=await self.dialer(expected),
-        )
+        try:
+            return await download_file(
+                file_id, dest, providers, config=config, progress=progress, name=name,
+                dialer=await self.dialer(expected), swarm=helper,
+            )
+        finally:
+            if helper is not None:
+                await helper.close()
 
     async def upload(
         self,

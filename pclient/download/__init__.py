@@ -36,12 +36,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from kadcommon import bitfield
 from kadcommon.fileid import is_file_id
 from pclient.download.description import fetch_info, pick_name
 from pclient.download.partfile import (
@@ -52,6 +54,7 @@ from pclient.download.partfile import (
 )
 from pclient.download.scheduler import _Scheduler
 from pclient.download.sources import DownloadProgress, ProgressCallback, SourceWorkers
+from pclient.download.swarm import REPORT_INTERVAL, SOURCES_INTERVAL, NodeSwarm, Swarm
 from pclient.errors import ClientError, NoProviders, TransferFailed
 from pclient.grpcutil import Dialer
 
@@ -190,34 +193,43 @@ def output_path(dest: str | os.PathLike[str], name: str, fallback: str) -> Path:
 class _Download(SourceWorkers):
     """One download in progress (see the module docstring)."""
 
+    swarm: Swarm | None = None
+
     async def run(self) -> None:
-        """Fetch every missing chunk, replacing dropped sources with spare providers."""
+        """Fetch every missing chunk, replacing dropped sources with spare providers
+        (and, in a swarm, adding partial providers as they appear)."""
         run_chunks = max(1, self.config.run_bytes // self.chunk_size)
         missing = self.total_chunks - sum(self.done)
         per_source = -(-missing // max(1, min(self.config.sources, len(self.providers))))
-        self.sched = _Scheduler(self.total_chunks, self.done, min(run_chunks, max(1, per_source)))
-        spare = [p for p in self.providers if p not in self.dropped]
+        # In a swarm each downloader starts at its own place (see scheduler.py).
+        offset = random.randrange(self.total_chunks) if self.swarm is not None else 0
+        self.sched = _Scheduler(self.total_chunks, self.done,
+                                min(run_chunks, max(1, per_source)), offset)
+        self.spare = [p for p in self.providers if p not in self.dropped]
         tasks: set[asyncio.Task[None]] = set()
-        tuner: asyncio.Task[None] | None = None
+        helpers: list[asyncio.Task[None]] = []
         missing_bytes = self.size - self.resumed
         if (0 < self.config.adaptive_bytes <= missing_bytes and self.config.sources > 1
-                and len(spare) > 1):
+                and len(self.spare) > 1 and self.swarm is None):
+            # (a swarm's sources come and go: rates of two steps do not compare)
             self.slots = 1
-            tuner = asyncio.create_task(self._ramp_up())
+            helpers.append(asyncio.create_task(self._ramp_up()))
+        if self.swarm is not None:
+            helpers.append(asyncio.create_task(self._swarm_loop(self.swarm)))
         self._report()
         try:
             while not self.sched.complete:
-                while spare and len(tasks) < self.config.sources:
-                    tasks.add(asyncio.create_task(self._worker(spare.pop(0))))
+                while self.spare and len(tasks) < self.config.sources:
+                    tasks.add(asyncio.create_task(self._worker(self.spare.pop(0))))
                 if not tasks:
                     break
-                finished, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                finished, tasks = await asyncio.wait(
+                    tasks, timeout=SOURCES_INTERVAL if self.swarm else None,
+                    return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     task.result()  # re-raise DestinationError and bugs
         finally:
-            if tuner is not None:
-                tuner.cancel()
-                tasks.add(tuner)
+            tasks.update(helpers)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -227,6 +239,29 @@ class _Download(SourceWorkers):
                 "rerun to resume",
                 self.dropped,
             )
+
+    async def _swarm_loop(self, swarm: Swarm) -> None:
+        """Lend the part file to the node, report progress, pick up new sources."""
+        leaves = self.part.with_name(self.part.name + ".leaves")
+        await asyncio.to_thread(leaves.write_bytes, b"".join(self.hashes))
+        await swarm.lend(self.part, leaves, self.info)
+        reported = b""
+        next_lookup = time.monotonic() + SOURCES_INTERVAL
+        while True:
+            have = bitfield.pack(self.done)
+            if have != reported:
+                await swarm.report(have)
+                reported = have
+            if time.monotonic() >= next_lookup:
+                for address, node_id in (await swarm.sources()).items():
+                    if address not in self.providers:
+                        if node_id:
+                            self.dialer.expected[address] = node_id
+                        self.providers.append(address)
+                        self.spare.append(address)
+                        log.debug("swarm: new source %s", address)
+                next_lookup = time.monotonic() + SOURCES_INTERVAL
+            await asyncio.sleep(REPORT_INTERVAL)
 
     def close(self) -> None:
         self.io_pool.shutdown(wait=True, cancel_futures=True)
@@ -242,13 +277,16 @@ async def download_file(
     progress: ProgressCallback | None = None,
     name: str | None = None,
     dialer: Dialer | None = None,
+    swarm: Swarm | None = None,
 ) -> DownloadResult:
     """Download ``file_id`` from ``providers`` (gRPC ``host:port``) to ``dest``.
 
     ``dest`` is a folder or the file's path (see ``output_path``). The file is saved as
     ``name`` if given, else under the name most of the providers asked describe it by.
     ``dialer`` proves each provider's identity when first used and opens its channels
-    (default: TLS, any node identity, the public network).
+    (default: TLS, any node identity, the public network). ``swarm`` lends the part
+    file to a node while it downloads and adds partial providers as sources
+    (``NodeSwarm``; ``Client.download`` sets it up when the client has the node's token).
 
     Raises NoProviders, TransferFailed or DestinationError.
     """
@@ -275,6 +313,7 @@ async def download_file(
         return result
 
     job = _Download(file_id, info, final, providers, config, progress, dropped, dialer)
+    job.swarm = swarm
     finished = False
     try:
         await job.open_part()
@@ -292,6 +331,10 @@ async def download_file(
     finally:
         if not finished:
             job.save_state()
+        if swarm is not None:
+            await swarm.end()
+            with contextlib.suppress(OSError):
+                job.part.with_name(job.part.name + ".leaves").unlink()
         job.close()
     result.fetched_bytes = job.fetched
     result.resumed_bytes = job.resumed
@@ -309,6 +352,7 @@ __all__ = [
     "DownloadConfig",
     "DownloadProgress",
     "DownloadResult",
+    "NodeSwarm",
     "ProgressCallback",
     "download_file",
     "fetch_info",
@@ -317,4 +361,5 @@ __all__ = [
     "part_paths",
     "pick_name",
     "safe_name",
+    "Swarm",
 ]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from kadcommon import bitfield
 from kadcommon.pacing import Pacer
 from pclient.download.partfile import PartFile
 from pclient.download.scheduler import _Run, _Scheduler
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPROBE_WINDOWS = 10  # after a step that did not pay, wait this many windows to retry
+HAVE_INTERVAL = 1.0  # seconds between Have polls of a partial source with nothing for us
 #: Threads that verify (SHA-256 drops the GIL) and write chunks off the event loop: one
 #: per core, at least 2 (a write may wait for the disk while another chunk hashes).
 IO_THREADS = min(8, max(2, os.cpu_count() or 2))
@@ -55,6 +57,10 @@ ProgressCallback = Callable[[DownloadProgress], None]
 
 class _SourceFailed(Exception):
     """A source is unusable for this download; the message is the reason shown."""
+
+
+class _NotHeld(Exception):
+    """A partial source refused a run it no longer (or not yet) holds: ask Have again."""
 
 
 class SourceWorkers(PartFile):
@@ -158,9 +164,31 @@ class SourceWorkers(PartFile):
                     del buf[:need]
                     await self._accept(run, chunk)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                raise _NotHeld(exc.details() or "") from exc
             raise _SourceFailed(describe_rpc_error(exc)) from exc
         finally:
             call.cancel()
+
+    async def _ask_have(self, stub: kadshare_pb2_grpc.TransferServiceStub, address: str
+                        ) -> None:
+        """Learn which chunks ``address`` holds (empty answer: all of them)."""
+        assert self.sched is not None
+        try:
+            reply = await stub.Have(kadshare_pb2.InfoRequest(file_id=self.file_id),
+                                    timeout=self.config.info_timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # a peer from before swarming
+                self.sched.set_have(address, None)
+                return
+            raise _SourceFailed(describe_rpc_error(exc)) from exc
+        if not reply.have:
+            self.sched.set_have(address, None)
+            return
+        try:
+            self.sched.set_have(address, bitfield.unpack(reply.have, self.total_chunks))
+        except ValueError as exc:
+            raise _SourceFailed(f"sent a malformed Have bitfield: {exc}") from None
 
     def _rate(self, address: str) -> float:
         spent = self.fetch_seconds.get(address, 0.0)
@@ -187,6 +215,8 @@ class SourceWorkers(PartFile):
         self.live[address] = None
         fetched_before = False
         try:
+            await self._ask_have(stub, address)
+            asked = time.monotonic()
             while not sched.complete:
                 if not self._may_fetch(address):
                     if fetched_before:  # hand the slot over: wake whoever may use it
@@ -195,6 +225,12 @@ class SourceWorkers(PartFile):
                     await sched.wait_change()
                     continue
                 run = sched.take(address)
+                if run is None and address in sched.have:  # partial: it may get more
+                    await sched.wait_change(HAVE_INTERVAL)
+                    if time.monotonic() - asked >= HAVE_INTERVAL:
+                        await self._ask_have(stub, address)
+                        asked = time.monotonic()
+                    continue
                 if run is None:
                     await sched.wait_change()
                     continue
@@ -203,6 +239,10 @@ class SourceWorkers(PartFile):
                 started = time.monotonic()
                 try:
                     await self._fetch_run(stub, run)
+                except _NotHeld as exc:
+                    log.debug("source %s: %s", address, exc)
+                    await self._ask_have(stub, address)
+                    asked = time.monotonic()
                 finally:
                     self.active -= 1
                     self.fetch_seconds[address] = (
@@ -215,6 +255,7 @@ class SourceWorkers(PartFile):
             self._report()
         finally:
             self.live.pop(address, None)
+            sched.forget(address)
             sched.notify()
             await channel.close(grace=None)
 
