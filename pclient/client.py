@@ -321,7 +321,7 @@ class Client:
         expected: dict[str, str] = {}
         if providers is None:
             found = [p for p in await self.providers(file_id) if isinstance(p, dict)
-                     and (helper is None or p.get("node_id") != helper.own)]
+                     and (helper is None or p.get("node_id") != helper.me)]
             providers = [str(p["grpc"]) for p in found if p.get("grpc")]
             # each address must prove the node id of the record naming it
             expected = {str(p["grpc"]): str(p.get("node_id", "")) for p in found

@@ -38,6 +38,10 @@ Options:
   --uplink RATE        virtual runner: uplink bits/s per node, 0 = unlimited [default: 10M].
   --intervals I        kadshare DHT intervals: tests | production [default: tests].
   --settle S           Quiet seconds after warm-up, before measuring [default: 0].
+  --crowd-size SIZE    flash-crowd: size of the crowd's file, e.g. 8M (default: drawn
+                       like the others, 1-16 KiB).
+  --max-upload-rate R  Real peers (process, netns, docker): each kadshare-node's upload
+                       cap, e.g. 2M (bytes/s) [default: 0].
   --fetch              After each successful lookup, download the file over gRPC from
                        the live providers found (real kadshare-node peers only).
   --trace FILE         Replay a saved trace (its scenario and workload win over flags).
@@ -70,6 +74,15 @@ from simulations.config import IMPLS, SimConfig, parse_latency, parse_rate
 from simulations.scenarios import Trace, TraceError, build_trace
 
 log = logging.getLogger(__name__)
+
+
+def _size(text: str, key: str) -> int:
+    from kadcommon.units import parse_rate as parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise SpecError(f"{key}: {exc}") from exc
 
 
 def _num(opts: dict[str, Any], key: str, kind: type) -> Any:
@@ -106,6 +119,8 @@ def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
         uplink=parse_rate(opts["--uplink"]),
         intervals=opts["--intervals"],
         fetch=bool(opts["--fetch"]),
+        crowd_size=_size(opts["--crowd-size"] or "0", "--crowd-size"),
+        upload_rate=_size(opts["--max-upload-rate"], "--max-upload-rate"),
         progress=not opts["--quiet"],
     )
     return cfg.validate()
@@ -204,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             loaded = Trace.load(Path(opts["--trace"]))
             trace = Trace(loaded.config.with_changes(runner=cfg.runner, progress=cfg.progress,
                                               fetch=cfg.fetch, proc_delay=cfg.proc_delay,
-                                              uplink=cfg.uplink, intervals=cfg.intervals),
+                                              uplink=cfg.uplink, intervals=cfg.intervals,
+                                              upload_rate=cfg.upload_rate),
                           loaded.files, loaded.initial, loaded.events, loaded.meta)
         else:
             trace = build_trace(cfg)

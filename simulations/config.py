@@ -84,6 +84,8 @@ class SimConfig:
     proc_delay: float = 0.0002        # virtual runner: seconds a node spends per datagram
     uplink: float = 10e6              # virtual runner: uplink bits/s per node (0 = unlimited)
     intervals: str = "tests"          # kadshare DhtConfig: for_tests() or production
+    crowd_size: int = 0               # flash-crowd: bytes of the crowd's file (0: drawn)
+    upload_rate: int = 0              # real peers: --max-upload-rate, bytes/s (0: none)
     progress: bool = True
 
     def validate(self) -> SimConfig:
@@ -119,6 +121,8 @@ class SimConfig:
             raise SpecError(f"--intervals must be one of {', '.join(INTERVALS)}")
         if not 0 <= self.proc_delay <= 1:
             raise SpecError("--proc-delay must be between 0 and 1 s")
+        if not 0 <= self.crowd_size <= 2**34 or self.upload_rate < 0:
+            raise SpecError("--crowd-size must be 0..16G and --max-upload-rate >= 0")
         if self.kill_tracker is not None and not 0 <= self.kill_tracker:
             raise SpecError("--kill-tracker must be >= 0 seconds")
         return self

@@ -121,6 +121,12 @@ class Recorder:
             out["crowd_success"] = _ratio(sum(r.success for r in crowd), len(crowd))
             out["crowd_latency_p99_ms"] = _ms(percentile([r.latency for r in crowd
                                                           if r.success], 99))
+            crowd_f = [r for r in crowd if r.fetched is not None]
+            if crowd_f:  # --fetch: did the whole crowd get the file, and how fast
+                out["crowd_fetch_success"] = _ratio(sum(bool(r.fetched) for r in crowd_f),
+                                                    len(crowd_f))
+                ok_times = [r.fetch_s or 0.0 for r in crowd_f if r.fetched]
+                out["crowd_fetch_max_ms"] = _ms(max(ok_times)) if ok_times else None
         return out
 
     def timeseries(self, duration: float, bytes_per_second: dict[int, int]) -> list[dict]:

@@ -123,6 +123,8 @@ def _make_files(cfg: SimConfig, rng: random.Random) -> list[FileSpec]:
     files = []
     for i in range(cfg.files):
         size = rng.randint(1024, 16 * 1024)
+        if i == 0 and cfg.scenario == "flash-crowd" and cfg.crowd_size:
+            size = cfg.crowd_size  # the crowd's file (drawn all the same: same rng path)
         words = rng.sample(_WORDS, 2)
         name = f"{words[0]} {words[1]} {i:04d}.dat"
         fid = file_id_of_bytes(file_content(cfg.seed, i, size))

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -54,7 +53,13 @@ from pclient.download.partfile import (
 )
 from pclient.download.scheduler import _Scheduler
 from pclient.download.sources import DownloadProgress, ProgressCallback, SourceWorkers
-from pclient.download.swarm import REPORT_INTERVAL, SOURCES_INTERVAL, NodeSwarm, Swarm
+from pclient.download.swarm import (
+    REPORT_INTERVAL,
+    RUN_CHUNKS,
+    SOURCES_INTERVAL,
+    NodeSwarm,
+    Swarm,
+)
 from pclient.errors import ClientError, NoProviders, TransferFailed
 from pclient.grpcutil import Dialer
 
@@ -199,12 +204,14 @@ class _Download(SourceWorkers):
         """Fetch every missing chunk, replacing dropped sources with spare providers
         (and, in a swarm, adding partial providers as they appear)."""
         run_chunks = max(1, self.config.run_bytes // self.chunk_size)
+        if self.swarm is not None:
+            run_chunks = min(run_chunks, RUN_CHUNKS)
         missing = self.total_chunks - sum(self.done)
         per_source = -(-missing // max(1, min(self.config.sources, len(self.providers))))
-        # In a swarm each downloader starts at its own place (see scheduler.py).
-        offset = random.randrange(self.total_chunks) if self.swarm is not None else 0
-        self.sched = _Scheduler(self.total_chunks, self.done,
-                                min(run_chunks, max(1, per_source)), offset)
+        # In a swarm, downloaders choose among equally rare chunks at random (scheduler.py)
+        self.sched = _Scheduler(self.total_chunks, self.done, min(run_chunks, max(1, per_source)),
+                                spread=self.swarm is not None,
+                                me=self.swarm.me if self.swarm is not None else "")
         self.spare = [p for p in self.providers if p not in self.dropped]
         tasks: set[asyncio.Task[None]] = set()
         helpers: list[asyncio.Task[None]] = []
@@ -224,7 +231,7 @@ class _Download(SourceWorkers):
                 if not tasks:
                     break
                 finished, tasks = await asyncio.wait(
-                    tasks, timeout=SOURCES_INTERVAL if self.swarm else None,
+                    tasks, timeout=REPORT_INTERVAL if self.swarm else None,
                     return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     task.result()  # re-raise DestinationError and bugs
@@ -246,7 +253,7 @@ class _Download(SourceWorkers):
         await asyncio.to_thread(leaves.write_bytes, b"".join(self.hashes))
         await swarm.lend(self.part, leaves, self.info)
         reported = b""
-        next_lookup = time.monotonic() + SOURCES_INTERVAL
+        next_lookup = time.monotonic()
         while True:
             have = bitfield.pack(self.done)
             if have != reported:

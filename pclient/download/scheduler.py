@@ -1,13 +1,11 @@
-"""Which chunk each source fetches next: rarest-first runs, work stealing and an endgame.
+"""Which chunk each source fetches next: runs, work stealing and an endgame.
 
-Full sources hold every chunk; a *partial* source (a peer still downloading the file)
-holds the chunks of its ``have`` bitfield. A chunk's availability is how many partial
-sources hold it (full sources add the same number to every chunk, so they do not change
-the order). A source takes the rarest missing chunk it holds, then the consecutive
-chunks after it that it also holds, up to ``run_chunks`` (one ``Download`` call). Ties
-go to the first chunk from ``offset`` on: a swarm's downloaders start at different
-places (a random offset each), so a capped seeder sends each of them different chunks
-that they can then trade, instead of chunk 0 eight times.
+A source takes a *run*: the chunk ``Availability.pick`` chooses for it (lowest index
+with full sources only; rarest first once partial sources are known; see
+availability.py for the swarm's rules), then the consecutive chunks after it that it
+may also send, up to ``run_chunks`` (one ``Download`` call). A worker with nothing left
+to take steals the back half of the largest run in flight that its source can serve,
+then fetches copies of chunks a slow source still owes (the endgame).
 """
 
 from __future__ import annotations
@@ -15,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
+from pclient.download.availability import Availability
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,15 @@ class _Scheduler:
     """Missing chunks, in-flight runs, who holds what, work stealing and an endgame."""
 
     def __init__(self, total_chunks: int, done: bytearray, run_chunks: int,
-                 offset: int = 0) -> None:
+                 spread: bool = False, me: str = "") -> None:
         self.total = total_chunks
         self.done = done
         self.run_chunks = max(1, run_chunks)
-        self.offset = offset % total_chunks if total_chunks else 0
         #: 1 = missing and in no run (waiting to be taken).
         self.want = bytearray(0 if d else 1 for d in done)
-        self._cursor = 0  # in rotated order: no wanted chunk before it
         self.inflight: list[_Run] = []
         self.remaining = total_chunks - sum(1 for d in done if d)
-        #: Partial sources' chunks (1 = held); a source not in here holds every chunk.
-        self.have: dict[str, bytearray] = {}
-        self.count = [0] * total_chunks  # partial sources holding each chunk
+        self.avail = Availability(total_chunks, spread=spread, me=me)
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -58,62 +54,28 @@ class _Scheduler:
         """Chunks waiting to be taken, in index order."""
         return [i for i in range(self.total) if self.want[i]]
 
-    # -- who holds what ------------------------------------------------------------------
-    def set_have(self, source: str, have: bytearray | None) -> None:
-        """Record a source's chunks (None: a full source); wakes waiting workers."""
-        old = self.have.pop(source, None)
-        if old is not None:
-            for i in range(self.total):
-                self.count[i] -= old[i]
-        if have is not None:
-            self.have[source] = have
-            for i in range(self.total):
-                self.count[i] += have[i]
+    @property
+    def have(self) -> dict[str, bytearray]:
+        """Partial sources' chunks; a source not in here holds every chunk."""
+        return self.avail.have
+
+    def set_have(self, source: str, have: bytearray | None, member: str = "") -> None:
+        """Record a source's chunks (None: a full source; ``member``: its node id)."""
+        self.avail.set_have(source, have, member)
         self.notify()
 
     def forget(self, source: str) -> None:
         """A source left: its chunks no longer count toward availability."""
-        if source in self.have:
+        if source in self.avail.have:
             self.set_have(source, None)
-
-    def holds(self, source: str, index: int) -> bool:
-        have = self.have.get(source)
-        return have is None or bool(have[index])
-
-    def useful(self, source: str) -> bool:
-        """True if ``source`` holds a chunk that is still missing."""
-        have = self.have.get(source)
-        return any(not self.done[i] and (have is None or have[i]) for i in range(self.total))
-
-    # -- taking work ---------------------------------------------------------------------
-    def _order(self, k: int) -> int:
-        """The chunk at position ``k`` of the rotated order."""
-        return (k + self.offset) % self.total
-
-    def _pick(self, source: str) -> int | None:
-        """The rarest wanted chunk ``source`` holds (ties: first in rotated order)."""
-        have = self.have.get(source)
-        while self._cursor < self.total and not self.want[self._order(self._cursor)]:
-            self._cursor += 1
-        if have is None and not self.have:
-            return self._order(self._cursor) if self._cursor < self.total else None
-        floor = 0 if have is None else 1  # nothing rarer can exist: stop scanning there
-        best, best_count = None, 1 << 30
-        for k in range(self._cursor, self.total):
-            i = self._order(k)
-            if self.want[i] and (have is None or have[i]) and self.count[i] < best_count:
-                best, best_count = i, self.count[i]
-                if best_count <= floor:
-                    break
-        return best
 
     def take(self, source: str) -> _Run | None:
         """Next run for ``source``: from the queue, else stolen; None if nothing now."""
-        start = self._pick(source)
+        start = self.avail.pick(source, self.want)
         if start is not None:
             end = start + 1
             while (end < self.total and end - start < self.run_chunks and self.want[end]
-                   and self.holds(source, end)):
+                   and self.avail.may_extend(source, end)):
                 end += 1
             for i in range(start, end):
                 self.want[i] = 0
@@ -122,13 +84,19 @@ class _Scheduler:
             return run
         return self._steal(source) or self._endgame(source)
 
+    def _may_help(self, source: str, run: _Run) -> bool:
+        """A full source in a swarm leaves runs of partial sources alone (they are faster
+        than a capped seed, and the seed's upload is what the swarm lacks)."""
+        return not (self.avail.seeding_rules(source) and run.source in self.avail.have)
+
     def _steal(self, source: str) -> _Run | None:
         """The back half of the largest run in flight that ``source`` can serve."""
         for victim in sorted(self.inflight, key=lambda r: r.next - r.end):
             if victim.end - victim.next < 2:
                 break
             mid = victim.next + (victim.end - victim.next) // 2
-            if all(self.holds(source, i) for i in range(mid, victim.end)):
+            if self._may_help(source, victim) and all(
+                    self.avail.holds(source, i) for i in range(mid, victim.end)):
                 run = _Run(mid, victim.end, source)
                 victim.end = mid
                 self.inflight.append(run)
@@ -146,7 +114,8 @@ class _Scheduler:
         for run in self.inflight:
             index = run.next
             if (run.source != source and index < run.end and not self.done[index]
-                    and self.holds(source, index) and not self._covered(index, more_than=1)):
+                    and self.avail.holds(source, index) and self._may_help(source, run)
+                    and not self._covered(index, more_than=1)):
                 copy = _Run(index, index + 1, source)
                 self.inflight.append(copy)
                 log.debug("%s also fetches chunk %d (owed by %s)", source, index, run.source)
@@ -167,7 +136,6 @@ class _Scheduler:
         if back:
             for i in back:
                 self.want[i] = 1
-            self._cursor = min(self._cursor, min((i - self.offset) % self.total for i in back))
             self.notify()
 
     def chunk_done(self, index: int) -> None:

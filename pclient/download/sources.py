@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPROBE_WINDOWS = 10  # after a step that did not pay, wait this many windows to retry
-HAVE_INTERVAL = 1.0  # seconds between Have polls of a partial source with nothing for us
+HAVE_INTERVAL = 0.5  # seconds between Have polls of a partial source
 #: Threads that verify (SHA-256 drops the GIL) and write chunks off the event loop: one
 #: per core, at least 2 (a write may wait for the disk while another chunk hashes).
 IO_THREADS = min(8, max(2, os.cpu_count() or 2))
@@ -185,8 +185,9 @@ class SourceWorkers(PartFile):
         if not reply.have:
             self.sched.set_have(address, None)
             return
+        member = self.dialer.expected.get(address) or self.dialer.node_id(address) or address
         try:
-            self.sched.set_have(address, bitfield.unpack(reply.have, self.total_chunks))
+            self.sched.set_have(address, bitfield.unpack(reply.have, self.total_chunks), member)
         except ValueError as exc:
             raise _SourceFailed(f"sent a malformed Have bitfield: {exc}") from None
 
@@ -224,15 +225,16 @@ class SourceWorkers(PartFile):
                         sched.notify()
                     await sched.wait_change()
                     continue
+                partial = address in sched.have
+                if partial and time.monotonic() - asked >= HAVE_INTERVAL:
+                    await self._ask_have(stub, address)  # it gets more as it downloads
+                    asked = time.monotonic()
                 run = sched.take(address)
-                if run is None and address in sched.have:  # partial: it may get more
+                if run is None and partial:
                     await sched.wait_change(HAVE_INTERVAL)
-                    if time.monotonic() - asked >= HAVE_INTERVAL:
-                        await self._ask_have(stub, address)
-                        asked = time.monotonic()
                     continue
-                if run is None:
-                    await sched.wait_change()
+                if run is None:  # (in a swarm: look again, see availability.py's grace)
+                    await sched.wait_change(HAVE_INTERVAL if sched.avail.spread else None)
                     continue
                 fetched_before = True
                 self.active += 1

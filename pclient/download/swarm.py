@@ -22,14 +22,20 @@ from protos import kadshare_pb2
 log = logging.getLogger(__name__)
 
 #: Seconds between reports of the chunks written (the node's lease is 30 s).
-REPORT_INTERVAL = 0.5
+REPORT_INTERVAL = 0.25
 #: Seconds between provider lookups for new sources.
-SOURCES_INTERVAL = 2.0
+SOURCES_INTERVAL = 1.0
+#: Chunks per ``Download`` call in a swarm: short runs keep the rarest-first choice
+#: fresh (a long run from a capped seeder would fetch chunks a peer gets meanwhile).
+RUN_CHUNKS = 2
 HTTP_TIMEOUT = 10.0
 
 
 class Swarm(Protocol):
     """What a download asks of its swarm."""
+
+    #: This downloader's node id (shares out the seeds' chunks; see availability.py).
+    me: str
 
     async def lend(self, part: Path, leaves: Path, info: kadshare_pb2.FileInfo) -> None:
         """Start serving the verified chunks of ``part`` (``leaves``: raw leaf hashes)."""
@@ -51,7 +57,7 @@ class NodeSwarm:
     def __init__(self, node_url: str, token: str, file_id: str, own_node_id: str = "",
                  timeout: float = HTTP_TIMEOUT) -> None:
         self.file_id = file_id
-        self.own = own_node_id
+        self.me = own_node_id
         self._http = httpx.AsyncClient(
             base_url=node_url.rstrip("/"), timeout=timeout, trust_env=False,
             headers={"Authorization": f"Bearer {token}"})
@@ -101,4 +107,4 @@ class NodeSwarm:
         doc = await self._call("GET", f"/providers/{self.file_id}", quiet=True)
         found = doc.get("providers", []) if doc else []
         return {str(p["grpc"]): str(p.get("node_id") or "") for p in found
-                if isinstance(p, dict) and p.get("grpc") and p.get("node_id") != self.own}
+                if isinstance(p, dict) and p.get("grpc") and p.get("node_id") != self.me}

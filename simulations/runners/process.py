@@ -200,9 +200,11 @@ class PeerProcessNode(ImplNode):
         data, share = base / "data", base / "share"
         data.mkdir(parents=True, exist_ok=True)
         share.mkdir(parents=True, exist_ok=True)
+        cap = self.runner.cfg.upload_rate
+        extra = ("--log-level", "warning", *(("--max-upload-rate", str(cap)) if cap else ()))
         spec = NodeSpec(
             data=data, share=share, host=self.host, rest_host=self.host,
-            bootstrap=[f"{h}:{p}" for h, p in bootstrap], extra=("--log-level", "warning"),
+            bootstrap=[f"{h}:{p}" for h, p in bootstrap], extra=extra,
             command=python_command(self.runner.python), prefix=self.runner.prefix(self.idx),
             env={**os.environ, **self.runner.env}, new_session=True,
             name=f"kadshare-node {self.idx}")
@@ -254,19 +256,29 @@ class PeerProcessNode(ImplNode):
                 await http.aclose()
 
     async def fetch(self, f: FileSpec, providers: list[str]) -> bool | None:
-        """Fetch over gRPC with the pclient library (hash-verified, atomic), then delete."""
-        from pclient.download import DownloadConfig, download_file
+        """Fetch over gRPC with the pclient library (hash-verified, atomic), then delete.
+
+        The download swarms: this node serves the chunks fetched so far to the others
+        (a partial provider) and partial providers that appear become sources, so a
+        flash crowd does not queue behind the file's few (upload-capped) providers."""
+        from pclient.download import DownloadConfig, NodeSwarm, download_file
 
         dest = self.runner.workdir / "fetched" / f"{self.idx}-{next(self.runner.fetch_ids)}"
+        swarm = None
+        if self.http is not None and self.child is not None:
+            swarm = NodeSwarm(str(self.http.base_url), self.token, f.file_id,
+                              str(self.child.info.get("node_id", "")))
         try:
             res = await download_file(
-                f.file_id, dest, providers,
-                config=DownloadConfig(sources=2, stall_timeout=5.0, info_timeout=3.0))
+                f.file_id, dest, providers, swarm=swarm,
+                config=DownloadConfig(sources=4, stall_timeout=5.0, info_timeout=3.0))
             return res.size == f.size
         except Exception as exc:   # any failure of the transfer is a measured outcome
             log.debug("fetch of %s by node %d failed: %r", f.file_id[:12], self.idx, exc)
             return False
         finally:
+            if swarm is not None:
+                await swarm.close()
             await asyncio.to_thread(shutil.rmtree, dest, True)
 
     def records(self) -> int:
