@@ -171,7 +171,9 @@ async def _run(args: dict[str, Any]) -> int:
     from pclient.client import DEFAULT_NODE_URL, Client
     from pclient.render import files_table, peers_table, providers_table, search_table, status_table
 
-    async with Client(node or DEFAULT_NODE_URL) as client:
+    # with the node's token, downloads swarm: the node serves the chunks fetched so far
+    async with Client(node or DEFAULT_NODE_URL,
+                      token=os.environ.get("KADSHARE_TOKEN") or None) as client:
         if args["search"]:
             query = " ".join(args["WORDS"])
             results = await client.search(query)

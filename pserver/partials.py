@@ -142,6 +142,9 @@ class PartialFiles:
         if old is not None and old.path == part:
             old.updated = time.monotonic()
             return old
+        if old is not None and time.monotonic() - old.updated <= self.lease:
+            raise PeerError(f"a download of this file in progress is already served here "
+                            f"(from {old.path}); one at a time")
         if old is None and len(self._files) >= self.limit:
             raise PeerError(f"this node already serves {self.limit} downloads in progress")
         real = await asyncio.to_thread(os.path.realpath, part)

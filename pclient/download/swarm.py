@@ -81,7 +81,7 @@ class NodeSwarm:
             log.debug("swarm: %s %s: %s", method, path, why)
         elif not self._warned:
             self._warned = True
-            log.warning("swarm: %s %s failed (%s); downloading without it", method, path, why)
+            log.info("swarm: %s %s failed (%s); downloading without it", method, path, why)
         return None
 
     async def lend(self, part: Path, leaves: Path, info: kadshare_pb2.FileInfo) -> None:

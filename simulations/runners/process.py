@@ -236,7 +236,10 @@ class PeerProcessNode(ImplNode):
         if r.status_code == 404:
             return []
         r.raise_for_status()
-        return [str(p.get("grpc")) for p in r.json().get("providers", [])]
+        # peers still downloading it (partial providers) are no answer to a lookup; a
+        # fetch finds them by itself (pclient.download.swarm)
+        return [str(p.get("grpc")) for p in r.json().get("providers", [])
+                if not p.get("partial")]
 
     async def leave(self) -> None:
         if self.child is not None:

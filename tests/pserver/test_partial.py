@@ -156,3 +156,18 @@ async def test_bad_registrations_are_refused_with_a_reason(
     assert (await http.post(url, json=base, headers=auth(node))).status_code == 201
     reply = await http.put(url + f"/{FILE_ID}", json={"have": "ffff"}, headers=auth(node))
     assert reply.status_code == 400 and "bitfield" in reply.json()["error"]
+
+
+async def test_one_download_of_a_file_at_a_time_is_served(
+    peers: Peers, http: httpx.AsyncClient, tmp_path: Path,
+) -> None:
+    node = await peers.start()
+    part, leaves = write_part(tmp_path / "one", range(1))
+    other, other_leaves = write_part(tmp_path / "two", range(2))
+    await register(http, node, part, leaves, claimed=[0])
+    body = {"file_id": FILE_ID, "path": str(other), "leaves": str(other_leaves),
+            "name": "movie.bin", "size": len(DATA)}
+    reply = await http.post(rest_url(node) + "/partials", json=body, headers=auth(node))
+    assert reply.status_code == 400 and "already served here" in reply.json()["error"]
+    again = await register(http, node, part, leaves, claimed=[0])  # the same one: renewed
+    assert again["path"] == str(part)

@@ -122,3 +122,17 @@ def test_ctrl_c_stops_the_run_and_leaves_no_children(tmp_path) -> None:
         time.sleep(0.5)
     else:
         raise AssertionError("worker processes left behind")
+
+
+async def test_process_runner_flash_crowd_fetches_swarm_and_verify() -> None:
+    """``kadshare-sim run flash-crowd --fetch --crowd-size 4M --max-upload-rate 2M``
+    in small: every crowd download completes, hash-verified (issue 12 item 3)."""
+    before = _children()
+    trace = build_trace(SimConfig(scenario="flash-crowd", nodes=4, duration=12, files=2,
+                                  providers=1, lookup_rate=0, seed=5, runner="process",
+                                  fetch=True, crowd_size=4 * 2**20, upload_rate=2 * 2**20,
+                                  lookup_timeout=60))
+    assert trace.files[0].size == 4 * 2**20
+    kad = (await run_trace(trace, "kadshare")).summary
+    assert kad["crowd_fetch_success"] == 1.0, kad
+    assert _children() - before == set()
