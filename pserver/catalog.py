@@ -32,6 +32,7 @@ from kadcommon.merkle import CHUNK_SIZE
 from kadcommon.merkle import hash_file as merkle_hash_file
 from pserver.datadir import load_msgpack, save_msgpack
 from pserver.errors import FileNotShared, InvalidFileId, PeerError
+from pserver.sharewalk import Listed, SettleGate, is_within, walk_share_folder
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,6 @@ class SharedFile:
         return {"file_id": self.file_id, "name": self.name, "size": self.size}
 
 
-@dataclass(frozen=True)
-class _Hashed:
-    file_id: str
-    chunk_hashes: tuple[bytes, ...]
-
-
 def hash_file(path: Path, chunk_size: int) -> tuple[str, tuple[bytes, ...], os.stat_result]:
     """Merkle file id and chunk leaves of a file, read once (runs in a worker thread).
 
@@ -89,10 +84,6 @@ def hash_file(path: Path, chunk_size: int) -> tuple[str, tuple[bytes, ...], os.s
     if chunk_size != CHUNK_SIZE:
         raise ValueError(f"chunk size {chunk_size} is not the protocol's {CHUNK_SIZE}")
     return merkle_hash_file(path)
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class Catalog:
@@ -108,8 +99,7 @@ class Catalog:
         self.chunk_size = chunk_size
         self.settle_seconds = settle_seconds
         self.publish_every = publish_every
-        #: real path -> (size, mtime_ns, monotonic time first seen so) of unsettled files.
-        self._settling: dict[str, tuple[int, int, float]] = {}
+        self._gate = SettleGate(settle_seconds)
         #: real paths whose content is known complete (verified uploads, POST /files).
         self._settled: set[str] = set()
         #: How many files were actually hashed (the cache saves the rest); tests read it.
@@ -216,7 +206,7 @@ class Catalog:
         if self.is_private(real):
             raise FileNotShared(f"{entry.name} is in the data folder, which is never shared")
         if entry.in_share_dir and self.share_dir is not None:
-            if not _is_within(real, str(self.share_dir)):
+            if not is_within(real, str(self.share_dir)):
                 raise FileNotShared(f"{entry.name} now points outside the share folder")
         try:
             fd = os.open(real, os.O_RDONLY)
@@ -230,7 +220,7 @@ class Catalog:
 
     def is_private(self, real: str) -> bool:
         """True for the data folder and anything inside it (keys, token, caches)."""
-        return _is_within(real, self._private_root)
+        return is_within(real, self._private_root)
 
     # ---- changes -----------------------------------------------------------------
 
@@ -267,7 +257,7 @@ class Catalog:
                 entry = await self._entry_for(os.path.basename(real), real, st, in_share_dir=False)
                 if entry is not None:
                     ref_entries.append(entry)
-            seen.update(self._settling)  # keep the cache of a file that is being rewritten
+            seen.update(self._gate.waiting_paths())  # keep the cache of a file being rewritten
             for key in [k for k in self._cache if k not in seen]:
                 del self._cache[key]
                 self._cache_dirty = True
@@ -307,7 +297,7 @@ class Catalog:
             raise PeerError(f"cannot read {path}: permission denied")
         inside = (
             self.share_dir is not None
-            and _is_within(real, str(self.share_dir))
+            and is_within(real, str(self.share_dir))
             and not any(
                 part.startswith(".")
                 for part in Path(real).relative_to(self.share_dir).parts
@@ -371,40 +361,20 @@ class Catalog:
             self.share_dir / entry.name
         )
 
-    def _settled_only(
-        self, listing: list[tuple[str, str, os.stat_result]]
-    ) -> list[tuple[str, str, os.stat_result]]:
-        """Drop files whose size or mtime changed within ``settle_seconds``.
+    def _settled_only(self, listing: list[Listed]) -> list[Listed]:
+        """Drop files whose size or mtime changed within ``settle_seconds``."""
 
-        A file counts as settled when its mtime is that old (files already there at
-        start are shared at once), or when a scan saw the same size and mtime that long
-        ago. Cached files whose size and mtime still match are settled by definition.
-        """
-        if self.settle_seconds <= 0:
-            return listing
-        now_wall, now = time.time(), time.monotonic()
-        ready: list[tuple[str, str, os.stat_result]] = []
-        settling: dict[str, tuple[int, int, float]] = {}
-        for name, real, st in listing:
+        def known(real: str, st: os.stat_result) -> bool:
             cached = self._cache.get(real)
             unchanged = cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns)
-            if unchanged or real in self._settled:
-                ready.append((name, real, st))
-                continue
-            seen = self._settling.get(real)
-            first = seen[2] if seen and seen[:2] == (st.st_size, st.st_mtime_ns) else now
-            if now_wall - st.st_mtime >= self.settle_seconds or now - first >= self.settle_seconds:
-                ready.append((name, real, st))
-            else:
-                settling[real] = (st.st_size, st.st_mtime_ns, first)
-                log.debug("%s is still changing; shared once it settles", name)
-        self._settling = settling
-        return ready
+            return unchanged or real in self._settled
+
+        return self._gate.settled(listing, known)
 
     @property
     def settling(self) -> int:
         """How many files wait for their size and mtime to settle (the node rescans)."""
-        return len(self._settling)
+        return len(self._gate)
 
     def id_if_hashed(self, real: str, st: os.stat_result) -> str | None:
         """The id of a file already hashed at this size and mtime (folder manifests)."""
@@ -443,54 +413,11 @@ class Catalog:
             in_share_dir=in_share_dir,
         )
 
-    def walk(self) -> list[tuple[str, str, os.stat_result]]:
+    def walk(self) -> list[Listed]:
         """List (relative name, real path, stat) of shareable files (worker thread)."""
         if self.share_dir is None:
             return []
-        root = str(self.share_dir)
-        found: list[tuple[str, str, os.stat_result]] = []
-
-        def unreadable(error: OSError) -> None:
-            self._warn_once(str(error.filename), "cannot read folder %s; its files are not shared")
-
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
-            kept = []
-            for d in sorted(dirnames):
-                if d.startswith("."):
-                    continue  # hidden folders are not shared
-                full = os.path.join(dirpath, d)
-                real = os.path.realpath(full)
-                if self.is_private(real):
-                    continue  # the data folder: never shared, not even listed
-                if os.path.islink(full):
-                    if not _is_within(real, root):
-                        self._warn_once(full, "%s is a folder link leaving the share folder; "
-                                              "not shared")
-                    continue  # a link inside the folder: its files are listed already
-                kept.append(d)
-            dirnames[:] = kept
-            for fname in sorted(filenames):
-                if fname.startswith("."):
-                    continue  # hidden files, upload and download temp files
-                full = os.path.join(dirpath, fname)
-                real = os.path.realpath(full)
-                rel = os.path.relpath(full, root).replace(os.sep, "/")
-                if self.is_private(real):
-                    continue  # a link into the data folder (private key, token)
-                if not _is_within(real, root):
-                    self._warn_once(full, "%s is a link leaving the share folder; not shared")
-                    continue
-                try:
-                    st = os.stat(real)
-                except OSError:
-                    continue  # removed between listing and stat
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                if not os.access(real, os.R_OK):
-                    self._warn_once(full, "cannot read %s; not shared")
-                    continue
-                found.append((rel, real, st))
-        return found
+        return walk_share_folder(str(self.share_dir), self.is_private, self._warn_once)
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
