@@ -24,7 +24,7 @@ class TestPublicApi:
     def test_record_and_hit_fields(self) -> None:
         assert [f.name for f in dataclasses.fields(ProviderRecord)] == [
             "file_id", "node_id", "public_key", "grpc", "name", "size", "issued_at", "ttl",
-            "signature",
+            "signature", "partial",
         ]
         assert [f.name for f in dataclasses.fields(SearchHit)] == [
             "file_id", "name", "size", "providers",
