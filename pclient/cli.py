@@ -75,11 +75,19 @@ from typing import TYPE_CHECKING, Any
 
 from docopt import DocoptExit, docopt
 
-from kadcommon.addr import AddressError, format_hostport, parse_hostport
+from kadcommon.addr import format_hostport
 from kadcommon.fileid import is_file_id, is_id_prefix
 from kadcommon.link import Link, LinkError, format_link, is_link, parse_link
 from kadcommon.merkle import hash_file
-from kadcommon.units import human_size, parse_rate
+from kadcommon.units import human_size
+from pclient.cliargs import (
+    UsageError,
+    address,
+    node_url,
+    positive_float,
+    positive_int,
+    rate,
+)
 from pclient.errors import (
     AmbiguousId,
     AmbiguousName,
@@ -104,63 +112,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 VERSION = "kadshare 0.1.0"
 
 
-class UsageError(Exception):
-    """A well-formed command line with a value that makes no sense."""
-
-
-def _positive_int(value: str, flag: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise UsageError(f"{flag} needs a whole number of at least 1, not {value!r}")
-    return number
-
-
-def _positive_float(value: str, flag: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = 0.0
-    if not number > 0:
-        raise UsageError(f"{flag} needs a positive number of seconds, not {value!r}")
-    return number
-
-
-def _rate(value: str | None, flag: str) -> int:
-    """Bytes per second of a human rate (``20M``); None -> 0, no cap."""
-    try:
-        return parse_rate(value)
-    except ValueError as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-
-
-def _address(value: str, flag: str) -> str:
-    try:
-        host, port = parse_hostport(value)
-    except AddressError as exc:
-        raise UsageError(f"{flag} needs HOST:PORT: {exc}") from exc
-    return format_hostport(host, port)
-
-
-def _node_url(value: str) -> str:
-    """``--node``: an http(s) URL, or HOST:PORT like every other address flag."""
-    if "://" in value:
-        if not value.startswith(("http://", "https://")):
-            raise UsageError(f"--node needs http://HOST:PORT, https://... or HOST:PORT, "
-                             f"not {value!r}")
-        return value
-    try:
-        host, port = parse_hostport(value)
-    except AddressError as exc:
-        raise UsageError(f"--node needs http://HOST:PORT or HOST:PORT: {exc}") from exc
-    return f"http://{format_hostport(host, port)}"
-
-
 async def _run(args: dict[str, Any]) -> int:
     given = args["--node"] or os.environ.get("KADSHARE_NODE")
-    node = _node_url(given) if given else None
+    node = node_url(given) if given else None
     as_json = bool(args["--json"])
     if args["put"]:
         return await _put(args, as_json)
@@ -253,15 +207,15 @@ async def _from_link(client: Client, text: str) -> tuple[Link, list[str]]:
 
 
 async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> int:
-    sources = _positive_int(args["--sources"], "--sources")
-    timeout = _positive_float(args["--timeout"], "--timeout")
-    direct = [_address(a, "--from") for a in args["--from"]]
+    sources = positive_int(args["--sources"], "--sources")
+    timeout = positive_float(args["--timeout"], "--timeout")
+    direct = [address(a, "--from") for a in args["--from"]]
     target = args["FILE"]
     from pclient.download import DownloadConfig, download_file
     from pclient.render import ProgressBar
 
     config = DownloadConfig(sources=sources, stall_timeout=timeout, force=bool(args["--force"]),
-                            max_rate=_rate(args["--max-rate"], "--max-rate"))
+                            max_rate=rate(args["--max-rate"], "--max-rate"))
     if is_link(target):
         assert client is not None  # _run gives one unless FILE is a full id with --from
         link, providers = await _from_link(client, target)
@@ -365,7 +319,7 @@ async def _put(args: dict[str, Any], as_json: bool) -> int:
     from pclient.client import upload_file
     from pclient.render import ProgressBar
 
-    peer = _address(args["--to"], "--to")
+    peer = address(args["--to"], "--to")
     name = args["--name"] or None
     bar = ProgressBar(os.path.basename(args["PATH"]), enabled=None if not as_json else False)
     with bar:
