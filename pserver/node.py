@@ -37,7 +37,7 @@ from pserver.metrics import PeerMetrics
 from pserver.partials import PartialFile, PartialFiles
 from pserver.ports import check_listen_addresses
 from pserver.restserver import RestServer
-from pserver.transfer import TransferServicer, start_grpc_server
+from pserver.transfer import TransferServicer, UploadReceiver, start_grpc_server
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ class Node:
             dht_config = replace(dht_config, network_key=cfg.network_key)
         self.dht = DhtNode(identity=identity, config=dht_config)
         await self.dht.listen(port=cfg.dht_port, interface=cfg.host)
-        servicer = TransferServicer(
+        uploads = UploadReceiver(
             self.catalog, cfg, self.metrics, self._after_upload, token=self.token
         )
-        servicer.partials = self.partials
+        servicer = TransferServicer(self.catalog, cfg, self.metrics, uploads, self.partials)
         security = ServerSecurity.create(
             identity.public_key, identity.sign, identity.node_id_hex,
             tls=not cfg.insecure_transfers, netkey=netkey,

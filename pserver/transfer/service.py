@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,22 +33,22 @@ RETRY_AFTER_MS = 1000
 
 class TransferServicer(kadshare_pb2_grpc.TransferServiceServicer):
     """Serves the files of a :class:`Catalog`, and the verified chunks of the downloads in
-    progress in ``partials`` (set by the node); ``on_upload`` announces a verified upload."""
-
-    partials: PartialFiles | None = None
+    progress in ``partials``; ``Upload`` streams go to ``uploads`` (by default a receiver
+    that needs a token nobody holds, unless the config opens uploads)."""
 
     def __init__(
         self,
         catalog: Catalog,
         config: NodeConfig,
         metrics: PeerMetrics,
-        on_upload: Callable[[SharedFile], Awaitable[None]] | None = None,
-        token: str = "",
+        uploads: UploadReceiver | None = None,
+        partials: PartialFiles | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = config
         self.metrics = metrics
-        self.uploads = UploadReceiver(catalog, config, metrics, on_upload, token)
+        self.uploads = uploads or UploadReceiver(catalog, config, metrics)
+        self.partials = partials
         self._downloads = 0
         self._per_client: dict[str, int] = {}
         #: One bucket for every Download stream: ``--max-upload-rate`` caps the total.

@@ -19,7 +19,7 @@ from pserver.catalog import Catalog, SharedFile
 from pserver.config import NodeConfig
 from pserver.grpcsec import ServerSecurity
 from pserver.metrics import PeerMetrics
-from pserver.transfer import SERVICE_NAME, TransferServicer, start_grpc_server
+from pserver.transfer import SERVICE_NAME, TransferServicer, UploadReceiver, start_grpc_server
 from tests.pserver.helpers import (
     RPC_TIMEOUT,
     TEST_TOKEN,
@@ -57,9 +57,10 @@ class Peer:
         async def on_upload(entry: SharedFile) -> None:
             self.uploaded.append(entry)
 
-        servicer = TransferServicer(
+        uploads = UploadReceiver(
             self.catalog, self.config, self.metrics, on_upload, token=TEST_TOKEN
         )
+        servicer = TransferServicer(self.catalog, self.config, self.metrics, uploads)
         self.servicer = servicer
         ident = Identity.generate()
         security = ServerSecurity.create(ident.public_key, ident.sign, ident.node_id_hex)
