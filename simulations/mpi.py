@@ -45,7 +45,7 @@ from simulations.netmodel import NetModel, traffic_tag
 from simulations.runners.virtual import _secret, host_for
 from simulations.scenarios import FileSpec
 from simulations.vloop import VirtualTimeLoop
-from simulations.vnet import HEADER_BYTES, VirtualDatagramTransport, VirtualNetwork
+from simulations.vnet import VirtualDatagramTransport, VirtualNetwork
 
 __all__ = ["Shard", "ShardedNetwork", "run_workload", "main"]
 
@@ -120,36 +120,19 @@ class ShardedNetwork(VirtualNetwork):
         if model.loss > 0 and _unit(model.seed, src.name, seq) < model.loss:
             model.traffic.dropped += 1
             return
-        leave = max(now, src.cpu_free)
-        if self.uplink_bps > 0:
-            leave = max(leave, src.uplink_free) + (len(data) + HEADER_BYTES) * 8 / self.uplink_bps
-            src.uplink_free = leave
-        arrive = leave + model.delay(src.name, f"{dst[0]}:{dst[1]}")
+        arrive = self.arrival_time(src, len(data), dst, now)
         owner = self.owner_of_host.get(dst[0], self.shard.rank)
         if owner != self.shard.rank:
             self.outboxes[owner].append((arrive, src.addr, seq, dst, data))
             return
         self._post(arrive, src.addr, dst, data)
 
+    def context_for(self, dst: tuple[str, int]) -> contextvars.Context:
+        return self.node_context.get(dst[0], self.context)
+
     def _post(self, arrive: float, src: tuple[str, int], dst: tuple[str, int],
               data: bytes) -> None:
-        ctx = self.node_context.get(dst[0], self.context)
-        self.loop.call_at(arrive, self._arrive, data, src, dst, context=ctx)
-
-    def _arrive(self, data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
-        target = self._bound.get(dst)
-        if target is None:
-            self.undeliverable += 1
-            return
-        now = self.loop.time()
-        if target.cpu_free <= now:
-            target.cpu_free = now + self.proc_delay
-            self._handle(target, data, src)
-            return
-        start = target.cpu_free
-        target.cpu_free = start + self.proc_delay
-        ctx = self.node_context.get(dst[0], self.context)
-        self.loop.call_at(start, self._handle, target, data, src, context=ctx)
+        self.loop.call_at(arrive, self._arrive, data, src, dst, context=self.context_for(dst))
 
     def boundary(self, next_local: float) -> float:
         """Window end: hand parcels over, schedule the ones that came in in a canonical

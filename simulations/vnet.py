@@ -166,13 +166,22 @@ class VirtualNetwork:
         if model.loss > 0 and model.draw_loss():
             model.traffic.dropped += 1
             return
+        arrive = self.arrival_time(src, len(data), dst, now)
+        self.loop.call_at(arrive, self._arrive, data, src.addr, dst, context=self.context)
+
+    def arrival_time(self, src: VirtualDatagramTransport, size: int, dst: tuple[str, int],
+                     now: float) -> float:
+        """When ``size`` bytes sent at ``now`` reach ``dst``; books the sender's uplink."""
         # Nothing leaves before the sender's CPU has finished the work that produced it.
         leave = max(now, src.cpu_free)
         if self.uplink_bps > 0:
-            leave = max(leave, src.uplink_free) + (len(data) + HEADER_BYTES) * 8 / self.uplink_bps
+            leave = max(leave, src.uplink_free) + (size + HEADER_BYTES) * 8 / self.uplink_bps
             src.uplink_free = leave
-        arrive = leave + model.delay(src.name, f"{dst[0]}:{dst[1]}")
-        self.loop.call_at(arrive, self._arrive, data, src.addr, dst, context=self.context)
+        return leave + self.model.delay(src.name, f"{dst[0]}:{dst[1]}")
+
+    def context_for(self, dst: tuple[str, int]) -> contextvars.Context:
+        """The context a datagram for ``dst`` is handled in (one neutral context here)."""
+        return self.context
 
     def _arrive(self, data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> None:
         target = self._bound.get(dst)
@@ -186,7 +195,7 @@ class VirtualNetwork:
             return
         start = target.cpu_free         # busy: wait for the datagrams ahead of this one
         target.cpu_free = start + self.proc_delay
-        self.loop.call_at(start, self._handle, target, data, src, context=self.context)
+        self.loop.call_at(start, self._handle, target, data, src, context=self.context_for(dst))
 
     def _handle(self, target: VirtualDatagramTransport, data: bytes,
                 src: tuple[str, int]) -> None:
