@@ -28,6 +28,7 @@ Options: --hours H (default 1), --seed S, --profile FILE (cProfile of the run, f
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
@@ -167,22 +168,8 @@ def _one_virtual(n: int, hours: float, seed: int, profile: str | None) -> dict:
     }
 
 
-def _main_virtual(args: list[str]) -> int:
-    def opt(name: str, default: str) -> str:
-        if name in args:
-            i = args.index(name)
-            value = args[i + 1]
-            del args[i:i + 2]
-            return value
-        return default
-
-    hours, seed = float(opt("--hours", "1")), int(opt("--seed", "1"))
-    profile = opt("--profile", "")
-    if args and args[0] == "--one":
-        res = _one_virtual(int(args[1]), hours, seed, profile or None)
-        print(json.dumps(res))
-        return 0
-    sizes = [int(a) for a in args] or [1000, 3000, 10000]
+def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str) -> int:
+    sizes = sizes or [1000, 3000, 10000]
     cols = ["n", "join_sim_s", "join_wall_s", "sim_per_wall", "cpu_s_per_sim_h",
             "kib_per_node", "alive_end", "join_failures", "lookups", "success", "p50_ms",
             "p99_ms", "msgs_per_lookup", "total_wall_s", "digest"]
@@ -202,27 +189,39 @@ def _main_virtual(args: list[str]) -> int:
     return 0
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="How the cost of kadshare DHT nodes grows with N (see the module docstring).")
+    parser.add_argument("sizes", nargs="*", type=int, metavar="N",
+                        help="node counts (inproc: 100 300 1000; virtual: 1000 3000 10000)")
+    parser.add_argument("--runner", choices=["inproc", "virtual"], default="inproc")
+    parser.add_argument("--idle", type=float, default=20.0,
+                        help="inproc: seconds of idle maintenance measured")
+    parser.add_argument("--hours", type=float, default=1.0,
+                        help="virtual: simulated hours of churn")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", default="", help="virtual: cProfile file prefix")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one N
+    args = parser.parse_args(argv)
+    if any(n < 2 for n in args.sizes) or (args.one is not None and args.one < 2):
+        parser.error("N must be at least 2")
+    if args.hours <= 0 or args.idle <= 0:
+        parser.error("--hours and --idle must be positive")
+    return args
+
+
 def main() -> int:
-    args = sys.argv[1:]
-    if "--runner" in args:
-        i = args.index("--runner")
-        runner = args[i + 1]
-        del args[i:i + 2]
-        if runner == "virtual":
-            return _main_virtual(args)
-        if runner != "inproc":
-            print("--runner must be inproc or virtual", file=sys.stderr)
-            return 2
-    idle = 20.0
-    if "--idle" in args:
-        i = args.index("--idle")
-        idle = float(args[i + 1])
-        del args[i:i + 2]
-    if args and args[0] == "--one":
-        res = asyncio.run(_one(int(args[1]), idle))
-        print(json.dumps(res))
+    args = _parse(sys.argv[1:])
+    if args.runner == "virtual":
+        if args.one is not None:
+            print(json.dumps(_one_virtual(args.one, args.hours, args.seed, args.profile or None)))
+            return 0
+        return _main_virtual(args.sizes, args.hours, args.seed, args.profile)
+    idle = args.idle
+    if args.one is not None:
+        print(json.dumps(asyncio.run(_one(args.one, idle))))
         return 0
-    sizes = [int(a) for a in args] or [100, 300, 1000]
+    sizes = args.sizes or [100, 300, 1000]
     rows = []
     for n in sizes:
         proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--idle", str(idle)],
