@@ -13,9 +13,9 @@ Encoding (canonical: one byte string per manifest, checked on decoding)::
 
 ``dirs`` and ``files`` are sorted by path; ``sig`` is the Ed25519 signature by ``signer``
 (raw public key) over the same encoding without the ``sig`` field. Every path is
-checked like an upload name per component (no ``..``, ``.``, empty or hidden parts, no
-absolute path, no backslash or control character, 255 bytes a part, 4096 in all) and no
-two paths may differ only by case, so a manifest can never write outside the folder it
+checked like an upload name (``kadcommon.names``: no ``..``, ``.``, empty or hidden parts,
+no absolute path, no backslash or control character, 255 bytes a part, 4096 in all) and
+no two paths may differ only by case, so a manifest can never write outside the folder it
 is unpacked into, nor clobber one of its own files on a case-insensitive file system.
 """
 
@@ -29,14 +29,14 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from kadcommon import names
 from kadcommon.fileid import FileIdError, normalise_file_id
 from kadcommon.merkle import MAX_SIZE
+from kadcommon.names import UnsafeName, case_key
 
 FORMAT = "kadshare-folder/1"
 SUFFIX = ".kadfolder"
 """Manifests are shared as ``<folder name>.kadfolder``: searchable by the folder's words."""
-MAX_PART_BYTES = 255
-MAX_PATH_BYTES = 4096
 MAX_ENTRIES = 100_000
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 
@@ -69,40 +69,19 @@ class Manifest:
 
 
 def check_part(part: str) -> None:
-    """One path component, checked like an upload name."""
-    problem = None
-    if not part:
-        problem = "empty path component (a leading '/' or '//')"
-    elif part in (".", ".."):
-        problem = f"path component {part!r}"
-    elif len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
-        problem = f"path component longer than {MAX_PART_BYTES} bytes"
-    elif "\\" in part:
-        problem = "backslash in a path"
-    elif part.startswith("."):
-        problem = "hidden name (starts with '.')"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in part):
-        problem = "control character in a path"
-    elif part != part.strip():
-        problem = "path component starts or ends with white space"
-    elif any(0xD800 <= ord(c) <= 0xDFFF for c in part):
-        problem = "unpaired surrogate in a path"
-    if problem:
-        raise ManifestError(f"refused path component {part[:80]!r}: {problem}")
+    """One path component, checked like an upload name (``kadcommon.names``)."""
+    try:
+        names.check_part(part, "folder name")
+    except UnsafeName as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def check_path(path: str) -> tuple[str, ...]:
     """The components of a relative manifest path, else ManifestError."""
-    if not isinstance(path, str) or not path:
-        raise ManifestError("a manifest path is a non-empty string")
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
-        raise ManifestError(f"refused absolute path {path[:80]!r}")
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
-        raise ManifestError(f"path longer than {MAX_PATH_BYTES} bytes")
-    parts = tuple(path.split("/"))
-    for part in parts:
-        check_part(part)
-    return parts
+    try:
+        return names.check_path(path, "manifest path")
+    except UnsafeName as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def check_tree(manifest: Manifest) -> None:
@@ -114,7 +93,7 @@ def check_tree(manifest: Manifest) -> None:
     file_paths: set[str] = set()
     for path in [*manifest.dirs, *(f.path for f in manifest.files)]:
         check_path(path)
-        key = path.casefold()
+        key = case_key(path)
         if key in folded:
             raise ManifestError(f"paths {folded[key]!r} and {path!r} differ only by case "
                                 "(or repeat)")
@@ -126,7 +105,7 @@ def check_tree(manifest: Manifest) -> None:
             normalise_file_id(entry.file_id)
         except FileIdError as exc:
             raise ManifestError(f"id of {entry.path!r}: {exc}") from None
-        file_paths.add(entry.path.casefold())
+        file_paths.add(case_key(entry.path))
     for path in folded:
         parts = path.split("/")
         for i in range(1, len(parts)):

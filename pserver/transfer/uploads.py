@@ -8,6 +8,7 @@ declared hash matched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from kadcommon.merkle import ChunkHasher, file_id_of_path
+from kadcommon.names import UnsafeName, case_key, check_path
 from protos import kadshare_pb2
 from pserver.catalog import UPLOAD_TMP_PREFIX, Catalog, SharedFile, normalise_file_id
 from pserver.config import NodeConfig
@@ -28,32 +30,71 @@ from pserver.transfer.framing import status_for
 
 log = logging.getLogger(__name__)
 
-MAX_NAME_BYTES = 255
 #: After refusing an upload, bytes and seconds spent reading what the client still sends.
 DRAIN_BYTES = 16 * 1024 * 1024
 DRAIN_SECONDS = 2.0
 
 
-def check_upload_name(name: str) -> str:
-    """Return ``name`` if it is a plain, visible file name; raise ``UploadRefused`` if not."""
-    problem = None
-    if not name:
-        problem = "empty name"
-    elif len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        problem = "name longer than 255 bytes"
-    elif "/" in name or "\\" in name or os.sep in name:
-        problem = "name contains a path separator"
-    elif ".." in name:
-        problem = "name contains '..'"
-    elif name.startswith("."):
-        problem = "hidden names are not accepted"
-    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
-        problem = "name contains control characters"
-    elif name != name.strip():
-        problem = "name starts or ends with white space"
-    if problem:
-        raise UploadRefused(UploadRefused.BAD_NAME, f"refused upload name {name[:80]!r}: {problem}")
-    return name
+def check_upload_name(name: str) -> tuple[str, ...]:
+    """The components of an upload name, else ``UploadRefused``.
+
+    A name is a safe relative path (``kadcommon.names``, the rule of folder manifests):
+    ``NAME`` or ``FOLDER/.../NAME`` inside the share folder. A trailing ``/`` (with size
+    0) names a folder to create, so a folder's empty sub-folders travel too."""
+    path = name[:-1] if name.endswith("/") else name
+    try:
+        return check_path(path, "upload name")
+    except UnsafeName as exc:
+        raise UploadRefused(UploadRefused.BAD_NAME, str(exc)) from None
+
+
+def _refuse_name(message: str) -> UploadRefused:
+    return UploadRefused(UploadRefused.BAD_NAME, message)
+
+
+def make_folders(share: Path, parts: tuple[str, ...],
+                 is_private: Callable[[str], bool]) -> list[Path]:
+    """Create the folders ``share/parts[0]/...`` (worker thread); the ones created.
+
+    Refused (nothing left behind): a link or a file in the way, the data folder, a name
+    that differs only by case from one already there (a twin on a case-insensitive file
+    system, and a folder that could no longer be shared as a unit)."""
+    created: list[Path] = []
+    here = share
+    try:
+        for part in parts:
+            _check_no_case_twin(here, part)
+            here = here / part
+            if here.is_symlink() or (here.exists() and not here.is_dir()):
+                raise _refuse_name(f"{here.relative_to(share)} exists here and is not a folder")
+            if not here.exists():
+                here.mkdir()
+                created.append(here)
+            if is_private(os.path.realpath(here)):
+                raise _refuse_name(f"{here.relative_to(share)} is this peer's data folder")
+    except BaseException:
+        remove_folders(created)
+        raise
+    return created
+
+
+def _check_no_case_twin(folder: Path, part: str) -> None:
+    key = case_key(part)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return
+    for other in names:
+        if other != part and case_key(other) == key:
+            raise _refuse_name(f"{part!r} differs only by case from {other!r}, already in "
+                               f"{folder.name or 'the share folder'}")
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove the folders an upload created, deepest first, if still empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 class _UploadSink:
@@ -194,7 +235,12 @@ class UploadReceiver:
                 UploadRefused.BAD_STREAM, "the first upload message must be a header"
             )
         header = first.header
-        name = check_upload_name(header.name)
+        name = header.name
+        parts = check_upload_name(name)
+        share_dir = self.catalog.share_dir
+        assert share_dir is not None
+        if name.endswith("/"):
+            return await self._make_folder(share_dir, parts, header, stream)
         try:
             file_id = normalise_file_id(header.file_id)
         except InvalidFileId as exc:
@@ -205,14 +251,48 @@ class UploadReceiver:
                 f"upload of {header.size} bytes exceeds this peer's limit of "
                 f"{self.config.max_upload} bytes",
             )
-        share_dir = self.catalog.share_dir
-        assert share_dir is not None
-        final = share_dir / name
-        if await asyncio.to_thread(_holds, final, file_id, header.size):
-            # the very same bytes under the same name: succeed without storing anything
-            await self._drain(stream)
-            log.info("upload of %s: identical content already here", name)
-            return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
+        created = await asyncio.to_thread(make_folders, share_dir, parts[:-1],
+                                          self.catalog.is_private)
+        final = share_dir.joinpath(*parts)
+        try:
+            if await asyncio.to_thread(_holds, final, file_id, header.size):
+                # the very same bytes under the same name: succeed without storing anything
+                await self._drain(stream)
+                log.info("upload of %s: identical content already here", name)
+                return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
+            await asyncio.to_thread(_check_no_case_twin, final.parent, final.name)
+            sink = await self._store(share_dir, final, file_id, header.size, stream)
+        except BaseException:
+            await asyncio.to_thread(remove_folders, created)
+            raise
+        await self.catalog.add_verified(final, file_id, sink.chunk_hashes)
+        log.info("received upload %s (%d bytes, %s)", name, header.size, file_id[:12])
+        if self.on_upload is not None:
+            try:
+                entry = self.catalog.get(file_id)
+            except PeerError:
+                entry = None
+            if entry is not None:
+                await self.on_upload(entry)
+        return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
+
+    async def _make_folder(
+        self, share_dir: Path, parts: tuple[str, ...], header: kadshare_pb2.UploadHeader,
+        stream: AsyncIterator[kadshare_pb2.UploadMessage],
+    ) -> kadshare_pb2.UploadReply:
+        """A header naming ``FOLDER/`` creates that folder (empty sub-folders of a put)."""
+        if header.size or await self._next(stream) is not None:
+            raise UploadRefused(UploadRefused.BAD_STREAM,
+                                "a folder upload (name ending in '/') carries no bytes")
+        await asyncio.to_thread(make_folders, share_dir, parts, self.catalog.is_private)
+        log.info("upload created folder %s", header.name)
+        return kadshare_pb2.UploadReply(file_id="", name=header.name, size=0)
+
+    async def _store(
+        self, share_dir: Path, final: Path, file_id: str, size: int,
+        stream: AsyncIterator[kadshare_pb2.UploadMessage],
+    ) -> _UploadSink:
+        """Receive the bytes into a temp file, check them, link them in at ``final``."""
         self._check_free(final)
         tmp = share_dir / f"{UPLOAD_TMP_PREFIX}{secrets.token_hex(8)}.part"
         sink = await asyncio.to_thread(_UploadSink, tmp)
@@ -221,16 +301,16 @@ class UploadReceiver:
                 if message.WhichOneof("kind") != "data":
                     raise UploadRefused(UploadRefused.BAD_STREAM, "a second header in one upload")
                 data = message.data
-                if sink.written + len(data) > header.size:
+                if sink.written + len(data) > size:
                     raise UploadRefused(
-                        UploadRefused.BAD_STREAM, f"more bytes than the declared {header.size}"
+                        UploadRefused.BAD_STREAM, f"more bytes than the declared {size}"
                     )
                 await asyncio.to_thread(sink.absorb, data)
                 self.metrics.bytes_received.inc(len(data))
-            if sink.written != header.size:
+            if sink.written != size:
                 raise UploadRefused(
                     UploadRefused.BAD_STREAM,
-                    f"stream ended after {sink.written} of {header.size} declared bytes",
+                    f"stream ended after {sink.written} of {size} declared bytes",
                 )
             await asyncio.to_thread(sink.finish)
             actual = sink.file_id
@@ -243,23 +323,15 @@ class UploadReceiver:
             try:
                 os.link(tmp, final)  # never replaces an existing file
             except FileExistsError as exc:
-                raise UploadRefused(UploadRefused.EXISTS, f"{name} already exists here") from exc
+                raise UploadRefused(UploadRefused.EXISTS,
+                                    f"{final.name} already exists here") from exc
         finally:
             sink.close()
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
-        await self.catalog.add_verified(final, file_id, sink.chunk_hashes)
-        log.info("received upload %s (%d bytes, %s)", name, header.size, file_id[:12])
-        if self.on_upload is not None:
-            try:
-                entry = self.catalog.get(file_id)
-            except PeerError:
-                entry = None
-            if entry is not None:
-                await self.on_upload(entry)
-        return kadshare_pb2.UploadReply(file_id=file_id, name=name, size=header.size)
+        return sink
 
     async def _next(
         self, stream: AsyncIterator[kadshare_pb2.UploadMessage]

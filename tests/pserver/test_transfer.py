@@ -482,8 +482,9 @@ class TestUpload:
 
     @pytest.mark.parametrize(
         "name",
-        ["../evil.txt", "..", "sub/evil.txt", "/etc/passwd", ".hidden", "a\\b", "", "x\x00y",
-         "a" * 300, "..\\up", " padded"],
+        ["../evil.txt", "..", "sub/../../evil.txt", "/etc/passwd", ".hidden", "a\\b", "",
+         "x\x00y", "a" * 300, "..\\up", " padded", "sub//evil.txt", "sub/.hidden/evil.txt",
+         "C:/evil.txt", "sub/" * 1100 + "evil.txt"],
     )
     async def test_refused_names(self, uploader: Peer, name: str) -> None:
         code = await code_of(upload(uploader.stub, name, b"payload"))

@@ -253,18 +253,24 @@ class TestGrpc:
         code = grpc_code(lambda: peer.stub.Upload(iter(messages), timeout=20,
                                                    metadata=peer.auth))
         assert code in ALLOWED_GRPC, code
-        if code == grpc.StatusCode.OK:
-            stored = peer.share / name
-            assert stored.resolve().parent == peer.share.resolve(), name
-            assert stored.read_bytes() == data
+        if code == grpc.StatusCode.OK:  # a name may be a relative path (kadcommon.names)
+            stored = peer.share.joinpath(*name.rstrip("/").split("/"))
+            stored.resolve().relative_to(peer.share.resolve())  # inside the share folder
+            if name.endswith("/"):
+                assert stored.is_dir() and not data, name
+            else:
+                assert stored.read_bytes() == data
         _share_folder_is_clean(peer)
 
 
 def _share_folder_is_clean(peer: Peer) -> None:
-    """Everything in the share folder is a plain, fully verified file directly inside it."""
+    """Everything in the share folder is a plain, fully verified file or a real folder,
+    inside it, with a visible name."""
+    top = peer.share.resolve()
     for path in peer.share.rglob("*"):
-        assert path.parent == peer.share, path
-        assert path.is_file() and not path.is_symlink(), path
+        path.resolve().relative_to(top)
+        assert not path.is_symlink(), path
+        assert path.is_file() or path.is_dir(), path
         if path.name == "target file.bin":
             continue
         assert not path.name.startswith("."), f"temporary upload left behind: {path.name}"
