@@ -19,7 +19,8 @@ Commands:
   providers  List the peers that provide a file.
   get        Download a file by id or by name: several sources at once, every chunk
              verified, resumable (run the same command again after an interruption).
-  put        Upload a file to a peer that accepts uploads (ADDR is HOST:GRPC_PORT).
+  put        Upload a file, or a folder with everything in it, to a peer that accepts
+             uploads (ADDR is HOST:GRPC_PORT).
   ls         Files shared by the node.
   id         Print the file id of a local file (no node needed): the id others find
              it by once it is shared.
@@ -71,6 +72,7 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from docopt import DocoptExit, docopt
@@ -100,8 +102,11 @@ from pclient.render import print_json, short_id
 from pclient.usage import Usage
 
 if TYPE_CHECKING:
-    from pclient.client import Client
+    from pathlib import Path
+
+    from pclient.client import Client, UploadProgress
     from pclient.download import DownloadConfig, DownloadResult
+    from pclient.render import ProgressBar
 
 # httpx, grpc and rich (0.4 s of start-up on a loaded 2-core machine) are imported by the
 # commands that use them: `kadshare get --from ID` never loads httpx, nor rich off a terminal.
@@ -266,8 +271,6 @@ async def _get(client: Client | None, args: dict[str, Any], as_json: bool) -> in
 async def _get_folder(client: Client, folder_id: str, args: dict[str, Any],
                       config: DownloadConfig, as_json: bool) -> int:
     """A folder id: its manifest, then every file, under one progress bar."""
-    from pathlib import Path
-
     from pclient.download import ProgressCallback
     from pclient.folders import get_folder
     from pclient.render import ProgressBar
@@ -321,15 +324,40 @@ async def _put(args: dict[str, Any], as_json: bool) -> int:
 
     peer = address(args["--to"], "--to")
     name = args["--name"] or None
-    bar = ProgressBar(os.path.basename(args["PATH"]), enabled=None if not as_json else False)
+    token = args["--token"] or os.environ.get("KADSHARE_TOKEN") or None
+    bar = ProgressBar(PurePath(args["PATH"]).name, enabled=None if not as_json else False)
+    if await asyncio.to_thread(os.path.isdir, args["PATH"]):
+        return await _put_folder(args["PATH"], peer, name, token, bar, as_json)
     with bar:
-        token = args["--token"] or os.environ.get("KADSHARE_TOKEN") or None
         reply = await upload_file(args["PATH"], peer, bar.upload, name=name, token=token)
     if as_json:
         print_json(reply)
     else:
         print(f"uploaded {reply['name']} ({human_size(reply['size'])}) to {peer}; "
               f"id {reply['file_id']}")
+    return EXIT_OK
+
+
+async def _put_folder(path: str, peer: str, name: str | None, token: str | None,
+                      bar: ProgressBar, as_json: bool) -> int:
+    """``kadshare put DIR``: every file as ``DIR/rel/path``, verified by the peer one by one;
+    files the peer already holds are not sent again, so a rerun resumes."""
+    from pclient.client import upload_file
+    from pclient.folders import put_folder
+
+    async def one(src: Path, upload_name: str, progress: UploadProgress | None) -> dict[str, Any]:
+        return await upload_file(src, peer, progress, name=upload_name, token=token)
+
+    with bar:
+        reply = await put_folder(path, one, name=name, progress=bar.upload)
+    if as_json:
+        print_json(reply)
+    else:
+        left_out = len(reply["skipped"])
+        skipped = f"; left out {left_out} hidden/link entries" if left_out else ""
+        print(f"uploaded folder {reply['name']} ({reply['files']} files, "
+              f"{human_size(reply['size'])}) to {peer}; it shares it as "
+              f"{reply['shared_as']}{skipped}")
     return EXIT_OK
 
 

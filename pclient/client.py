@@ -378,18 +378,22 @@ async def upload_file(
     """Stream ``path`` to a peer's ``Upload`` RPC: header (name, size, Merkle file id), then data.
 
     ``token`` is the receiving node's token (its DATA/token); a peer started with a plain
-    ``--accept-uploads`` refuses uploads without it. ``dialer``: TLS to any node identity
+    ``--accept-uploads`` refuses uploads without it. ``name`` may be a relative path
+    (``DIR/NAME``); one ending in ``/`` creates that folder. ``dialer``: TLS to any node identity
     and ``KADSHARE_NETWORK_KEY``'s network unless given.
     """
     src = Path(path)
+    folder = bool(name and name.endswith("/"))  # a folder to create: no bytes, no id
     try:
-        size, digest = await asyncio.to_thread(_size_and_file_id, src)
+        size, digest = (0, "") if folder else await asyncio.to_thread(_size_and_file_id, src)
     except OSError as exc:
         raise UploadFailed(f"cannot read {src}: {(exc.strerror or str(exc)).lower()}") from exc
     header = kadshare_pb2.UploadHeader(name=name or src.name, size=size, file_id=digest)
 
     async def messages() -> AsyncIterator[kadshare_pb2.UploadMessage]:
         yield kadshare_pb2.UploadMessage(header=header)
+        if folder:
+            return
         sent = 0
         if progress:
             progress(0, size)

@@ -1,4 +1,5 @@
-"""Fetching a shared folder: its signed manifest, then every file, each verified.
+"""Folders: fetching a shared one (its signed manifest, then every file, each verified),
+and sending one to a peer that accepts uploads (``kadshare put DIR``).
 
 The manifest (kadcommon.manifest) is a file like any other, so it comes through the
 ordinary download path and is checked against the folder id; its paths are checked
@@ -6,6 +7,11 @@ again here before anything is written, and every target's real parent must lie i
 the output folder, so neither a hostile manifest nor a link planted in the output
 folder can make a download write elsewhere. Each file resumes like a single ``get``
 (its partial state sits beside it), so running the command again resumes the folder.
+
+``put_folder`` sends every file as ``FOLDER/rel/path`` and each empty folder as
+``FOLDER/rel/`` (the upload name contract, ``kadcommon.names``, checked here first so a
+bad name stops the put before a byte is sent); the peer then shares the folder as a
+unit, like every folder of its share folder.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from kadcommon import names
 from kadcommon.manifest import SUFFIX, Manifest, ManifestError, check_path, decode
 from pclient.download import DownloadProgress, DownloadResult, ProgressCallback
 from pclient.errors import ClientError
@@ -113,3 +122,109 @@ async def get_folder(folder_id: str, out: str | os.PathLike[str], fetch: Fetch, 
     with contextlib.suppress(OSError):
         await asyncio.to_thread(holder.rmdir)  # only when empty
     return result
+
+
+# ---- kadshare put DIR ------------------------------------------------------------
+
+Upload = Callable[[Path, str, Callable[[int, int], None] | None], Awaitable[dict[str, Any]]]
+"""Uploads (local path, upload name, progress(sent, total)): ``upload_file`` bound to a
+peer, token and dialer. A name ending in ``/`` creates a folder (the path is not read)."""
+
+
+@dataclass
+class FolderPlan:
+    """What ``put DIR`` sends: files as (upload name, path, size), folders to create
+    (names ending in ``/``) and what is left out (hidden entries, links, specials)."""
+
+    name: str
+    files: list[tuple[str, Path, int]]
+    folders: list[str]
+    skipped: list[str]
+
+    @property
+    def size(self) -> int:
+        return sum(size for _name, _path, size in self.files)
+
+
+def plan_folder(root: Path, name: str | None = None) -> FolderPlan:
+    """Walk ``root`` (worker thread) and check every name the way the peer will
+    (``kadcommon.names``), so a bad name stops the put before any byte is sent."""
+    top = name or root.resolve().name
+    try:
+        names.check_part(top, "folder name")
+    except names.UnsafeName as exc:
+        raise FolderError(f"{exc} (give another with --name)") from None
+    plan = FolderPlan(top, [], [], [])
+    folded: dict[str, str] = {}
+    has_files: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        kept = []
+        for entry in sorted(dirnames):
+            full = os.path.join(dirpath, entry)
+            if entry.startswith(".") or os.path.islink(full):
+                plan.skipped.append(prefix + entry + "/")
+            else:
+                kept.append(entry)
+                plan.folders.append(f"{top}/{prefix}{entry}/")
+        dirnames[:] = kept
+        for entry in sorted(filenames):
+            full = os.path.join(dirpath, entry)
+            st = os.lstat(full)
+            if entry.startswith(".") or not stat.S_ISREG(st.st_mode):
+                plan.skipped.append(prefix + entry)
+                continue
+            plan.files.append((f"{top}/{prefix}{entry}", Path(full), st.st_size))
+            has_files.update(_ancestors(f"{top}/{prefix}{entry}"))
+    for upload_name in [*plan.folders, *(f for f, _p, _s in plan.files)]:
+        path = upload_name.rstrip("/")
+        try:
+            names.check_path(path, "name")
+        except names.UnsafeName as exc:
+            raise FolderError(f"{exc}: rename it, or move it out of {root}") from None
+        key = names.case_key(path)
+        if key in folded:
+            raise FolderError(f"{folded[key]!r} and {path!r} differ only by case: the peer "
+                              "could not keep both; rename one")
+        folded[key] = path
+    # folders holding a file are created by that file's upload; the others are sent
+    plan.folders = [f for f in plan.folders if f.rstrip("/") not in has_files]
+    if not plan.files and not plan.folders:
+        plan.folders.append(top + "/")
+    return plan
+
+
+def _ancestors(path: str) -> set[str]:
+    parts = path.split("/")
+    return {"/".join(parts[:i]) for i in range(1, len(parts))}
+
+
+async def put_folder(root: str | os.PathLike[str], upload: Upload, *,
+                     name: str | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Upload the folder ``root`` as ``name`` (default: its own name), file by file, each
+    verified by the peer; a file already there with the same bytes is not sent again,
+    so running the command again resumes. One ``progress(sent, total)`` for the folder."""
+    src = Path(root)
+    try:
+        plan = await asyncio.to_thread(plan_folder, src, name)
+    except OSError as exc:
+        raise FolderError(f"cannot read {src}: {(exc.strerror or str(exc)).lower()}") from None
+    total, base = plan.size, 0
+
+    def report(sent: int, _size: int) -> None:
+        if progress is not None:
+            progress(base + sent, total)
+
+    for folder in plan.folders:
+        await upload(src, folder, None)
+    file_ids: dict[str, str] = {}
+    for upload_name, path, size in plan.files:
+        reply = await upload(path, upload_name, report)
+        file_ids[upload_name] = str(reply["file_id"])
+        base += size
+        report(0, total)
+    return {"name": plan.name, "files": len(plan.files), "size": total,
+            "folders": len(plan.folders), "skipped": plan.skipped,
+            "shared_as": plan.name + SUFFIX, "file_ids": file_ids}

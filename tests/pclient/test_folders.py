@@ -104,3 +104,50 @@ def test_a_link_planted_in_the_output_is_not_followed(tmp_path: Path) -> None:
     manifest = Manifest("f", (FileEntry("sub/x", 1, "ab" * 32),))
     with pytest.raises(FolderError, match="outside"):
         _prepare(tmp_path / "out", manifest)
+
+
+async def test_put_folder_then_get_it_from_another_peer(tmp_path: Path) -> None:
+    """`kadshare put DIR` sends the tree to a peer that accepts uploads; the peer shares it
+    as one folder, and another peer's user gets it back byte-identical."""
+    local = tmp_path / "local" / FOLDER
+    make_tree(local)
+    (local / ".cache").mkdir()
+    (local / ".cache" / "secret").write_bytes(b"left out")  # hidden: not sent
+    for name in ("up", "empty"):
+        (tmp_path / name).mkdir()
+    nodes: list[Node] = []
+    try:
+        nodes.append(await Node.start(NodeConfig(data_dir=tmp_path / "d0",
+                                                 share_dir=tmp_path / "up", accept_uploads=True)))
+        boot = (("127.0.0.1", nodes[0].info["dht_port"]),)
+        nodes.append(await Node.start(NodeConfig(data_dir=tmp_path / "d1",
+                                                 share_dir=tmp_path / "empty", bootstrap=boot)))
+        to = f"127.0.0.1:{nodes[0].info['grpc_port']}"
+        token = nodes[0].token
+
+        code, out, err = await run_cli("put", str(local), "--to", to, "--json")
+        assert code == 1 and "token" in err  # uploads need the peer's token
+        code, out, err = await run_cli("put", str(local), "--to", to, "--token", token, "--json")
+        assert code == 0, err
+        reply = json.loads(out)
+        assert reply["files"] == 5 and reply["shared_as"] == FOLDER + ".kadfolder"
+        assert reply["skipped"] == [".cache/"]
+        assert tree(tmp_path / "up" / FOLDER) == tree(local)  # empty folder included
+        assert not (tmp_path / "up" / FOLDER / ".cache").exists()
+        # again: the peer holds every file already, so the put resumes without failing
+        code, out, err = await run_cli("put", str(local), "--to", to, "--token", token, "--json")
+        assert code == 0, err
+
+        url = f"http://127.0.0.1:{nodes[1].info['rest_port']}"
+        async with Client(url, timeout=30) as client:
+            async def found() -> bool:
+                hits = await client.search("vacances")
+                return any(h["name"] == FOLDER + ".kadfolder" for h in hits)
+            await until(found, "the uploaded folder searchable by its name")
+        code, out, err = await run_cli("get", FOLDER + ".kadfolder", "--node", url,
+                                       "-o", str(tmp_path / "out"), "--json", "--timeout", "10")
+        assert code == 0, err
+        assert tree(tmp_path / "out" / FOLDER) == tree(local)
+    finally:
+        for node in nodes:
+            await node.stop(graceful=False)
