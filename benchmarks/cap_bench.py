@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kadcommon.merkle import file_id_of_path  # noqa: E402
+from payload import shared_payload  # noqa: E402  (benchmarks/payload.py)
+
 from kadcommon.units import parse_rate  # noqa: E402
 from pserver.launch import NodeProcess, NodeSpec, python_command  # noqa: E402
 
@@ -39,12 +39,7 @@ def main() -> None:
     node = None
     try:
         share = work / "share"
-        share.mkdir()
-        src = share / "payload.bin"
-        with open(src, "wb") as fh:
-            for _ in range(args.size_mib):
-                fh.write(os.urandom(1024 * 1024))
-        file_id = file_id_of_path(src)
+        src, file_id = shared_payload(share, "payload.bin", args.size_mib)
         spec = NodeSpec(data=work / "data", share=share, command=python_command(), cwd=ROOT,
                         extra=("--settle", "0", "--log-level", "error",
                                "--max-upload-rate", args.rate))

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from payload import write_random_file  # noqa: E402  (benchmarks/payload.py)
+
 from pclient import DownloadConfig, download_file  # noqa: E402
 from pserver.launch import AsyncNodeProcess, NodeSpec, python_command  # noqa: E402
 
@@ -60,16 +62,6 @@ async def main():
     await server.serve_forever()
 asyncio.run(main())
 """
-
-
-def make_file(path: Path, size: int) -> None:
-    """Random content (incompressible), written in 4 MiB blocks."""
-    with open(path, "wb") as fh:
-        left = size
-        while left:
-            block = os.urandom(min(left, 4 * 1024 * 1024))
-            fh.write(block)
-            left -= len(block)
 
 
 async def start_peer(workdir: Path, index: int, src: Path, bootstrap: str | None
@@ -118,7 +110,7 @@ async def bench(size_mib: int, repeat: int, counts: list[int]) -> None:
     procs: list[AsyncNodeProcess] = []
     try:
         src = workdir / "payload.bin"
-        make_file(src, size)
+        write_random_file(src, size)
         t0 = time.perf_counter()
         file_id = await asyncio.to_thread(_sha256, src)
         print(f"file: {size_mib} MiB, id {file_id[:16]}…, hashed in "
@@ -238,7 +230,7 @@ async def bench_limited(size_mib: int, mbps: float, counts: list[int]) -> None:
     procs: list[asyncio.subprocess.Process] = []
     try:
         src = workdir / "payload.bin"
-        make_file(src, size_mib * 1024 * 1024)
+        write_random_file(src, size_mib * 1024 * 1024)
         file_id = await asyncio.to_thread(_sha256, src)
         delay = MESSAGE_BYTES / (mbps * 1e6)
         addresses = []

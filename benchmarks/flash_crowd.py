@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from payload import shared_payload  # noqa: E402  (benchmarks/payload.py)
+
 from kadcommon.merkle import file_id_of_path  # noqa: E402
 from kadcommon.units import parse_rate  # noqa: E402
 from pserver.launch import NodeProcess, NodeSpec, python_command  # noqa: E402
@@ -134,12 +136,7 @@ def main() -> None:
     load_before = os.getloadavg()
     try:
         share = work / "seed-share"
-        share.mkdir()
-        src = share / "crowd.bin"
-        with open(src, "wb") as fh:
-            for _ in range(args.size_mib):
-                fh.write(os.urandom(1024 * 1024))
-        file_id = file_id_of_path(src)
+        src, file_id = shared_payload(share, "crowd.bin", args.size_mib)
         quiet = ("--settle", "0", "--log-level", "error")
         seeder = NodeProcess.launch(
             NodeSpec(data=work / "seed-data", share=share, command=python_command(),
