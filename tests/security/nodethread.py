@@ -7,6 +7,7 @@ running (and answering) between examples, on real UDP sockets, for the whole tes
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -83,6 +84,12 @@ class SmallNet:
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 60.0) -> Any:
         return self.lt.run(coro, timeout)
+
+    def announce(self, node: DhtNode, name: str, size: int) -> str:
+        """Announce a file called ``name`` from ``node``; return its (made-up) file id."""
+        file_id = hashlib.sha256(name.encode()).hexdigest()
+        self.run(node.announce(file_id, name, size, grpc="127.0.0.1:9"))
+        return file_id
 
     def close(self) -> None:
         async def _stop() -> None:

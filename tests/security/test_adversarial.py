@@ -42,6 +42,13 @@ def fid(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
 
 
+async def announced(node: DhtNode, name: str, size: int, grpc: str) -> str:
+    """Announce a file called ``name`` from ``node``; return its (made-up) file id."""
+    file_id = fid(name)
+    await node.announce(file_id, name, size, grpc=grpc)
+    return file_id
+
+
 async def wait_for(pred, timeout: float = 20.0, interval: float = 0.1):  # noqa: ANN001
     """Poll an async predicate, bounded in time and tries."""
     deadline = time.monotonic() + timeout
@@ -102,8 +109,7 @@ class TestRecordRejection:
         self, nodes: list[DhtNode], stranger: Stranger
     ) -> None:
         owner, reader = nodes[1], nodes[5]
-        file_id = fid("victim file")
-        await owner.announce(file_id, "victim file.txt", 100, grpc="127.0.0.1:1111")
+        file_id = await announced(owner, "victim file.txt", 100, "127.0.0.1:1111")
         genuine = (await reader.find_providers(file_id))[0]
         attacker = Identity.generate()
         key = file_key(file_id)
@@ -150,9 +156,8 @@ class TestRecordRejection:
         self, nodes: list[DhtNode], stranger: Stranger
     ) -> None:
         owner, reader = nodes[2], nodes[4]
-        file_id = fid("moving file")
+        file_id = await announced(owner, "moving file.txt", 5, "127.0.0.1:2001")
         key = file_key(file_id)
-        await owner.announce(file_id, "moving file.txt", 5, grpc="127.0.0.1:2001")
         old = await reader.find_providers(file_id)
         old_raw = encode_record(old[0])
         await asyncio.sleep(0.01)
@@ -173,8 +178,7 @@ class TestRecordRejection:
         self, nodes: list[DhtNode], stranger: Stranger
     ) -> None:
         owner, reader = nodes[3], nodes[0]
-        file_id = fid("kept file")
-        await owner.announce(file_id, "kept file.txt", 7, grpc="127.0.0.1:3001")
+        file_id = await announced(owner, "kept file.txt", 7, "127.0.0.1:3001")
         attacker = Identity.generate()
         # a valid withdrawal, but it is the attacker's own slot: it cannot touch the owner's
         w = make_withdrawal(attacker, "file:" + file_id, file_id, ttl=300)
@@ -198,8 +202,7 @@ class TestFlood:
     ) -> None:
         honest = {}
         for i, node in enumerate(nodes[1:4]):
-            file_id = fid(f"honest {i}")
-            await node.announce(file_id, f"honest {i}.txt", 10 + i, grpc=f"127.0.0.1:{4000 + i}")
+            file_id = await announced(node, f"honest {i}.txt", 10 + i, f"127.0.0.1:{4000 + i}")
             honest[file_id] = node.node_id
         target = nodes[0]
         attacker = Identity.generate()
@@ -292,8 +295,7 @@ class TestRouting:
             ports = {c.port for c in victim.contacts() if c.node_id == honest_peer.node_id}
             assert ports == {honest_peer.port}, f"contact hijacked: {ports}"
             # and lookups from the victim still reach the honest peer's records
-            file_id = fid("after hijack attempt")
-            await honest_peer.announce(file_id, "after.txt", 1, grpc="127.0.0.1:5001")
+            file_id = await announced(honest_peer, "after.txt", 1, "127.0.0.1:5001")
             found = await victim.find_providers(file_id)
             assert [r.node_id for r in found] == [honest_peer.node_id]
         finally:
@@ -387,8 +389,7 @@ class TestKeywordPoisoning:
         for i, (node, name) in enumerate(zip(nodes[1:4], ["Holiday beach.jpg",
                                                            "holiday mountains.png",
                                                            "HOLIDAY city tour.mp4"], strict=True)):
-            file_id = fid(f"real holiday {i}")
-            await node.announce(file_id, name, 1000 + i, grpc=f"127.0.0.1:{6000 + i}")
+            file_id = await announced(node, name, 1000 + i, f"127.0.0.1:{6000 + i}")
             real[file_id] = name
         spammer = Identity.generate()
         key = keyword_key("holiday")

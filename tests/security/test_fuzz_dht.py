@@ -104,8 +104,7 @@ class TestOverUdp:
     @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
     def test_node_survives_fuzzed_datagrams(self, net: SmallNet) -> None:
         target, helper, _ = net.nodes
-        fid = hashlib.sha256(b"survivor").hexdigest()
-        net.run(helper.announce(fid, "survivor file.txt", 8, grpc="127.0.0.1:9"))
+        fid = net.announce(helper, "survivor file.txt", 8)
         addr = ("127.0.0.1", target.port)
         before = target.stored_record_count()
         rss_before = _rss_kib()
@@ -169,8 +168,7 @@ class TestReplies:
     @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
     def test_lookups_survive_fuzzed_replies(self, net: SmallNet) -> None:
         victim, helper, _ = net.nodes
-        fid = hashlib.sha256(b"reply fuzz target").hexdigest()
-        net.run(helper.announce(fid, "reply target.txt", 3, grpc="127.0.0.1:9"))
+        fid = net.announce(helper, "reply target.txt", 3)
         genuine = [encode_record(r) for r in net.run(helper.find_providers(fid))]
         evil_id = bytes(range(20))
         current: list = [None]
