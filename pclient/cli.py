@@ -72,7 +72,6 @@ import contextlib
 import logging
 import os
 import sys
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from docopt import DocoptExit, docopt
@@ -83,6 +82,10 @@ from kadcommon.link import Link, LinkError, format_link, is_link, parse_link
 from kadcommon.merkle import hash_file
 from kadcommon.units import human_size
 from pclient.cliargs import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     address,
     node_url,
@@ -104,16 +107,14 @@ from pclient.usage import Usage
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pclient.client import Client, UploadProgress
+    from pclient.client import Client
     from pclient.download import DownloadConfig, DownloadResult
-    from pclient.render import ProgressBar
 
 # httpx, grpc and rich (0.4 s of start-up on a loaded 2-core machine) are imported by the
 # commands that use them: `kadshare get --from ID` never loads httpx, nor rich off a terminal.
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 VERSION = "kadshare 0.1.0"
 
 
@@ -122,7 +123,9 @@ async def _run(args: dict[str, Any]) -> int:
     node = node_url(given) if given else None
     as_json = bool(args["--json"])
     if args["put"]:
-        return await _put(args, as_json)
+        from pclient.cliput import put_command
+
+        return await put_command(args, as_json)
     if args["id"]:
         return _file_id(args["PATH"], as_json)
     if args["get"] and args["--from"] and is_file_id(args["FILE"]):
@@ -316,49 +319,6 @@ def _saved_line(result: DownloadResult) -> str:
     count = len(result.sources)
     return (f"saved {result.path} ({size}, every chunk verified{resumed}) from {count} "
             f"source{'s' if count != 1 else ''} in {result.seconds:.1f} s, {rate:.1f} MB/s")
-
-
-async def _put(args: dict[str, Any], as_json: bool) -> int:
-    from pclient.client import upload_file
-    from pclient.render import ProgressBar
-
-    peer = address(args["--to"], "--to")
-    name = args["--name"] or None
-    token = args["--token"] or os.environ.get("KADSHARE_TOKEN") or None
-    bar = ProgressBar(PurePath(args["PATH"]).name, enabled=None if not as_json else False)
-    if await asyncio.to_thread(os.path.isdir, args["PATH"]):
-        return await _put_folder(args["PATH"], peer, name, token, bar, as_json)
-    with bar:
-        reply = await upload_file(args["PATH"], peer, bar.upload, name=name, token=token)
-    if as_json:
-        print_json(reply)
-    else:
-        print(f"uploaded {reply['name']} ({human_size(reply['size'])}) to {peer}; "
-              f"id {reply['file_id']}")
-    return EXIT_OK
-
-
-async def _put_folder(path: str, peer: str, name: str | None, token: str | None,
-                      bar: ProgressBar, as_json: bool) -> int:
-    """``kadshare put DIR``: every file as ``DIR/rel/path``, verified by the peer one by one;
-    files the peer already holds are not sent again, so a rerun resumes."""
-    from pclient.client import upload_file
-    from pclient.folders import put_folder
-
-    async def one(src: Path, upload_name: str, progress: UploadProgress | None) -> dict[str, Any]:
-        return await upload_file(src, peer, progress, name=upload_name, token=token)
-
-    with bar:
-        reply = await put_folder(path, one, name=name, progress=bar.upload)
-    if as_json:
-        print_json(reply)
-    else:
-        left_out = len(reply["skipped"])
-        skipped = f"; left out {left_out} hidden/link entries" if left_out else ""
-        print(f"uploaded folder {reply['name']} ({reply['files']} files, "
-              f"{human_size(reply['size'])}) to {peer}; it shares it as "
-              f"{reply['shared_as']}{skipped}")
-    return EXIT_OK
 
 
 def _file_id(path: str, as_json: bool) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from kadcommon.addr import AddressError, format_hostport, parse_hostport
 from kadcommon.units import parse_rate
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 
 class UsageError(Exception):
     """A well-formed command line with a value that makes no sense."""
