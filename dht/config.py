@@ -49,6 +49,14 @@ class DhtConfig:
     then only if its bucket has a replacement ready (paper section 4.1).  Dropping on the
     first miss emptied whole tables when a CPU-starved process missed a burst of replies
     (1,000 nodes in one process, tests/dht/test_network.py::TestStarvedTable)."""
+    lookup_hedge_factor: float = 3.0
+    """A lookup stops waiting for a call once it has been out this many times the slowest
+    answer the same lookup has had so far (and ``lookup_hedge_min``), before its soft
+    timeout: it asks the next contact and still uses a late answer.  A contact never
+    queried since a crash wave otherwise costs a full soft timeout in every lookup that
+    meets it (issue 16, dht_bench after settle).  Not a suspicion: only this lookup."""
+    lookup_hedge_min: float = 0.005
+    """Floor of the hedge above, seconds."""
     lookup_timeout: float = 10.0
     """Wall-clock cap on one iterative lookup, seconds."""
     record_ttl: int = 3600
@@ -186,7 +194,7 @@ class DhtConfig:
                 raise ValueError(f"DhtConfig.{name} must be a positive int, got {value!r}")
         positive_floats = (
             "rpc_timeout_min", "rpc_timeout_max", "rpc_timeout_initial", "lookup_timeout",
-            "dead_contact_memory",
+            "dead_contact_memory", "lookup_hedge_factor", "lookup_hedge_min",
             "republish_interval", "refresh_interval", "expire_interval",
             "welcome_pings_per_second", "store_rate", "lookup_rate", "prefix_rate_factor",
             "rate_burst_seconds", "full_bucket_ping_interval", "backoff_window",

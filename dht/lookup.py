@@ -45,6 +45,7 @@ class LookupResult:
     lacking: list[Node] = field(default_factory=list)
     queried: int = 0
     failed: int = 0
+    hedged: int = 0  # calls this lookup stopped waiting for before their soft timeout
 
     def positive(self) -> list[Record]:
         """Merged records that are not withdrawals."""
@@ -62,12 +63,13 @@ def merge_record(into: dict[Slot, tuple[Record, bytes]], record: Record, raw: by
 
 
 class _Query:
-    __slots__ = ("node", "future", "soft_deadline", "offset", "pages", "seen")
+    __slots__ = ("node", "future", "soft_deadline", "sent_at", "offset", "pages", "seen")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.future: asyncio.Future | None = None
         self.soft_deadline = 0.0
+        self.sent_at = 0.0
         self.offset = 0
         self.pages = 0
         self.seen: dict[Slot, float] = {}
@@ -91,6 +93,7 @@ class Lookup:
         self._seen: dict[bytes, dict[Slot, float]] = {}
         self._skipped: set[bytes] = set()
         self._order = DistanceOrder(self.target.long_id)  # every known node, nearest first
+        self._slowest = 0.0  # longest round trip answered in this lookup (0: none yet)
 
     def _push(self, nodes: list[Node]) -> None:
         me = self.protocol.source_node.id
@@ -123,7 +126,8 @@ class Lookup:
         args = self.protocol.cookie_args(addr, args)
         future, soft = self.protocol.request(addr, method, args)
         query.future = future
-        query.soft_deadline = loop.time() + soft
+        query.sent_at = loop.time()
+        query.soft_deadline = query.sent_at + soft
         query.pages += 1
         self._queries[future] = query
         self._state[node.id] = "inflight"
@@ -159,7 +163,7 @@ class Lookup:
                         continue
                     break
                 now = loop.time()
-                soft = [q.soft_deadline for q in self._queries.values()
+                soft = [self._give_up_at(q) for q in self._queries.values()
                         if self._state[q.node.id] == "inflight"]
                 wake = min(min(soft, default=deadline), deadline)
                 done, _ = await asyncio.wait(
@@ -170,9 +174,13 @@ class Lookup:
                     self._finish(self._queries.pop(future), future, loop)
                 now = loop.time()
                 for query in self._queries.values():
-                    if self._state[query.node.id] == "inflight" and now >= query.soft_deadline:
+                    if self._state[query.node.id] == "inflight" \
+                            and now >= self._give_up_at(query):
                         self._state[query.node.id] = "slow"
-                        self.protocol.suspect(query.node.id)
+                        if now >= query.soft_deadline:
+                            self.protocol.suspect(query.node.id)
+                        else:
+                            self.result.hedged += 1
                 if now >= deadline:
                     log.debug("lookup of %s hit lookup_timeout", self.target.id.hex()[:8])
                     break
@@ -190,6 +198,16 @@ class Lookup:
                 if any(self._seen.get(i, {}).get(s) != t for s, t in newest.items())
             ]
         return self.result
+
+    def _give_up_at(self, query: _Query) -> float:
+        """When this lookup stops waiting for ``query``: its soft timeout, or earlier once
+        the call has been out ``lookup_hedge_factor`` times the slowest answer seen here
+        (siblings answered long ago, so a timeout is likely rather than certain)."""
+        if not self._slowest:
+            return query.soft_deadline
+        cfg = self.config
+        hedge = max(cfg.lookup_hedge_min, cfg.lookup_hedge_factor * self._slowest)
+        return min(query.soft_deadline, query.sent_at + hedge)
 
     def _worth_waiting(self) -> bool:
         """Keep waiting for slow contacts when nothing useful has come back yet.
@@ -246,6 +264,7 @@ class Lookup:
             self._state[node.id] = "failed"
             self.result.failed += 1
             return
+        self._slowest = max(self._slowest, loop.time() - query.sent_at)
         known = self._nodes
         me = self.protocol.source_node.id
         for nid, host, port in parse_contacts(body.get("nodes"), self.config.k):

@@ -63,3 +63,27 @@ class TestSharedSuspicion:
             assert len(listed) >= 2  # the live contacts are still handed out
         finally:
             stop_all(nodes)
+
+
+class TestHedging:
+    async def test_a_lookup_does_not_wait_out_a_dead_contacts_timeout(self) -> None:
+        """A contact that died silently, met by a lookup whose other contacts answered:
+        the lookup asks on and finishes without waiting for its timeout (here soft ==
+        hard timeout, so waiting would count it failed and suspected)."""
+        cfg = DhtConfig.for_tests(rpc_timeout_min=2.0, rpc_timeout_max=2.0)
+        nodes = await start_network(6, cfg)
+        try:
+            dead, asker = nodes[2], nodes[4]
+            dead_id = dead.protocol.source_node.id
+            assert asker.protocol.router.contains(dead_id)
+            dead.stop()
+            near_dead = dead_id[:-1] + bytes([dead_id[-1] ^ 1])  # the dead one is closest
+            result = await Lookup(asker.protocol, near_dead, cfg).run()
+            assert result.failed == 0  # finished before the 2 s timeout fired
+            assert not asker.protocol.is_suspect(dead_id)  # only this lookup gave up on it
+            assert result.hedged >= 1
+            got = {n.id for n in result.closest}
+            assert dead_id not in got
+            assert len(got) == 4  # every live node but the asker
+        finally:
+            stop_all(nodes)
