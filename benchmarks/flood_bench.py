@@ -11,9 +11,12 @@ reply paged as a real lookup would see it) and the round-trip p50/p99 are taken:
    (``--identities`` owners x as many files as needed, all signed before the timing
    starts), i.e. every one of them would cost the target an Ed25519 verification.
 
-Both phases run against a target with the default rate limits and, with
-``--compare-unlimited``, again against one whose store limit is effectively off.
-Prints the p99 ratio flood/no-flood (target: <= 2) and the target's counters.
+Both phases run against a target with the default rate limits (a sender far over its
+store budget is muted by a kernel socket filter, ``dht.kernelmute``) and, with
+``--compare-unlimited``, again against one without the kernel mute (userspace drop
+only) and one whose store limit is effectively off.  Prints the p99 ratio
+flood/no-flood (target: <= 2) and the target's counters.  2,000 lookups by default: the
+p99 of 300 sub-millisecond round trips is their third-largest value, mostly noise.
 
     nice -n 10 .venv/bin/python benchmarks/flood_bench.py --compare-unlimited
 """
@@ -141,7 +144,7 @@ async def run(args: argparse.Namespace, config: DhtConfig, label: str) -> dict[s
     client.stop()
     counters = {k: after[k] - before.get(k, 0) for k in
                 ("requests_in", "rate_limited_store", "rate_limited_store_prefix",
-                 "records_refused")}
+                 "records_refused", "kernel_mutes")}
     return {
         "label": label, "records_in_key": len(target.store.records(key)),
         "no_flood_p50_ms": pct(quiet, 50) * 1000, "no_flood_p99_ms": pct(quiet, 99) * 1000,
@@ -162,9 +165,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="flood length")
     parser.add_argument("--identities", type=int, default=200)
     parser.add_argument("--records", type=int, default=20, help="records in the looked-up key")
-    parser.add_argument("--lookups", type=int, default=300)
+    parser.add_argument("--lookups", type=int, default=2000)
     parser.add_argument("--compare-unlimited", action="store_true",
-                        help="run again with the store rate limit effectively off")
+                        help="run again without the kernel mute, and with the store rate "
+                             "limit effectively off")
     args = parser.parse_args()
     if not 1 <= args.rate <= 100_000 or not 0.5 <= args.seconds <= 60:
         parser.error("--rate within 1..100000, --seconds within 0.5..60")
@@ -172,7 +176,8 @@ def main() -> None:
     base = DhtConfig.for_tests(record_ttl=600, republish_interval=300.0)
     runs = [(base, "limited (defaults)")]
     if args.compare_unlimited:
-        runs.append((base.with_changes(store_rate=1e9), "unlimited"))
+        runs.append((base.with_changes(kernel_mute_after=0), "userspace drop only"))
+        runs.append((base.with_changes(store_rate=1e9, kernel_mute_after=0), "unlimited"))
     results = [asyncio.run(run(args, cfg, label)) for cfg, label in runs]
     print(f"{'target':20} {'p99 quiet':>10} {'p99 flood':>10} {'ratio':>6} "
           f"{'p50 quiet':>10} {'p50 flood':>10} {'limited':>8} {'sent':>7}")

@@ -108,6 +108,15 @@ class DhtConfig:
     """A network prefix's rate as a multiple of one address's rate."""
     rate_burst_seconds: float = 2.0
     """Depth of every token bucket, in seconds of its rate."""
+    kernel_mute_after: int = 1000
+    """Stores over budget within one second from one address (10x ``store_rate`` by
+    default) after which the kernel drops that address's stores for
+    ``kernel_mute_seconds`` (a socket filter, ``dht.kernelmute``; Linux, IPv4, no
+    network key).  0 turns kernel muting off."""
+    kernel_mute_seconds: float = 5.0
+    """How long a kernel mute lasts; afterwards the sender's store bucket starts empty."""
+    kernel_mute_max: int = 32
+    """Addresses kernel-muted at once at most (the filter's length grows with them)."""
     amplification_factor: float = 3.0
     """An answer to an address that has not proved it receives our datagrams (answered
     one of our requests, or echoed our cookie) is at most this many times the request's
@@ -186,7 +195,7 @@ class DhtConfig:
             "backoff_min_calls", "backoff_max_factor", "protocol_version",
             "lookup_query_factor", "max_records_per_store", "probe_memory",
             "verified_ids_max", "max_query_words", "publish_concurrency",
-            "contact_memory", "suspect_memory", "rtt_addresses",
+            "contact_memory", "suspect_memory", "rtt_addresses", "kernel_mute_max",
         )
         for name in positive_ints:
             value = getattr(self, name)
@@ -198,7 +207,7 @@ class DhtConfig:
             "republish_interval", "refresh_interval", "expire_interval",
             "welcome_pings_per_second", "store_rate", "lookup_rate", "prefix_rate_factor",
             "rate_burst_seconds", "full_bucket_ping_interval", "backoff_window",
-            "handoff_delay", "proven_rate_factor",
+            "handoff_delay", "proven_rate_factor", "kernel_mute_seconds",
         )
         for name in positive_floats:
             value = getattr(self, name)
@@ -209,6 +218,11 @@ class DhtConfig:
             raise ValueError("DhtConfig.amplification_factor must be >= 1")
         if not isinstance(self.network_key, bytes) or len(self.network_key) not in (0, 32):
             raise ValueError("DhtConfig.network_key must be 32 bytes or empty")
+        if not isinstance(self.kernel_mute_after, int) or isinstance(self.kernel_mute_after, bool) \
+                or self.kernel_mute_after < 0:
+            raise ValueError("DhtConfig.kernel_mute_after must be an int >= 0")
+        if self.kernel_mute_max > 60:
+            raise ValueError("DhtConfig.kernel_mute_max must be at most 60")
         if not 0 <= self.periodic_jitter < 1:
             raise ValueError("DhtConfig.periodic_jitter must be within [0, 1)")
         if not 0 < self.backoff_timeout_share <= 1:

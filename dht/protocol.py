@@ -174,6 +174,7 @@ class KadshareProtocol(RequestGate, Admission, Handoff, DatagramRpc, KademliaPro
 
     def close(self) -> None:
         super().close()
+        self._close_gate()
         if self._handoff_timer is not None:
             self._handoff_timer.cancel()
             self._handoff_timer = None

@@ -14,6 +14,7 @@ per-prefix bucket still holds a spoofing subnet back).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections import Counter, OrderedDict
@@ -21,6 +22,7 @@ from collections import Counter, OrderedDict
 from . import clock
 from .clock import now
 from .config import DhtConfig
+from .kernelmute import KernelMute
 from .routing import address_prefix, is_loopback
 from .transport import MSG_ID_LEN, RESPONSE, Address, encode_datagram
 
@@ -60,6 +62,11 @@ class TokenBuckets:
         self._buckets[key] = (tokens - 1.0, t)
         return True
 
+    def empty(self, key: object, t: float) -> None:
+        """Leave ``key`` with no tokens at ``t`` (it earns them back at ``rate``)."""
+        self._buckets[key] = (0.0, t)
+        self._buckets.move_to_end(key)
+
     def __len__(self) -> int:
         return len(self._buckets)
 
@@ -73,10 +80,16 @@ class RequestGate:
     config: DhtConfig
     stats: Counter[str]
     request_size: int
+    transport: asyncio.DatagramTransport | None
 
     def _init_gate(self, config: DhtConfig) -> None:
         #: address -> clock.now() until which its store datagrams are dropped undecoded
         self._muted: OrderedDict[Address, float] = OrderedDict()
+        #: address -> (start of its current second, stores over budget in it)
+        self._over: OrderedDict[Address, tuple[float, int]] = OrderedDict()
+        #: the socket filter of kernel-muted flooders (made on first use; None = not yet)
+        self._kernel: KernelMute | None = None
+        self._kernel_timers: dict[Address, asyncio.TimerHandle] = {}
         # anti-amplification: addresses that proved they receive our datagrams, our
         # cookie secret, and the cookies other nodes gave us (echoed in our requests)
         self._proven: OrderedDict[Address, None] = OrderedDict()
@@ -107,6 +120,7 @@ class RequestGate:
                 self._muted[addr] = t + 1.0 / buckets.rate
                 if len(self._muted) > self.config.contact_memory:
                     self._muted.popitem(last=False)
+                self._note_over_budget(addr, t)
             return False
         if is_loopback(addr[0]) and not self.config.prefix_cap_on_loopback:
             return True
@@ -124,12 +138,66 @@ class RequestGate:
         until = self._muted.get(addr)
         if until is None or data[13:20] != STORE_BYTES:
             return False
-        if clock.now() >= until:
+        t = clock.now()
+        if t >= until:
             del self._muted[addr]
             return False
         self.stats["rate_limited_store"] += 1
         self.stats["rate_limited_early"] += 1
+        self._note_over_budget(addr, t)
         return True
+
+    # -- kernel mute (dht.kernelmute) -----------------------------------------------------
+    def _note_over_budget(self, addr: Address, t: float) -> None:
+        """Count ``addr``'s stores over budget per second; past ``kernel_mute_after`` in
+        one second its stores are dropped by the kernel for ``kernel_mute_seconds``."""
+        limit = self.config.kernel_mute_after
+        if limit <= 0:
+            return
+        start, count = self._over.get(addr, (t, 0))
+        if t - start >= 1.0:
+            start, count = t, 0
+        count += 1
+        self._over[addr] = (start, count)
+        self._over.move_to_end(addr)
+        if len(self._over) > self.config.contact_memory:
+            self._over.popitem(last=False)
+        if count >= limit:
+            del self._over[addr]
+            self._kernel_mute(addr)
+
+    def _kernel_mute(self, addr: Address) -> None:
+        if self._kernel is None:
+            sock = self.transport.get_extra_info("socket") if self.transport else None
+            self._kernel = KernelMute(
+                sock, max_senders=self.config.kernel_mute_max, method_offset=13,
+                method_bytes=STORE_BYTES,
+                enabled=sock is not None and getattr(self, "netkey", None) is None)
+        if not self._kernel.mute(addr):
+            return
+        self.stats["kernel_mutes"] += 1
+        self._kernel_timers[addr] = asyncio.get_running_loop().call_later(
+            self.config.kernel_mute_seconds, self._kernel_release, addr)
+
+    def _kernel_release(self, addr: Address) -> None:
+        """End of a sentence: the filter lets ``addr``'s stores through again, and its
+        store bucket starts empty (the sentence spent its burst)."""
+        self._kernel_timers.pop(addr, None)
+        if self._kernel is not None:
+            self._kernel.unmute(addr)
+        t = clock.now()
+        for buckets in self._limits["store"][:2]:
+            buckets.empty(addr, t)
+        self._muted[addr] = t + 1.0 / self._limits["store"][0].rate
+
+    def kernel_muted(self) -> list[Address]:
+        """Addresses whose stores the kernel drops now (for status and tests)."""
+        return list(self._kernel.senders) if self._kernel is not None else []
+
+    def _close_gate(self) -> None:
+        for handle in self._kernel_timers.values():
+            handle.cancel()
+        self._kernel_timers.clear()
 
     def _cookie_for(self, addr: Address) -> bytes:
         text = f"{addr[0]}|{addr[1]}".encode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -519,6 +520,49 @@ class TestFloodLimits:
                                          [os.urandom(20), file_key(file_id), [rec]])
             assert reply is not None and reply[0] == 1
             await asyncio.sleep(0.2)
+            reply = await flooder.request(("127.0.0.1", node.port), "store",
+                                          [me, file_key(file_id), [rec]])
+            assert reply is not None and reply[0] == 1
+        finally:
+            flooder.close()
+            honest.close()
+            node.stop()
+
+    @pytest.mark.skipif(not sys.platform.startswith("linux"),
+                        reason="the kernel mute is a Linux socket filter")
+    async def test_a_flood_far_over_budget_is_dropped_by_the_kernel(self) -> None:
+        cfg = replace(CONFIG, store_rate=20.0, rate_burst_seconds=1.0, kernel_mute_after=100,
+                      kernel_mute_seconds=0.6).validate()
+        node = DhtNode(config=cfg)
+        await node.listen(port=0, interface="127.0.0.1")
+        assert node.protocol is not None
+        flooder = await Stranger.open()
+        honest = await Stranger.open()
+        file_id = fid("kernel flooded")
+        rec = encode_record(make_provider(Identity.generate(), file_id, "f.iso", 9,
+                                          "127.0.0.1:9", ttl=300))
+        me = os.urandom(20)
+        store = ["store", [me, file_key(file_id), [rec]]]
+        try:
+            for _ in range(400):
+                flooder.send(encode_datagram(REQUEST, os.urandom(8), store),
+                             ("127.0.0.1", node.port))
+            await asyncio.sleep(0.3)
+            assert node.stats["kernel_mutes"] == 1, node.stats
+            assert node.protocol.kernel_muted() == [flooder.address]
+            seen = node.stats["requests_in"] + node.stats["rate_limited_early"]
+            for _ in range(300):  # these never reach the process
+                flooder.send(encode_datagram(REQUEST, os.urandom(8), store),
+                             ("127.0.0.1", node.port))
+            reply = await flooder.request(("127.0.0.1", node.port), "find_node",
+                                          [me, os.urandom(20)])
+            assert reply is not None and reply[0] == 1  # its lookups are still answered
+            assert node.stats["requests_in"] + node.stats["rate_limited_early"] - seen <= 2
+            reply = await honest.request(("127.0.0.1", node.port), "store",
+                                         [os.urandom(20), file_key(file_id), [rec]])
+            assert reply is not None and reply[0] == 1  # another sender's stores are served
+            await asyncio.sleep(0.8)  # the sentence ends; its bucket earns tokens again
+            assert node.protocol.kernel_muted() == []
             reply = await flooder.request(("127.0.0.1", node.port), "store",
                                           [me, file_key(file_id), [rec]])
             assert reply is not None and reply[0] == 1
