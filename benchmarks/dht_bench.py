@@ -174,6 +174,25 @@ async def lookups(impl: Any, nodes: list, keys: list[str], count: int, rng: rand
     }
 
 
+class GcPauses:
+    """The longest garbage-collection pause from now until ``stop()``, in ms."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.longest = max(self.longest, (time.perf_counter() - self._start) * 1000)
+
+    def stop(self) -> float:
+        gc.callbacks.remove(self._note)
+        return self.longest
+
+
 async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     rng = random.Random(args.seed)
     out: dict[str, Any] = {"impl": impl.name, "nodes": args.nodes}
@@ -237,6 +256,15 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     # The churn phases run --concurrency lookups at once in this one loop, so part of their
     # latency is waiting for the others' CPU: the same load before the kill is the baseline
     # that recovery is measured against.
+    # One process holds all N nodes, so a full (generation 2) garbage collection walks the
+    # objects of N nodes: ~96 ms at N=256 (measured with gc.callbacks), which stalled every
+    # lookup in flight and was most of the "10 s later" p99 (a peer process holds one
+    # node). The heap built so far is frozen (gc.freeze, as long-lived servers do) unless
+    # --no-gc-freeze; the longest pause of the churn phases is reported either way.
+    if not args.no_gc_freeze:
+        gc.collect()
+        gc.freeze()
+    pauses = GcPauses()
     out["before_kill"] = await lookups(
         impl, nodes, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget,
@@ -258,6 +286,9 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
         args.phase_budget,
     )
     phases["settle_and_after"] = time.perf_counter() - t0 - sum(phases.values())
+    out["gc_pause_max_ms"] = pauses.stop()
+    out["gc_frozen"] = not args.no_gc_freeze
+    gc.unfreeze()
     for node in alive:
         impl.stop(node)
     await asyncio.sleep(0.2)
@@ -286,6 +317,7 @@ ROWS = [
     ("after settle: skipped", ("after_settle", "skipped"), "lower"),
     ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
     ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
+    ("longest GC pause, churn (ms)", ("gc_pause_max_ms",), "lower"),
 ]
 
 
@@ -399,6 +431,9 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the memory runs in fresh processes")
     parser.add_argument("--impl", choices=["both", "kadshare", "kademlia"], default="both")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="do not freeze the heap built before the churn phases "
+                             "(full collections then walk all N nodes' objects)")
     parser.add_argument("--json", default=None, help="write results here (default: stdout only)")
     args = parser.parse_args()
     if not 8 <= args.nodes <= 2000:
