@@ -44,6 +44,9 @@ Options:
                        cap, e.g. 2M (bytes/s) [default: 0].
   --fetch              After each successful lookup, download the file over gRPC from
                        the live providers found (real kadshare-node peers only).
+  --sharded            virtual runner: shard the run over MPI ranks (conservative
+                       PDES); implied under `mpirun -n K` with K > 1. A sharded run
+                       gives one digest for any K, but not that of a plain run.
   --trace FILE         Replay a saved trace (its scenario and workload win over flags).
   --save-trace FILE    Also write the drawn trace to FILE.
   -q --quiet           No progress line.
@@ -236,14 +239,43 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.report import metrics_table, write_outputs
     from simulations.runners import RunnerUnavailable
 
+    shard = None
     try:
-        outcomes = run_impls(trace, impls, cfg.progress)
-    except RunnerUnavailable as exc:
-        print(f"kadshare-sim: runner {cfg.runner} unavailable: {exc}", file=sys.stderr)
+        from simulations.mpi import Shard, launched_ranks
+
+        # MPI is initialised only when asked for (--sharded) or started by mpirun.
+        if cfg.runner == "virtual" and (opts["--sharded"] or launched_ranks() > 1):
+            shard = Shard.from_mpi()
+    except RuntimeError as exc:
+        print(f"kadshare-sim: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\nkadshare-sim: interrupted; everything was cleaned up", file=sys.stderr)
-        return 130
+    if shard is not None and (shard.size > 1 or opts["--sharded"]):
+        from simulations.sharded import ShardingUnsupported, check_shardable, run_sharded
+
+        try:
+            for impl in impls:
+                check_shardable(trace, impl)
+        except ShardingUnsupported as exc:
+            if shard.rank == 0:
+                print(f"kadshare-sim: {exc}", file=sys.stderr)
+            return 2
+        ran = [run_sharded(trace, impl, shard, progress=cfg.progress and shard.rank == 0)
+               for impl in impls]
+        if shard.rank != 0:     # rank 0 writes the results
+            return 0
+        outcomes: list[Any] = [o for o in ran if o is not None]
+    elif opts["--sharded"]:
+        print("kadshare-sim: --sharded needs --runner virtual", file=sys.stderr)
+        return 2
+    else:
+        try:
+            outcomes = run_impls(trace, impls, cfg.progress)
+        except RunnerUnavailable as exc:
+            print(f"kadshare-sim: runner {cfg.runner} unavailable: {exc}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("\nkadshare-sim: interrupted; everything was cleaned up", file=sys.stderr)
+            return 130
     results = write_outputs(out, trace, outcomes, command=["kadshare-sim", *args],
                             started=started)
     print(metrics_table(results["runs"]))

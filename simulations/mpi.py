@@ -56,6 +56,11 @@ _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 Parcel = tuple[float, tuple[str, int], int, tuple[str, int], bytes]
 
 
+def launched_ranks() -> int:
+    """How many ranks mpirun/srun started (1 when not started by one)."""
+    return max(int(os.environ.get(v) or 1) for v in _SIZE_VARS)
+
+
 @dataclass
 class Shard:
     """This process's place among the ranks; without MPI, the only shard."""
@@ -70,7 +75,7 @@ class Shard:
         try:
             from mpi4py import MPI
         except ImportError:
-            launched = max(int(os.environ.get(v) or 1) for v in _SIZE_VARS)
+            launched = launched_ranks()
             if launched > 1:     # N copies would each run the whole simulation
                 raise RuntimeError(f"started as one of {launched} MPI ranks but mpi4py is "
                                    "not installed: pip install -e '.[mpi]'") from None
@@ -88,6 +93,12 @@ class Shard:
             return outboxes[0], next_t
         inboxes = self.comm.alltoall([(box, next_t) for box in outboxes])
         return [p for box, _ in inboxes for p in box], min(t for _, t in inboxes)
+
+    def all_done(self, done: bool) -> bool:
+        """True when every rank says ``done`` (one small collective)."""
+        if self.comm is None:
+            return done
+        return all(self.comm.allgather(done))
 
     def gather(self, obj: Any) -> list[Any] | None:
         if self.comm is None:
