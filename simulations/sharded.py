@@ -541,7 +541,10 @@ def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = 
                 break
             # Skip idle stretches: nothing happens on any rank before ``earliest``.
             start_t = max(w_end, earliest if earliest < math.inf else w_end)
-        part = main.result()
+        # Every rank takes part in the gather below, even one whose run failed, so that
+        # no rank waits forever; the failure is raised after it.
+        failed = main.exception() if not main.cancelled() else asyncio.CancelledError()
+        part = {"error": repr(failed)} if failed is not None else main.result()
     finally:
         for t in asyncio.all_tasks(loop):
             t.cancel()
@@ -554,8 +557,13 @@ def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = 
         if tmp is not None:
             tmp.cleanup()
     parts = shard.gather(part)
+    if failed is not None:
+        raise failed
     if parts is None:
         return None
+    errors = [p["error"] for p in parts if "error" in p]
+    if errors:
+        raise RuntimeError(f"a shard failed: {errors[0]}")
     return _merge(engine, parts, engine.warmup_wall, time.process_time() - engine.cpu0,
                   progress)
 
