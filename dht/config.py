@@ -49,6 +49,11 @@ class DhtConfig:
     then only if its bucket has a replacement ready (paper section 4.1).  Dropping on the
     first miss emptied whole tables when a CPU-starved process missed a burst of replies
     (1,000 nodes in one process, tests/dht/test_network.py::TestStarvedTable)."""
+    dead_evict_floor: int = 2
+    """A contact that missed ``stale_after_misses`` hard timeouts in a row leaves its
+    bucket even with no replacement waiting, provided the bucket keeps at least this many
+    other contacts that are not suspect; it re-enters when it is heard from again.  Below
+    the floor a dead contact keeps its slot (a starved process must not empty its table)."""
     lookup_hedge_factor: float = 3.0
     """A lookup stops waiting for a call once it has been out this many times the slowest
     answer the same lookup has had so far (and ``lookup_hedge_min``), before its soft
@@ -195,7 +200,8 @@ class DhtConfig:
             "backoff_min_calls", "backoff_max_factor", "protocol_version",
             "lookup_query_factor", "max_records_per_store", "probe_memory",
             "verified_ids_max", "max_query_words", "publish_concurrency",
-            "contact_memory", "suspect_memory", "rtt_addresses", "kernel_mute_max",
+            "contact_memory", "suspect_memory", "dead_evict_floor", "rtt_addresses",
+            "kernel_mute_max",
         )
         for name in positive_ints:
             value = getattr(self, name)

@@ -327,18 +327,30 @@ class KadshareProtocol(RequestGate, Admission, Handoff, DatagramRpc, KademliaPro
     def contact_failed(self, node: Node) -> None:
         """No reply within the hard timeout: lookups skip it for a while; after
         ``stale_after_misses`` misses in a row it is replaced if its bucket has a
-        replacement waiting (a stale contact beats an empty slot)."""
+        replacement waiting, or dropped if the bucket keeps ``dead_evict_floor`` other
+        contacts not suspect (below that floor a stale contact beats an empty slot)."""
         if node.id is None:
             return
         self.suspect(node.id, self.config.dead_contact_memory)
         misses = self._misses.pop(node.id, 0) + 1
         bucket = self.router.buckets[self.router.get_bucket_for(node)]
-        if misses >= self.config.stale_after_misses and bucket.replacement_nodes:
+        if misses >= self.config.stale_after_misses and (
+                bucket.replacement_nodes or self._others_alive(bucket, node.id)):
             self.router.remove_contact(node)
             return
         self._misses[node.id] = misses
         if len(self._misses) > self.config.contact_memory:
             self._misses.popitem(last=False)
+
+    def _others_alive(self, bucket: Any, dead_id: bytes) -> bool:
+        floor = self.config.dead_evict_floor
+        alive = 0
+        for nid in bucket.nodes:
+            if nid != dead_id and not self.is_suspect(nid):
+                alive += 1
+                if alive >= floor:
+                    return True
+        return False
 
     # -- outgoing ---------------------------------------------------------------------------
     async def _call(self, node: Node, method: str, args: list,

@@ -114,3 +114,39 @@ class TestHedging:
             assert len(got) == 9 - len(dead_ids)  # every live node but the asker
         finally:
             stop_all(nodes)
+
+
+class TestDeadEviction:
+    async def test_a_contact_proven_dead_leaves_a_bucket_without_replacements(self) -> None:
+        """After ``stale_after_misses`` missed hard timeouts a dead contact is dropped even
+        though no replacement waits, because its bucket keeps live contacts (the floor);
+        it comes back once it is heard from again."""
+        cfg = DhtConfig.for_tests(rpc_timeout_max=0.3)
+        nodes = await start_network(5, cfg)
+        try:
+            holder, dead = nodes[1], nodes[2]
+            dead_id = dead.protocol.source_node.id
+            peer = next(p for p in holder.protocol.router.all_contacts() if p.id == dead_id)
+            bucket = holder.protocol.router.buckets[holder.protocol.router.get_bucket_for(peer)]
+            assert not bucket.replacement_nodes
+            dead.stop()
+            for _ in range(cfg.stale_after_misses):
+                assert await holder.protocol.call_ping(peer) is None
+            assert not holder.protocol.router.contains(dead_id)
+            assert len(holder.protocol.router.all_contacts()) >= cfg.dead_evict_floor
+        finally:
+            stop_all(nodes)
+
+    async def test_the_floor_keeps_a_dead_contact_when_the_bucket_would_empty(self) -> None:
+        cfg = DhtConfig.for_tests(rpc_timeout_max=0.3)
+        nodes = await start_network(2, cfg)
+        try:
+            holder, dead = nodes[0], nodes[1]
+            dead_id = dead.protocol.source_node.id
+            peer = next(p for p in holder.protocol.router.all_contacts() if p.id == dead_id)
+            dead.stop()
+            for _ in range(cfg.stale_after_misses):
+                assert await holder.protocol.call_ping(peer) is None
+            assert holder.protocol.router.contains(dead_id)  # below the floor: kept
+        finally:
+            stop_all(nodes)
