@@ -202,15 +202,11 @@ class Lookup:
     def _give_up_at(self, query: _Query) -> float:
         """When this lookup stops waiting for ``query``: its soft timeout, or earlier once
         the call has been out ``lookup_hedge_factor`` times the slowest answer seen here
-        (siblings answered long ago, so a timeout is likely rather than certain).  Before
-        any answer, the node's smoothed round trip over all contacts stands in for the
-        slowest answer: a first round whose contacts all died since they were last heard
-        would otherwise wait a full soft timeout (>= 30 ms) before asking anyone else."""
-        base = self._slowest or self.protocol.rtt.typical()
-        if not base:
+        (siblings answered long ago, so a timeout is likely rather than certain)."""
+        if not self._slowest:
             return query.soft_deadline
         cfg = self.config
-        hedge = max(cfg.lookup_hedge_min, cfg.lookup_hedge_factor * base)
+        hedge = max(cfg.lookup_hedge_min, cfg.lookup_hedge_factor * self._slowest)
         return min(query.soft_deadline, query.sent_at + hedge)
 
     def _worth_waiting(self) -> bool:
