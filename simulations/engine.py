@@ -36,6 +36,79 @@ WARMUP_ANNOUNCE_CONCURRENCY = 256
 RECORDS_EVERY_SEC_MAX_NODES = 200
 
 
+# ---- one node's operations, shared with the sharded engine (simulations/sharded.py) ----
+async def announce_quietly(idx: int, handle: ImplNode, f: FileSpec) -> bool:
+    """Announce ``f`` from node ``idx``; False (logged at DEBUG) if it failed or timed out."""
+    traffic_tag.set("announce")
+    try:
+        await asyncio.wait_for(handle.announce(f), ANNOUNCE_TIMEOUT)
+    except Exception as exc:
+        log.debug("node %d: announce of file %d failed: %r", idx, f.index, exc)
+        return False
+    return True
+
+
+async def leave_or_crash(idx: int, handle: ImplNode) -> None:
+    """A graceful leave, or a crash if the leave fails or takes too long."""
+    try:
+        await asyncio.wait_for(handle.leave(), LEAVE_TIMEOUT)
+    except Exception as exc:
+        log.debug("node %d: graceful leave failed (%r); crashing it", idx, exc)
+        with contextlib.suppress(Exception):
+            handle.crash()
+
+
+def crash_quietly(idx: int, handle: ImplNode) -> None:
+    try:
+        handle.crash()
+    except Exception as exc:
+        log.debug("node %d: crash raised %r", idx, exc)
+
+
+async def joined(st: Any) -> bool:
+    """Whether node state ``st`` is up, waiting (bounded) for a join under way."""
+    if st.state == "joining":
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(st.ready.wait(), JOIN_TIMEOUT)
+    return bool(st.state == "up")
+
+
+async def timed_lookup(handle: ImplNode, f: FileSpec, timeout: float
+                       ) -> tuple[list[str], str, list[int]]:
+    """One lookup with its traffic counted: (provider keys, error or "", [msgs, bytes])."""
+    traffic_tag.set("lookup")
+    ctr = [0, 0]
+    op_counter.set(ctr)
+    keys: list[str] = []
+    err = ""
+    try:
+        keys = await asyncio.wait_for(handle.lookup(f), timeout)
+    except asyncio.TimeoutError:
+        err = "timeout"
+    except Exception as exc:
+        err = type(exc).__name__
+    return keys, err, ctr
+
+
+def events_in_run(trace: Trace, duration: float) -> Any:
+    """The trace's events up to ``duration`` seconds after the measured run starts."""
+    for ev in trace.events:
+        if ev["t"] > duration:
+            return
+        yield ev
+
+
+async def shut_down(tasks: Any, nodes: Any, runner: Any) -> None:
+    """Cancel the engine's tasks, crash every node not gone, close the runner."""
+    for t in list(tasks):
+        t.cancel()
+    for st in nodes.values():
+        if st.state != "gone":
+            with contextlib.suppress(Exception):
+                st.handle.crash()
+    await runner.close()
+
+
 @dataclass
 class _NodeState:
     handle: ImplNode
@@ -84,7 +157,26 @@ def _marks(trace: Trace) -> list[dict]:
     return sorted(marks, key=lambda m: m["t"])
 
 
-class _Engine:
+class NodeDepartures:
+    """Leave and crash of a node by index, for both engines (each keeps its own node
+    table and says, in ``_mark_gone``, which node that was still up)."""
+
+    def _mark_gone(self, idx: int) -> Any:
+        raise NotImplementedError
+
+    async def leave(self, idx: int) -> None:
+        st = self._mark_gone(idx)
+        if st is None:
+            return
+        await leave_or_crash(idx, st.handle)
+
+    def crash(self, idx: int) -> None:
+        st = self._mark_gone(idx)
+        if st is not None:
+            crash_quietly(idx, st.handle)
+
+
+class _Engine(NodeDepartures):
     def __init__(self, trace: Trace, impl_name: str, workdir: Path) -> None:
         self.trace = trace
         self.cfg = trace.config.with_changes(impl=impl_name)
@@ -168,34 +260,11 @@ class _Engine:
 
     async def announce(self, idx: int, f: FileSpec) -> None:
         st = self.nodes[idx]
-        traffic_tag.set("announce")
-        try:
-            await asyncio.wait_for(st.handle.announce(f), ANNOUNCE_TIMEOUT)
-        except Exception as exc:
-            log.debug("node %d: announce of file %d failed: %r", idx, f.index, exc)
+        if not await announce_quietly(idx, st.handle, f):
             return
         if st.state == "up":
             st.files.add(f.index)
             self.file_live[f.index].add(idx)
-
-    async def leave(self, idx: int) -> None:
-        st = self._mark_gone(idx)
-        if st is None:
-            return
-        try:
-            await asyncio.wait_for(st.handle.leave(), LEAVE_TIMEOUT)
-        except Exception as exc:
-            log.debug("node %d: graceful leave failed (%r); crashing it", idx, exc)
-            with contextlib.suppress(Exception):
-                st.handle.crash()
-
-    def crash(self, idx: int) -> None:
-        st = self._mark_gone(idx)
-        if st is not None:
-            try:
-                st.handle.crash()
-            except Exception as exc:
-                log.debug("node %d: crash raised %r", idx, exc)
 
     async def lookup(self, ev: dict) -> None:
         idx, f = int(ev["node"]), self.trace.files[int(ev["file"])]
@@ -203,25 +272,12 @@ class _Engine:
         if st is None or st.state == "gone":
             self.rec.skipped += 1
             return
-        if st.state == "joining":
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(st.ready.wait(), JOIN_TIMEOUT)
-            if st.state != "up":
-                self.rec.skipped += 1
-                return
-        traffic_tag.set("lookup")
-        ctr = [0, 0]
-        op_counter.set(ctr)
+        if not await joined(st):
+            self.rec.skipped += 1
+            return
         t_start = self.now()
         live_start = set(self.file_live[f.index])
-        err = ""
-        keys: list[str] = []
-        try:
-            keys = await asyncio.wait_for(st.handle.lookup(f), self.cfg.lookup_timeout)
-        except asyncio.TimeoutError:
-            err = "timeout"
-        except Exception as exc:
-            err = type(exc).__name__
+        keys, err, ctr = await timed_lookup(st.handle, f, self.cfg.lookup_timeout)
         latency = self.now() - t_start
         live = live_start & self.file_live[f.index]
         returned = {self.key_owner.get(k, -1 - n) for n, k in enumerate(set(keys))}
@@ -353,18 +409,10 @@ class _Engine:
                 sys.stderr.write("\n")
             raise
         finally:
-            for t in list(self.tasks):
-                t.cancel()
-            for st in self.nodes.values():
-                if st.state != "gone":
-                    with contextlib.suppress(Exception):
-                        st.handle.crash()
-            await self.runner.close()
+            await shut_down(self.tasks, self.nodes, self.runner)
 
     async def dispatch(self) -> None:
-        for ev in self.trace.events:
-            if ev["t"] > self.cfg.duration:
-                break
+        for ev in events_in_run(self.trace, self.cfg.duration):
             delay = self.t0 + ev["t"] - self.loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

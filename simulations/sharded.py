@@ -45,15 +45,20 @@ from typing import Any
 from simulations.engine import (
     ANNOUNCE_TIMEOUT,
     JOIN_TIMEOUT,
-    LEAVE_TIMEOUT,
     RECORDS_EVERY_SEC_MAX_NODES,
+    NodeDepartures,
     RunOutcome,
     _marks,
+    announce_quietly,
+    events_in_run,
+    joined,
+    shut_down,
+    timed_lookup,
 )
 from simulations.impls import ImplNode, make_impl
 from simulations.metrics import LookupRecord, Recorder, Sample, progress_figures
 from simulations.mpi import Shard, ShardedNetwork, _next_timer
-from simulations.netmodel import NetModel, Traffic, op_counter, traffic_tag
+from simulations.netmodel import NetModel, Traffic
 from simulations.runners.virtual import VirtualRunner, _TimeShim, host_for
 from simulations.scenarios import FileSpec, Trace
 from simulations.vloop import VirtualTimeLoop
@@ -132,7 +137,7 @@ class _Node:
     join_failed: bool = False
 
 
-class _ShardedEngine:
+class _ShardedEngine(NodeDepartures):
     def __init__(self, trace: Trace, impl_name: str, workdir: Path, shard: Shard,
                  loop: VirtualTimeLoop) -> None:
         self.trace, self.shard, self.loop = trace, shard, loop
@@ -247,30 +252,10 @@ class _ShardedEngine:
         st = self.nodes.get(idx)
         if st is None or st.state != "up":
             return
-        traffic_tag.set("announce")
-        try:
-            await asyncio.wait_for(st.handle.announce(f), ANNOUNCE_TIMEOUT)
-        except Exception as exc:
-            log.debug("node %d: announce of file %d failed: %r", idx, f.index, exc)
+        if not await announce_quietly(idx, st.handle, f):
             return
         if st.state == "up":
             st.announced.setdefault(f.index, self.loop.time())
-
-    async def leave(self, idx: int) -> None:
-        st = self._mark_gone(idx)
-        if st is None:
-            return
-        try:
-            await asyncio.wait_for(st.handle.leave(), LEAVE_TIMEOUT)
-        except Exception:
-            with contextlib.suppress(Exception):
-                st.handle.crash()
-
-    def crash(self, idx: int) -> None:
-        st = self._mark_gone(idx)
-        if st is not None:
-            with contextlib.suppress(Exception):
-                st.handle.crash()
 
     async def lookup(self, ev: dict) -> None:
         idx, f = int(ev["node"]), self.trace.files[int(ev["file"])]
@@ -278,24 +263,11 @@ class _ShardedEngine:
         if st is None or st.state == "gone":
             self.skipped += 1
             return
-        if st.state == "joining":
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(st.ready.wait(), JOIN_TIMEOUT)
-            if st.state != "up":
-                self.skipped += 1
-                return
-        traffic_tag.set("lookup")
-        ctr = [0, 0]
-        op_counter.set(ctr)
+        if not await joined(st):
+            self.skipped += 1
+            return
         t_start = self.loop.time()
-        err = ""
-        keys: list[str] = []
-        try:
-            keys = await asyncio.wait_for(st.handle.lookup(f), self.cfg.lookup_timeout)
-        except asyncio.TimeoutError:
-            err = "timeout"
-        except Exception as exc:
-            err = type(exc).__name__
+        keys, err, ctr = await timed_lookup(st.handle, f, self.cfg.lookup_timeout)
         self.raw_lookups.append({
             "t_start": t_start, "t_end": self.loop.time(), "node": idx, "file": f.index,
             "keys": sorted(set(keys)), "msgs": ctr[0], "nbytes": ctr[1], "error": err,
@@ -344,18 +316,10 @@ class _ShardedEngine:
                 await tick
             return self.part()
         finally:
-            for t in list(self.tasks):
-                t.cancel()
-            for st in self.nodes.values():
-                if st.state != "gone":
-                    with contextlib.suppress(Exception):
-                        st.handle.crash()
-            await self.runner.close()
+            await shut_down(self.tasks, self.nodes, self.runner)
 
     async def dispatch(self) -> None:
-        for ev in self.trace.events:
-            if ev["t"] > self.cfg.duration:
-                break
+        for ev in events_in_run(self.trace, self.cfg.duration):
             op, idx = ev["op"], int(ev.get("node", -1))
             if op == "kill_tracker" or not self.mine(idx):
                 continue

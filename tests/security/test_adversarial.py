@@ -100,6 +100,12 @@ async def store_everywhere(s: Stranger, nodes: list[DhtNode], key: bytes,
     return out
 
 
+async def stored(s: Stranger, node: DhtNode, sender: bytes, key: bytes, rec: bytes) -> bool:
+    """Whether ``node`` answers one store of ``rec`` from ``s`` (not dropped by a limit)."""
+    reply = await s.request(("127.0.0.1", node.port), "store", [sender, key, [rec]])
+    return reply is not None and reply[0] == 1
+
+
 def forge(rec: ProviderRecord, **changes: object) -> bytes:
     """The record with fields changed and the original signature kept."""
     return encode_record(replace(rec, **changes))
@@ -516,13 +522,9 @@ class TestFloodLimits:
                                           [me, os.urandom(20)])
             assert reply is not None and reply[0] == 1
             # another sender is served, and the flooder again once its bucket refills
-            reply = await honest.request(("127.0.0.1", node.port), "store",
-                                         [os.urandom(20), file_key(file_id), [rec]])
-            assert reply is not None and reply[0] == 1
+            assert await stored(honest, node, os.urandom(20), file_key(file_id), rec)
             await asyncio.sleep(0.2)
-            reply = await flooder.request(("127.0.0.1", node.port), "store",
-                                          [me, file_key(file_id), [rec]])
-            assert reply is not None and reply[0] == 1
+            assert await stored(flooder, node, me, file_key(file_id), rec)
         finally:
             flooder.close()
             honest.close()
@@ -558,14 +560,11 @@ class TestFloodLimits:
                                           [me, os.urandom(20)])
             assert reply is not None and reply[0] == 1  # its lookups are still answered
             assert node.stats["requests_in"] + node.stats["rate_limited_early"] - seen <= 2
-            reply = await honest.request(("127.0.0.1", node.port), "store",
-                                         [os.urandom(20), file_key(file_id), [rec]])
-            assert reply is not None and reply[0] == 1  # another sender's stores are served
+            # another sender's stores are served
+            assert await stored(honest, node, os.urandom(20), file_key(file_id), rec)
             await asyncio.sleep(0.8)  # the sentence ends; its bucket earns tokens again
             assert node.protocol.kernel_muted() == []
-            reply = await flooder.request(("127.0.0.1", node.port), "store",
-                                          [me, file_key(file_id), [rec]])
-            assert reply is not None and reply[0] == 1
+            assert await stored(flooder, node, me, file_key(file_id), rec)
         finally:
             flooder.close()
             honest.close()
