@@ -19,12 +19,15 @@ them; the program is rebuilt and re-attached (atomically, by the kernel) on ever
 from __future__ import annotations
 
 import ctypes
+import logging
 import socket
 import struct
 import sys
 from typing import Any
 
 __all__ = ["KernelMute", "build_program"]
+
+log = logging.getLogger(__name__)
 
 SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
 SO_DETACH_FILTER = 27
@@ -107,9 +110,7 @@ class KernelMute:
         self.method_offset = method_offset
         self.method_bytes = method_bytes
         self.senders: list[tuple[str, int]] = []
-        self._program: Any = None  # the ctypes buffer the kernel copied from
         self.available = enabled and _supported(sock)
-        self.error: str | None = None
 
     def mute(self, addr: tuple[str, int]) -> bool:
         """Add ``addr`` to the filter; False if not possible (full, unsupported, IPv6)."""
@@ -131,14 +132,14 @@ class KernelMute:
                 prog = build_program(senders, self.method_offset, self.method_bytes)
                 buf = ctypes.create_string_buffer(b"".join(prog))
                 fprog = _SockFprog(len(prog), ctypes.addressof(buf))
+                # the kernel copies the program during the call; buf need not outlive it
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(fprog))
-                self._program = buf
             elif self.senders:
                 self.sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
-                self._program = None
         except OSError as exc:  # refused by this kernel: stop trying, keep the userspace drop
             self.available = False
-            self.error = str(exc)
+            log.info("kernel mute unavailable (%s): store floods are dropped in userspace only",
+                     exc)
             return False
         self.senders = senders
         return True

@@ -19,6 +19,8 @@ import hashlib
 import hmac
 from collections import Counter, OrderedDict
 
+from kadcommon.netkey import NetworkKey
+
 from . import clock
 from .clock import now
 from .config import DhtConfig
@@ -30,6 +32,7 @@ FIND_OVERHEAD = 64  # envelope, map keys, "next" field
 COOKIE_LEN = 8  # bytes of the address cookie (HMAC-SHA256 of host:port, truncated)
 LOOKUP_METHODS = frozenset({"find_node", "find_records"})
 #: bytes 13..19 of a store request: [version, kind, bin8 msg_id, [ "store", ...
+STORE_OFFSET = 13
 STORE_BYTES = b"\x92\xa5store"
 
 
@@ -81,6 +84,7 @@ class RequestGate:
     stats: Counter[str]
     request_size: int
     transport: asyncio.DatagramTransport | None
+    netkey: NetworkKey | None
 
     def _init_gate(self, config: DhtConfig) -> None:
         #: address -> clock.now() until which its store datagrams are dropped undecoded
@@ -136,7 +140,7 @@ class RequestGate:
         address and the method's bytes at their fixed offset are looked at; a store
         encoded otherwise is still caught by ``admit`` after decoding."""
         until = self._muted.get(addr)
-        if until is None or data[13:20] != STORE_BYTES:
+        if until is None or data[STORE_OFFSET:STORE_OFFSET + len(STORE_BYTES)] != STORE_BYTES:
             return False
         t = clock.now()
         if t >= until:
@@ -170,9 +174,8 @@ class RequestGate:
         if self._kernel is None:
             sock = self.transport.get_extra_info("socket") if self.transport else None
             self._kernel = KernelMute(
-                sock, max_senders=self.config.kernel_mute_max, method_offset=13,
-                method_bytes=STORE_BYTES,
-                enabled=sock is not None and getattr(self, "netkey", None) is None)
+                sock, max_senders=self.config.kernel_mute_max, method_offset=STORE_OFFSET,
+                method_bytes=STORE_BYTES, enabled=sock is not None and self.netkey is None)
         if not self._kernel.mute(addr):
             return
         self.stats["kernel_mutes"] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dht import DhtConfig
 from dht.config import PROTOCOL_VERSION
 from dht.keys import file_key
@@ -89,23 +91,32 @@ class TestHedging:
             stop_all(nodes)
 
 
+async def miss_until_stale(holder: Any, peer: Any, cfg: DhtConfig) -> None:
+    """Let ``holder`` ping the stopped ``peer`` until it has missed
+    ``stale_after_misses`` hard timeouts in a row."""
+    for _ in range(cfg.stale_after_misses):
+        assert await holder.protocol.call_ping(peer) is None
+
+
+def contact_of(holder: Any, node: Any) -> Any:
+    node_id = node.protocol.source_node.id
+    return next(p for p in holder.protocol.router.all_contacts() if p.id == node_id)
+
+
 class TestDeadEviction:
     async def test_a_contact_proven_dead_leaves_a_bucket_without_replacements(self) -> None:
         """After ``stale_after_misses`` missed hard timeouts a dead contact is dropped even
-        though no replacement waits, because its bucket keeps live contacts (the floor);
-        it comes back once it is heard from again."""
+        though no replacement waits, because its bucket keeps live contacts (the floor)."""
         cfg = DhtConfig.for_tests(rpc_timeout_max=0.3)
         nodes = await start_network(5, cfg)
         try:
             holder, dead = nodes[1], nodes[2]
-            dead_id = dead.protocol.source_node.id
-            peer = next(p for p in holder.protocol.router.all_contacts() if p.id == dead_id)
+            peer = contact_of(holder, dead)
             bucket = holder.protocol.router.buckets[holder.protocol.router.get_bucket_for(peer)]
             assert not bucket.replacement_nodes
             dead.stop()
-            for _ in range(cfg.stale_after_misses):
-                assert await holder.protocol.call_ping(peer) is None
-            assert not holder.protocol.router.contains(dead_id)
+            await miss_until_stale(holder, peer, cfg)
+            assert not holder.protocol.router.contains(peer.id)
             assert len(holder.protocol.router.all_contacts()) >= cfg.dead_evict_floor
         finally:
             stop_all(nodes)
@@ -115,11 +126,9 @@ class TestDeadEviction:
         nodes = await start_network(2, cfg)
         try:
             holder, dead = nodes[0], nodes[1]
-            dead_id = dead.protocol.source_node.id
-            peer = next(p for p in holder.protocol.router.all_contacts() if p.id == dead_id)
+            peer = contact_of(holder, dead)
             dead.stop()
-            for _ in range(cfg.stale_after_misses):
-                assert await holder.protocol.call_ping(peer) is None
-            assert holder.protocol.router.contains(dead_id)  # below the floor: kept
+            await miss_until_stale(holder, peer, cfg)
+            assert holder.protocol.router.contains(peer.id)  # below the floor: kept
         finally:
             stop_all(nodes)
