@@ -22,8 +22,9 @@ simulated hour of Weibull churn (shape 0.5, median session 30 min, production
   kib_per_node               peak resident-set growth over the run divided by N;
   success, p50_ms, p99_ms    lookups over the hour (simulated latencies);
   digest                     results digest (same N and seed, same digest).
-Options: --hours H (default 1), --seed S, --profile FILE (cProfile of the run, for
-``python -m pstats``).
+Options: --hours H (default 1), --seed S, --warmup join|direct (default join: the N
+initial nodes join for real; direct: converged routing tables, see
+simulations/warmup.py), --profile FILE (cProfile of the run, for ``python -m pstats``).
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def _vm_kib(field: str) -> int:
     return 0
 
 
-def _one_virtual(n: int, hours: float, seed: int, profile: str | None) -> dict:
+def _one_virtual(n: int, hours: float, seed: int, profile: str | None,
+                 warmup: str = "join") -> dict:
     from simulations.churn import parse_session
     from simulations.config import SimConfig
     from simulations.engine import run_trace
@@ -132,7 +134,7 @@ def _one_virtual(n: int, hours: float, seed: int, profile: str | None) -> dict:
     cfg = SimConfig(scenario="churn", nodes=n, duration=3600.0 * hours, seed=seed,
                     runner="virtual", session=parse_session(f"weibull:0.5,{scale:.1f}"),
                     lookup_rate=1.0, files=100, providers=3, intervals="production",
-                    progress=False)
+                    warmup=warmup, progress=False)
     trace = build_trace(cfg)
     rss0 = _vm_kib("VmRSS")
     w0, c0 = time.monotonic(), time.process_time()
@@ -168,7 +170,8 @@ def _one_virtual(n: int, hours: float, seed: int, profile: str | None) -> dict:
     }
 
 
-def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str) -> int:
+def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
+                  warmup: str) -> int:
     sizes = sizes or [1000, 3000, 10000]
     cols = ["n", "join_sim_s", "join_wall_s", "sim_per_wall", "cpu_s_per_sim_h",
             "kib_per_node", "alive_end", "join_failures", "lookups", "success", "p50_ms",
@@ -177,7 +180,7 @@ def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str) -> in
     print("|---" * len(cols) + "|", flush=True)
     for n in sizes:
         argv = [sys.executable, __file__, "--runner", "virtual", "--one", str(n),
-                "--hours", str(hours), "--seed", str(seed)]
+                "--hours", str(hours), "--seed", str(seed), "--warmup", warmup]
         if profile:
             argv += ["--profile", f"{profile}.{n}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=4 * 3600)
@@ -200,6 +203,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hours", type=float, default=1.0,
                         help="virtual: simulated hours of churn")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--warmup", choices=["join", "direct"], default="join",
+                        help="virtual: real joins, or converged routing tables")
     parser.add_argument("--profile", default="", help="virtual: cProfile file prefix")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one N
     args = parser.parse_args(argv)
@@ -214,9 +219,10 @@ def main() -> int:
     args = _parse(sys.argv[1:])
     if args.runner == "virtual":
         if args.one is not None:
-            print(json.dumps(_one_virtual(args.one, args.hours, args.seed, args.profile or None)))
+            print(json.dumps(_one_virtual(args.one, args.hours, args.seed,
+                                          args.profile or None, args.warmup)))
             return 0
-        return _main_virtual(args.sizes, args.hours, args.seed, args.profile)
+        return _main_virtual(args.sizes, args.hours, args.seed, args.profile, args.warmup)
     idle = args.idle
     if args.one is not None:
         print(json.dumps(asyncio.run(_one(args.one, idle))))

@@ -154,6 +154,11 @@ class Admission:
             self._probed.popitem(last=False)
         self.spawn(self.call_ping(KadNode(sender_id, addr[0], addr[1])))
 
+    def admit_proven(self, node: Node) -> None:
+        """Enter a contact whose id was proven out of band (see ``DhtNode.prefill``)."""
+        self._ids.add((node.id, (node.ip, node.port)))
+        self.router.add_contact(node)
+
     def _admit_if_proven(self, node: Node, addr: Address, body: dict,
                          nonce: bytes | None) -> None:
         """Welcome ``node`` if it proved its id at ``addr`` (now, with ``nonce``, or

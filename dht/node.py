@@ -207,6 +207,16 @@ class DhtNode:
         log.info("dht node %s bootstrapped: %d contacts", self.node_id[:8], n)
         return n
 
+    def prefill(self, contacts: Iterable[tuple[bytes, tuple[str, int]]]) -> int:
+        """Enter ``(node id, address)`` pairs as contacts whose ids are already proven,
+        without any message: a simulator's converged start (``--warmup direct``).  The
+        ids are not checked here, so a real peer never calls this; returns the contacts
+        known."""
+        protocol = self._require_protocol()
+        for node_id, (host, port) in contacts:
+            protocol.admit_proven(KadNode(node_id, host, port))
+        return len(protocol.router)
+
     def stop(self) -> None:
         """Close at once, as a crash would (no withdrawals)."""
         if self._stopped:

@@ -37,6 +37,9 @@ Options:
   --proc-delay SPEC    virtual runner: time a node spends per datagram [default: 0.2ms].
   --uplink RATE        virtual runner: uplink bits/s per node, 0 = unlimited [default: 10M].
   --intervals I        kadshare DHT intervals: tests | production [default: tests].
+  --warmup W           join: the initial nodes join for real; direct: they start with
+                       converged routing tables, ids taken as proven (virtual and
+                       inproc runners; docs/SIMULATIONS.md) [default: join].
   --settle S           Quiet seconds after warm-up, before measuring [default: 0].
   --crowd-size SIZE    flash-crowd: size of the crowd's file, e.g. 8M (default: drawn
                        like the others, 1-16 KiB).
@@ -121,6 +124,7 @@ def config_from_opts(opts: dict[str, Any], impl: str) -> SimConfig:
         proc_delay=parse_latency(opts["--proc-delay"])[0],
         uplink=parse_rate(opts["--uplink"]),
         intervals=opts["--intervals"],
+        warmup=opts["--warmup"],
         fetch=bool(opts["--fetch"]),
         crowd_size=_size(opts["--crowd-size"] or "0", "--crowd-size"),
         upload_rate=_size(opts["--max-upload-rate"], "--max-upload-rate"),

@@ -8,13 +8,14 @@ from typing import Any
 
 from simulations.churn import KillSpec, SessionModel, SpecError, parse_kill, parse_session
 
-__all__ = ["SimConfig", "SCENARIOS", "IMPLS", "RUNNERS", "INTERVALS", "parse_latency",
-           "parse_rate"]
+__all__ = ["SimConfig", "SCENARIOS", "IMPLS", "RUNNERS", "INTERVALS", "WARMUPS",
+           "parse_latency", "parse_rate"]
 
 SCENARIOS = ("steady", "churn", "mass-failure", "flash-crowd")
 IMPLS = ("kadshare", "kademlia", "tracker")
 RUNNERS = ("inproc", "process", "netns", "virtual", "docker")
 INTERVALS = ("tests", "production")
+WARMUPS = ("join", "direct")
 
 DEFAULT_SESSION = "weibull:0.5,60"
 DEFAULT_LOOKUP_TIMEOUT = 10.0
@@ -79,6 +80,7 @@ class SimConfig:
     loss: float = 0.0
     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT
     join_concurrency: int = 16
+    warmup: str = "join"              # join: real joins; direct: converged tables (warmup.py)
     settle: float = 0.0               # quiet seconds between warm-up and the measured run
     fetch: bool = False               # also download found files over gRPC (real peers)
     proc_delay: float = 0.0002        # virtual runner: seconds a node spends per datagram
@@ -119,6 +121,11 @@ class SimConfig:
             raise SpecError("--settle must be between 0 and 3600 seconds")
         if self.intervals not in INTERVALS:
             raise SpecError(f"--intervals must be one of {', '.join(INTERVALS)}")
+        if self.warmup not in WARMUPS:
+            raise SpecError(f"--warmup must be one of {', '.join(WARMUPS)}")
+        if self.warmup == "direct" and self.runner not in ("virtual", "inproc"):
+            raise SpecError("--warmup direct needs every node in this process "
+                            "(--runner virtual or inproc)")
         if not 0 <= self.proc_delay <= 1:
             raise SpecError("--proc-delay must be between 0 and 1 s")
         if not 0 <= self.crowd_size <= 2**34 or self.upload_rate < 0:

@@ -1,7 +1,9 @@
 """The engine plays a Trace against one impl on one runner and measures it.
 
 Warm-up (not measured): the initial nodes join (bounded concurrency, each through up to
-three random live nodes) and then all initial providers announce at once. The measured
+three random live nodes), or with ``--warmup direct`` start alone and are handed
+converged routing tables (simulations/warmup.py); then all initial providers announce
+at once. The measured
 run then dispatches every trace event at its time; lookups, joins and graceful leaves
 run as tasks so that a slow one never delays the clock. Every wait is bounded.
 """
@@ -24,6 +26,7 @@ from simulations.metrics import LookupRecord, Recorder, Sample, percentile, prog
 from simulations.netmodel import NetModel, op_counter, traffic_tag
 from simulations.runners import make_runner
 from simulations.scenarios import FileSpec, Trace
+from simulations.warmup import converged_contacts
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ LEAVE_TIMEOUT = 20.0
 ANNOUNCE_TIMEOUT = 30.0
 WARMUP_ANNOUNCE_CONCURRENCY = 256
 RECORDS_EVERY_SEC_MAX_NODES = 200
+PREFILL_K = 20                    # contacts per bucket range (k of both DHTs)
 
 
 # ---- one node's operations, shared with the sharded engine (simulations/sharded.py) ----
@@ -232,12 +236,13 @@ class _Engine(NodeDepartures):
         return st
 
     # ---- node life -----------------------------------------------------------------
-    async def join(self, idx: int, files: list[int]) -> None:
+    async def join(self, idx: int, files: list[int], *, alone: bool = False) -> None:
         handle = await self.runner.spawn(idx)
         st = _NodeState(handle)
         self.nodes[idx] = st
         try:
-            await asyncio.wait_for(handle.start(self._bootstrap_for(idx)), JOIN_TIMEOUT)
+            boot = [] if alone else self._bootstrap_for(idx)
+            await asyncio.wait_for(handle.start(boot), JOIN_TIMEOUT)
         except Exception as exc:   # a failed join is a measured outcome, not a crash
             if st.state == "gone":      # the trace crashed it while it was joining
                 return
@@ -306,15 +311,19 @@ class _Engine(NodeDepartures):
         initial = self.trace.initial
         if not initial:
             return
-        first = initial[0]
-        await self.join(first["node"], [])
-        sem = asyncio.Semaphore(max(1, self.cfg.join_concurrency))
+        if self.cfg.warmup == "direct":
+            for n in initial:
+                await self.join(n["node"], [], alone=True)
+            self._prefill([n["node"] for n in initial])
+        else:
+            await self.join(initial[0]["node"], [])
+            sem = asyncio.Semaphore(max(1, self.cfg.join_concurrency))
 
-        async def one(n: dict) -> None:
-            async with sem:
-                await self.join(n["node"], [])
+            async def one(n: dict) -> None:
+                async with sem:
+                    await self.join(n["node"], [])
 
-        await asyncio.gather(*(one(n) for n in initial[1:]))
+            await asyncio.gather(*(one(n) for n in initial[1:]))
         # All initial providers announce at once, as users opening their clients would.
         asem = asyncio.Semaphore(WARMUP_ANNOUNCE_CONCURRENCY)
 
@@ -324,6 +333,17 @@ class _Engine(NodeDepartures):
                     await self.announce(idx, self.trace.files[fi])
 
         await asyncio.gather(*(ann(n["node"], fi) for n in initial for fi in n["files"]))
+
+    def _prefill(self, idxs: list[int]) -> None:
+        """Hand every started node of ``idxs`` its converged routing table."""
+        handles = {i: self.nodes[i].handle for i in idxs if self.nodes[i].state == "up"}
+        ids = {i: h.node_id for i, h in handles.items() if h.node_id is not None}
+        if not ids:
+            return
+        tables = converged_contacts(ids, PREFILL_K, self.rng)
+        for i, picks in tables.items():
+            handles[i].prefill([(ids[j], handles[j].addr) for j in picks  # type: ignore[misc]  # started nodes have an address
+                                if handles[j].addr is not None])
 
     def sample(self) -> None:
         up = [s for s in self.nodes.values() if s.state == "up"]

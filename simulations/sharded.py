@@ -455,6 +455,8 @@ def check_shardable(trace: Trace, impl: str) -> None:
                                   "(the window length), e.g. --latency 20-80ms")
     if cfg.fetch:
         raise ShardingUnsupported("--fetch is not simulated under sharding")
+    if cfg.warmup != "join":
+        raise ShardingUnsupported("--warmup direct is not simulated under sharding")
 
 
 def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = False,

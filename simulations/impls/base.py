@@ -71,6 +71,13 @@ class ImplNode(abc.ABC):
     async def reset_counters(self) -> None:  # noqa: B027 - optional hook
         """Forget traffic counted so far (called when the measured run starts)."""
 
+    #: This node's DHT id once started (None for designs without one: the tracker).
+    node_id: bytes | None = None
+
+    def prefill(self, contacts: list[tuple[bytes, tuple[str, int]]]) -> None:  # noqa: B027
+        """Take ``(node id, address)`` pairs as routing-table contacts that have already
+        proved their ids (``--warmup direct``); designs without a table ignore them."""
+
     def maintenance_bytes(self) -> int:
         """Maintenance bytes a remote node reported (inproc nodes: counted centrally)."""
         return 0

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from kademlia.network import Server
+from kademlia.node import Node
 
 from simulations.impls.base import Impl, ImplNode
 from simulations.scenarios import FileSpec
@@ -64,6 +65,7 @@ class KademliaSimNode(ImplNode):
         # The virtual runner gives a seeded id; otherwise the package draws one.
         node_id = params.get("node_id")
         self.server = Server(node_id=bytes.fromhex(node_id) if node_id else None)
+        self.node_id = self.server.node.id
 
     async def start(self, bootstrap: list[tuple[str, int]]) -> None:
         await self.server.listen(0, interface=self.host)
@@ -76,6 +78,11 @@ class KademliaSimNode(ImplNode):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(_detached(self.server.bootstrap(bootstrap)),
                                        BOOTSTRAP_WAIT)
+
+    def prefill(self, contacts: list[tuple[bytes, tuple[str, int]]]) -> None:
+        router = self.server.protocol.router
+        for node_id, (host, port) in contacts:
+            router.add_contact(Node(node_id, host, port))
 
     async def _announce(self, f: FileSpec) -> None:
         current = _decode(await self.server.get(f.file_id))

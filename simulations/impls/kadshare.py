@@ -28,12 +28,16 @@ class KadshareSimNode(ImplNode):
         config = (DhtConfig() if params.get("intervals") == "production"
                   else DhtConfig.for_tests())
         self.node = DhtNode(identity=identity, config=config)
+        self.node_id = self.node.identity.node_id
 
     async def start(self, bootstrap: list[tuple[str, int]]) -> None:
         await self.node.listen(port=0, interface=self.host)
         self.addr = (self.host, int(self.node.port))
         if bootstrap:
             await self.node.bootstrap(bootstrap)
+
+    def prefill(self, contacts: list[tuple[bytes, tuple[str, int]]]) -> None:
+        self.node.prefill(contacts)
 
     async def announce(self, f: FileSpec) -> None:
         await self.node.announce(f.file_id, f.name, f.size, grpc=self.provider_key)

@@ -1,0 +1,104 @@
+"""--warmup direct: converged routing tables instead of real joins (simulations/warmup.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dht import DhtConfig, DhtNode
+from simulations.churn import SpecError
+from simulations.config import SimConfig
+from simulations.engine import run_trace
+from simulations.scenarios import build_trace
+from simulations.vloop import run_virtual
+from simulations.warmup import ID_BITS, converged_contacts
+
+
+def _bucket(a: int, b: int) -> int:
+    """The bit position at which ids a and b first differ (0 = most significant)."""
+    return ID_BITS - (a ^ b).bit_length()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sets(st.integers(min_value=0, max_value=2**ID_BITS - 1), min_size=1, max_size=120),
+       st.integers(min_value=1, max_value=8))
+def test_every_bucket_range_gets_k_contacts_or_all_of_them(values: set[int], k: int) -> None:
+    ids = {i: v.to_bytes(20, "big") for i, v in enumerate(sorted(values))}
+    tables = converged_contacts(ids, k, random.Random(1))
+    assert set(tables) == set(ids)
+    for me, picks in tables.items():
+        mine = int.from_bytes(ids[me], "big")
+        assert me not in picks and len(set(picks)) == len(picks)
+        got: dict[int, int] = {}
+        for j in picks:
+            b = _bucket(mine, int.from_bytes(ids[j], "big"))
+            got[b] = got.get(b, 0) + 1
+        want: dict[int, int] = {}
+        for j in ids:
+            if j != me:
+                b = _bucket(mine, int.from_bytes(ids[j], "big"))
+                want[b] = want.get(b, 0) + 1
+        assert got == {b: min(k, n) for b, n in want.items()}
+        # Farthest bucket first: the order a splitting routing table can take them in.
+        buckets = [_bucket(mine, int.from_bytes(ids[j], "big")) for j in picks]
+        assert buckets == sorted(buckets)
+
+
+def test_duplicate_ids_and_a_zero_k_are_refused() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        converged_contacts({1: b"\0" * 20, 2: b"\0" * 20}, 3, random.Random(1))
+    with pytest.raises(ValueError, match="k must"):
+        converged_contacts({1: b"\0" * 20}, 0, random.Random(1))
+
+
+async def test_prefilled_real_nodes_find_each_other_without_a_join() -> None:
+    """Real UDP on loopback: nodes that never bootstrapped, handed each other as
+    contacts, store and find a provider record."""
+    nodes = [DhtNode(config=DhtConfig.for_tests()) for _ in range(6)]
+    try:
+        for n in nodes:
+            await n.listen(port=0, interface="127.0.0.1")
+        ids = {i: n.identity.node_id for i, n in enumerate(nodes)}
+        for i, picks in converged_contacts(ids, 20, random.Random(2)).items():
+            assert nodes[i].prefill([(ids[j], (nodes[j].host, nodes[j].port)) for j in picks]) == 5
+        fid = hashlib.sha256(b"prefilled").hexdigest()
+        stored = await asyncio.wait_for(
+            nodes[0].announce(fid, "prefilled.bin", 9, grpc="127.0.0.1:1"), 10)
+        assert stored >= 1
+        found = await asyncio.wait_for(nodes[5].find_providers(fid), 10)
+        assert [r.grpc for r in found] == ["127.0.0.1:1"]
+        # Answers from prefilled contacts need no id proof round trip.
+        assert sum(n.stats["id_proofs_ok"] for n in nodes) == 0
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def _run(impl: str, warmup: str) -> dict:
+    cfg = SimConfig(scenario="churn", nodes=60, duration=60, files=6, providers=2,
+                    lookup_rate=2, seed=5, runner="virtual", latency=(0.01, 0.03),
+                    intervals="production", warmup=warmup, progress=False)
+    out = run_virtual(run_trace(build_trace(cfg), impl))
+    return out.summary
+
+
+@pytest.mark.parametrize("impl", ["kadshare", "kademlia"])
+def test_a_direct_warmup_run_works_and_repeats(impl: str) -> None:
+    a, b = _run(impl, "direct"), _run(impl, "direct")
+    assert a["join_failures"] == 0 and a["lookups_eligible"] >= 40, a
+    assert a["success"] >= (0.99 if impl == "kadshare" else 0.5), a
+    strip = ("warmup_s", "harness_cpu_fraction", "loop_lag_p99_ms", "loop_lag_max_ms")
+    assert {k: v for k, v in a.items() if k not in strip} == \
+        {k: v for k, v in b.items() if k not in strip}
+
+
+def test_direct_warmup_needs_the_nodes_in_this_process() -> None:
+    with pytest.raises(SpecError, match="--warmup direct needs"):
+        SimConfig(runner="process", warmup="direct").validate()
+    with pytest.raises(SpecError, match="--warmup must be"):
+        SimConfig(warmup="fast").validate()
