@@ -178,14 +178,14 @@ class PartFile:
         self.opened = True
         self.done_bytes = self.resumed
 
-    def _verify_and_write(self, index: int, data: bytes) -> bool:
+    def _verify_and_write(self, index: int, data: bytes | memoryview) -> bool:
         """Hash one chunk and write it if it matches (runs in a thread: both drop the GIL)."""
         if leaf_hash(data) != self.hashes[index]:
             return False
         self._write(index, data)
         return True
 
-    def _write(self, index: int, data: bytes) -> None:
+    def _write(self, index: int, data: bytes | memoryview) -> None:
         try:
             written = os.pwrite(self.fd, data, index * self.chunk_size)
             if written != len(data):

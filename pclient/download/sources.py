@@ -10,9 +10,11 @@ download and its unfinished chunks go back to the queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from kadcommon import bitfield
 from kadcommon.pacing import Pacer
 from pclient.download.partfile import PartFile
 from pclient.download.scheduler import _Run, _Scheduler
+from pclient.download.wire import DOWNLOAD_METHOD, WireError, decode_chunk
 from pclient.grpcutil import Dialer, describe_rpc_error
 from protos import kadshare_pb2, kadshare_pb2_grpc
 
@@ -38,6 +41,9 @@ HAVE_INTERVAL = 0.5  # seconds between Have polls of a partial source
 #: Threads that verify (SHA-256 drops the GIL) and write chunks off the event loop: one
 #: per core, at least 2 (a write may wait for the disk while another chunk hashes).
 IO_THREADS = min(8, max(2, os.cpu_count() or 2))
+#: Chunks of one stream verified and written at once while the next ones arrive, so the
+#: receiving loop never waits for a hash (each holds one chunk in memory).
+PIPELINE = 4
 
 
 @dataclass
@@ -107,18 +113,21 @@ class SourceWorkers(PartFile):
                 )
             )
 
-    async def _accept(self, run: _Run, data: bytes) -> None:
-        """Verify and store the next chunk of ``run``; a bad hash drops the source."""
-        assert self.sched is not None
-        index = run.next
-        await self.pacer.take(len(data))
+    def _submit(self, index: int, data: bytes | memoryview) -> asyncio.Future[bool]:
+        """Verify and write chunk ``index`` on the I/O pool; the future says if it matched."""
         loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(self.io_pool, self._verify_and_write, index, data):
+        return loop.run_in_executor(self.io_pool, self._verify_and_write, index, data)
+
+    async def _accepted(self, run: _Run, index: int, size: int,
+                        check: asyncio.Future[bool]) -> None:
+        """Count chunk ``index`` of ``run`` once its check is done; a bad hash drops the
+        source."""
+        assert self.sched is not None
+        if not await check:
             raise _SourceFailed(f"sent a corrupted chunk (#{index}, hash mismatch)")
-        run.next += 1
+        run.next = max(run.next, index + 1)
         if self.done[index]:
             return
-        size = len(data)
         self.sched.chunk_done(index)
         self.fetched += size
         self.done_bytes += size
@@ -127,19 +136,29 @@ class SourceWorkers(PartFile):
             self.save_state()
         self._report()
 
-    async def _fetch_run(self, stub: kadshare_pb2_grpc.TransferServiceStub, run: _Run) -> None:
+    async def _fetch_run(self, channel: grpc.aio.Channel, run: _Run) -> None:
+        """One ``Download`` stream for ``run``: payloads are read as views of grpc's raw
+        message bytes (wire.py) and up to ``PIPELINE`` chunks at a time are verified and
+        written on the I/O pool while the next ones arrive; they are counted in order."""
         offset = run.next * self.chunk_size
         length = min(run.end * self.chunk_size, self.size) - offset
-        call = stub.Download(
+        method = channel.unary_stream(
+            DOWNLOAD_METHOD,
+            request_serializer=kadshare_pb2.DownloadRequest.SerializeToString,
+            response_deserializer=None,  # raw bytes: decoded without copying the payload
+        )
+        call = method(
             kadshare_pb2.DownloadRequest(file_id=self.file_id, offset=offset, length=length)
         )
         buf = bytearray()
         expected = offset
+        index = run.next  # the next chunk to hand to the pool
+        checks: deque[tuple[int, int, asyncio.Future[bool]]] = deque()
         stream = call.__aiter__()
         try:
-            while run.next < run.end:
+            while index < run.end:  # (stealing may lower ``end`` meanwhile)
                 try:
-                    msg = await asyncio.wait_for(
+                    raw = await asyncio.wait_for(
                         stream.__anext__(), timeout=self.config.stall_timeout
                     )
                 except StopAsyncIteration:
@@ -148,27 +167,41 @@ class SourceWorkers(PartFile):
                     raise _SourceFailed(
                         f"stalled: no data for {self.config.stall_timeout:g} s"
                     ) from None
-                if msg.offset != expected or not msg.data:
-                    raise _SourceFailed(f"sent bytes at offset {msg.offset}, wanted {expected}")
-                data: bytes = msg.data
+                try:
+                    at, data = decode_chunk(raw)
+                except WireError as exc:
+                    raise _SourceFailed(f"sent a malformed message: {exc}") from None
+                if at != expected or not data:
+                    raise _SourceFailed(f"sent bytes at offset {at}, wanted {expected}")
                 expected += len(data)
-                if not buf and len(data) == self.chunk_len(run.next):
-                    await self._accept(run, data)  # aligned message: no copy
-                    continue
-                buf += data
-                while run.next < run.end:
-                    need = self.chunk_len(run.next)
-                    if len(buf) < need:
-                        break
-                    chunk = bytes(buf[:need])
-                    del buf[:need]
-                    await self._accept(run, chunk)
+                pieces: list[bytes | memoryview] = []
+                if not buf and len(data) == self.chunk_len(index):
+                    pieces.append(data)  # aligned message: no copy
+                else:
+                    buf += data
+                    while index + len(pieces) < run.end:
+                        need = self.chunk_len(index + len(pieces))
+                        if len(buf) < need:
+                            break
+                        pieces.append(bytes(buf[:need]))
+                        del buf[:need]
+                for piece in pieces:
+                    await self.pacer.take(len(piece))
+                    checks.append((index, len(piece), self._submit(index, piece)))
+                    index += 1
+                while len(checks) >= PIPELINE:
+                    await self._accepted(run, *checks.popleft())
+            while checks:
+                await self._accepted(run, *checks.popleft())
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise _NotHeld(exc.details() or "") from exc
             raise _SourceFailed(describe_rpc_error(exc)) from exc
         finally:
             call.cancel()
+            for _index, _size, check in checks:  # bytes handed over are verified anyway
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(check)
 
     async def _ask_have(self, stub: kadshare_pb2_grpc.TransferServiceStub, address: str
                         ) -> None:
@@ -240,7 +273,7 @@ class SourceWorkers(PartFile):
                 self.active += 1
                 started = time.monotonic()
                 try:
-                    await self._fetch_run(stub, run)
+                    await self._fetch_run(channel, run)
                 except _NotHeld as exc:
                     log.debug("source %s: %s", address, exc)
                     await self._ask_have(stub, address)

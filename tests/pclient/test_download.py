@@ -58,6 +58,22 @@ class TestMultiSource:
         assert bad.address not in result.sources
         assert bad.bytes_sent <= CHUNK_SIZE  # dropped after its first (bad) chunk
 
+    async def test_bad_chunk_inside_the_pipeline_drops_the_source_after_it(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        """Chunks are verified while later ones arrive (sources.PIPELINE): a bad chunk
+        after good ones still drops its source, only the chunks before it count for
+        that source, and the rest comes from the spare."""
+        bad = await make_provider(Behaviour(corrupt_chunks={3}))
+        good = await make_provider()
+        config = fast(sources=1, run_bytes=len(shared_file.read_bytes()))  # one run
+        result = await download_file(file_id, tmp_path, [bad.address, good.address],
+                                     config=config)
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "corrupt" in result.dropped[bad.address] and "#3" in result.dropped[bad.address]
+        assert result.sources[bad.address] == 3 * CHUNK_SIZE
+        assert sum(result.sources.values()) == result.size
+
     async def test_provider_lying_in_getinfo_is_dropped_by_the_file_id_alone(
         self, make_provider, shared_file, file_id, tmp_path
     ):
