@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -187,6 +188,35 @@ class TestMultiSource:
         assert result.throttled_seconds > 0  # 6 MiB at 4 MiB/s after a 1 MiB burst
         free = await download_file(file_id, tmp_path / "again", [prov.address], config=fast())
         assert free.throttled_seconds == 0
+
+
+class TestResume:
+    async def test_state_claims_are_rehashed_on_every_thread_and_bad_ones_refetched(
+        self, make_provider, shared_file, file_id, tmp_path, monkeypatch
+    ):
+        """A state that claims every chunk, over a part file with one bad chunk in each
+        thread's share: only those chunks are fetched again, the others are kept."""
+        from pclient.download import partfile
+
+        monkeypatch.setattr(partfile, "VERIFY_THREADS", 2)
+        data = bytearray(shared_file.read_bytes())
+        chunks = -(-len(data) // CHUNK_SIZE)
+        spoiled = {1, chunks - 2}  # one in the first share, one in the second
+        for i in spoiled:
+            data[i * CHUNK_SIZE + 7] ^= 0xFF
+        out = tmp_path / "out"
+        out.mkdir()
+        part, state = part_paths(out, file_id)
+        part.write_bytes(bytes(data))
+        state.write_text(json.dumps({
+            "version": partfile.STATE_VERSION, "file_id": file_id, "name": shared_file.name,
+            "size": len(data), "chunk_size": CHUNK_SIZE, "done": ("01" * chunks)}))
+        prov = await make_provider()
+        result = await download_file(file_id, out, [prov.address], config=fast())
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.fetched_bytes == len(spoiled) * CHUNK_SIZE
+        assert result.resumed_bytes == len(data) - len(spoiled) * CHUNK_SIZE
+        assert not part.exists() and not state.exists()
 
 
 class TestFailures:
