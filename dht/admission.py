@@ -131,9 +131,14 @@ class Admission:
         sender_id = check_id(sender_id, "sender id")
         if sender_id == self._me():
             return
-        if self.router.contains(sender_id) and self.router.known_elsewhere(
-            KadNode(sender_id, addr[0], addr[1])
-        ) is None:
+        node = KadNode(sender_id, addr[0], addr[1])
+        if self.router.contains(sender_id) and self.router.known_elsewhere(node) is None:
+            return
+        if (sender_id, addr) in self._ids:
+            self.welcome_if_new(node)  # proved this id at this address before
+            return
+        if not self.router.could_enter(node):
+            self.router.note_candidate(node)  # proven only if a slot frees
             return
         now = clock.now()
         seen = self._probed.get(addr)
@@ -152,7 +157,7 @@ class Admission:
         self._probed[addr] = now
         if len(self._probed) > self.config.probe_memory:
             self._probed.popitem(last=False)
-        self.spawn(self.call_ping(KadNode(sender_id, addr[0], addr[1])))
+        self.spawn(self.call_ping(node))
 
     def admit_proven(self, node: Node) -> None:
         """Enter a contact whose id was proven out of band (see ``DhtNode.prefill``)."""
@@ -174,12 +179,30 @@ class Admission:
             else:
                 self.stats["id_proofs_failed"] += 1
                 self._ids.fail(key)
+        elif not self.router.could_enter(node):
+            self.router.note_candidate(node)  # proven only if a slot frees
         elif node.id not in self._proving and not self._ids.recently_failed(key):
             self._proving.add(node.id)
             self.spawn(self._ask_proof(node))
 
-    async def _ask_proof(self, node: Node) -> None:
+    def offer_slot(self, node: Node) -> None:
+        """A replacement may take a freed slot: at once if it proved its id at its
+        address before, else after it answers a ping with a proof."""
+        key = (node.id, (node.ip, node.port))
+        if key in self._ids:
+            self.welcome_if_new(node)
+        elif node.id not in self._proving and not self._ids.recently_failed(key):
+            self._proving.add(node.id)
+            self.spawn(self._ask_proof(node, refill=True))
+        else:
+            self.router.fill_slot(self.router.buckets[self.router.get_bucket_for(node)])
+
+    async def _ask_proof(self, node: Node, refill: bool = False) -> None:
+        """Ping ``node`` for a proof; when it was offered a freed slot and fails, the
+        next replacement is offered the slot."""
         try:
-            await self.call_ping(node)
+            answered = await self.call_ping(node)
         finally:
             self._proving.discard(node.id)
+        if refill and answered is None:
+            self.router.fill_slot(self.router.buckets[self.router.get_bucket_for(node)])

@@ -120,14 +120,33 @@ class Bucket(KBucket):
         return len(next(iter(self.nodes.values())).id) * 8 - (max(ids) ^ min(ids)).bit_length()
 
     def split(self) -> tuple[Bucket, Bucket]:
-        # upstream builds the halves as plain KBuckets; same rule, our class
+        # upstream builds the halves as plain KBuckets and lets replacements in; here
+        # replacements stay candidates (RoutingTable promotes them once proven)
         low, high = self.range
         midpoint = (low + high) // 2
         one = Bucket(low, midpoint, self.ksize)
         two = Bucket(midpoint + 1, high, self.ksize)
-        for node in [*self.nodes.values(), *self.replacement_nodes.values()]:
+        for node in self.nodes.values():
             (one if node.long_id <= midpoint else two).add_node(node)
+        for node in self.replacement_nodes.values():
+            (one if node.long_id <= midpoint else two).add_candidate(node)
         return one, two
+
+    def add_candidate(self, node: Node) -> None:
+        """Remember ``node`` as a replacement (newest last), not as a contact."""
+        self.replacement_nodes.pop(node.id, None)
+        self.replacement_nodes[node.id] = node
+        while len(self.replacement_nodes) > self.max_replacement_nodes:
+            self.replacement_nodes.popitem(last=False)
+
+    def remove_node(self, node: Node) -> None:
+        """Upstream promoted the newest replacement into the freed slot at once; here
+        the table does, after the candidate proved its id (``RoutingTable.fill_slot``)."""
+        self.replacement_nodes.pop(node.id, None)
+        self.nodes.pop(node.id, None)
+
+    def has_room(self) -> bool:
+        return len(self.nodes) < self.ksize
 
 
 class RoutingTable(_UpstreamRoutingTable):
@@ -149,9 +168,11 @@ class RoutingTable(_UpstreamRoutingTable):
 
     def split_bucket(self, index: int) -> None:
         lo, hi = self.buckets[index].range
-        super().split_bucket(index)  # may promote replacement nodes into the halves
+        super().split_bucket(index)
         self._uppers = [b.range[1] for b in self.buckets]
         self._resync(lo, hi)
+        for half in self.buckets[index:index + 2]:
+            self.fill_slot(half)
 
     def _contacts(self) -> XorIndex[Node]:
         """The index of all contacts; rebuilt in full only if the buckets were replaced
@@ -215,19 +236,49 @@ class RoutingTable(_UpstreamRoutingTable):
         return None
 
     def _add_new(self, bucket: KBucket, node: Node) -> None:
-        """Upstream's insertion (split per paper §4.2), with the full-bucket ping of
-        the least-recently-seen contact limited to one per ``full_bucket_ping_interval``
-        (upstream pinged it for every newcomer that found the bucket full)."""
+        """Upstream's insertion (split per paper §4.2); a newcomer that finds the bucket
+        full waits as a replacement while the least-recently-seen contact is checked."""
         if bucket.add_node(node):
             return
-        if bucket.has_in_range(self.node) or bucket.depth() % 5 != 0:
+        if self._splits(bucket):
             self.split_bucket(self.get_bucket_for(node))
             self.add_contact(node)
             return
+        self._check_head(bucket)
+
+    def _splits(self, bucket: KBucket) -> bool:
+        return bool(bucket.has_in_range(self.node)) or bucket.depth() % 5 != 0
+
+    def _check_head(self, bucket: KBucket) -> None:
+        """Ping a full bucket's least-recently-seen contact for a newcomer, at most once
+        per ``full_bucket_ping_interval`` (upstream pinged it for every newcomer)."""
         now = clock.now()
         if now - getattr(bucket, "pinged_at", -1e18) >= self.config.full_bucket_ping_interval:
             bucket.pinged_at = now
             self.protocol.ping_bucket_head(bucket.head())
+
+    def could_enter(self, node: Node) -> bool:
+        """Whether ``node`` would become a contact now (its bucket has room or splits),
+        rather than wait as a replacement: only then is its id worth a proof now."""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        return node.id in bucket.nodes or bucket.has_room() or self._splits(bucket)
+
+    def note_candidate(self, node: Node) -> None:
+        """An unproven node whose bucket is full: keep it as a replacement, to be proven
+        only when a slot frees (``fill_slot``), and check the bucket's oldest contact."""
+        bucket = self.buckets[self.get_bucket_for(node)]
+        if node.id in bucket.nodes:
+            return
+        bucket.add_candidate(node)
+        self._check_head(bucket)
+
+    def fill_slot(self, bucket: KBucket) -> None:
+        """A slot of ``bucket`` is free: offer it to the newest replacement, which the
+        protocol admits once it proved its id (at once if it did so before)."""
+        if self.protocol is None or not bucket.has_room() or not bucket.replacement_nodes:
+            return
+        _, node = bucket.replacement_nodes.popitem()
+        self.protocol.offer_slot(node)
 
     def remove_contact(self, node: Node) -> None:
         """Drop a contact that failed, only if it failed at the address we hold for it."""
@@ -235,8 +286,9 @@ class RoutingTable(_UpstreamRoutingTable):
         known = bucket.nodes.get(node.id)
         if known is not None and (known.ip, known.port) != (node.ip, node.port):
             return  # a timeout at an address someone else advertised says nothing of it
-        super().remove_contact(node)  # may promote a replacement node
+        super().remove_contact(node)
         self._resync(*bucket.range)
+        self.fill_slot(bucket)
 
     def _prefix_allows(self, bucket: KBucket, node: Node) -> bool:
         if is_loopback(node.ip) and not self.config.prefix_cap_on_loopback:

@@ -1,8 +1,8 @@
 """Direct warm-up: routing tables filled from the known ids instead of N real joins.
 
-A network that has run for a while converges to routing tables in which bucket ``i`` of
-node ``x`` holds up to k of the nodes whose id first differs from ``x``'s at bit ``i``
-(the paper's invariant, which refresh and traffic maintain).  Reaching that state with
+A network that has run for a while converges to routing tables in which every bucket
+holds up to k of the nodes of its id range (the paper's invariant, which refresh and
+traffic maintain; ``converged_contacts`` says which ranges).  Reaching that state with
 real joins costs one lookup and a round of id proofs per node, which at 10,000 virtual
 nodes was 71 % of the wall time of a short run and is not what an experiment about
 churn wants to measure.  ``--warmup direct`` starts every initial node alone and hands
@@ -16,6 +16,7 @@ tables costs O(N log N) comparisons plus k picks per non-empty bucket.
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
 
 __all__ = ["ID_BITS", "converged_contacts"]
@@ -23,17 +24,22 @@ __all__ = ["ID_BITS", "converged_contacts"]
 ID_BITS = 160
 
 
-def converged_contacts(ids: dict[int, bytes], k: int, rng: random.Random
-                       ) -> dict[int, list[int]]:
-    """For each node number, the node numbers of a converged routing table: for every
-    bit position ``b``, up to ``k`` random nodes whose id shares the first ``b`` bits
-    with the node's id and differs at bit ``b`` (all of them when fewer exist).
+def converged_contacts(ids: dict[int, bytes], k: int, rng: random.Random,
+                       digit_bits: int = 5) -> dict[int, list[int]]:
+    """For each node number, the node numbers of a converged routing table.
+
+    Both DHTs split a bucket that does not hold the node's own id while its contacts'
+    shared prefix is not a multiple of ``digit_bits`` long (paper §4.2, b = 5 in the
+    ``kademlia`` package), so the range of ids that first differ from the node's id at
+    bit ``b`` ends up as ``2**e`` buckets, ``e = digit_bits - 1 - b % digit_bits``.
+    Each such bucket gets up to ``k`` random nodes of its range (all when fewer exist).
 
     Ids must be distinct and ``ID_BITS`` long; node numbers are returned farthest
-    bucket first, which is the order that lets a splitting table take them all.
+    bucket first, each bit's sub-ranges taken in turn: the order in which a table that
+    splits only full buckets takes them all.
     """
-    if k < 1:
-        raise ValueError("k must be at least 1")
+    if k < 1 or digit_bits < 1:
+        raise ValueError("k and digit_bits must be at least 1")
     order = sorted(ids, key=lambda idx: ids[idx])
     values = [int.from_bytes(ids[idx], "big") for idx in order]
     if len(set(values)) != len(values):
@@ -47,13 +53,17 @@ def converged_contacts(ids: dict[int, bytes], k: int, rng: random.Random
             # The ids sharing my first `bit` bits and differing at bit `bit` form the
             # interval [lo, lo + 2**shift) with lo = my prefix with that bit flipped.
             lo = ((me >> shift) ^ 1) << shift
-            a = bisect.bisect_left(values, lo)
-            b = bisect.bisect_left(values, lo + (1 << shift))
-            if b - a > k:
-                chosen = rng.sample(range(a, b), k)
-            else:
-                chosen = list(range(a, b))
-            picks.extend(order[i] for i in chosen)
+            extra = min(shift, digit_bits - 1 - bit % digit_bits)
+            part = 1 << (shift - extra)
+            parts = []
+            for p in range(1 << extra):
+                a = bisect.bisect_left(values, lo + p * part)
+                b = bisect.bisect_left(values, lo + (p + 1) * part)
+                parts.append(rng.sample(range(a, b), k) if b - a > k else range(a, b))
+            # Round-robin over the sub-ranges: a table that split only on a full bucket
+            # whose contacts all came from one sub-range would stop splitting there.
+            picks.extend(order[i] for row in itertools.zip_longest(*parts)
+                         for i in row if i is not None)
             # Stop once no other id shares my next prefix: deeper buckets are empty.
             mine_lo = (me >> shift) << shift
             if (bisect.bisect_left(values, mine_lo + (1 << shift))

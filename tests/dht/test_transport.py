@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from dht import DhtConfig, DhtNode
 from dht.admission import make_proof, proof_message
 from dht.identity import Identity
+from dht.routing import KadNode
 from dht.transport import ERROR, REQUEST, RESPONSE, MalformedDatagram, decode_datagram
 from tests.dht.netutil import eventually
 from tests.dht.rawpeer import RawPeer
@@ -246,3 +247,72 @@ class TestAdmission:
             assert node.contacts() == []
         finally:
             raw.close()
+
+
+def _identity_where(predicate: Callable[[bytes], bool]) -> Identity:
+    """A fresh identity whose node id satisfies ``predicate`` (half of all ids do)."""
+    for _ in range(200):
+        ident = Identity.generate()
+        if predicate(ident.node_id):
+            return ident
+    raise AssertionError("no such id in 200 draws")
+
+
+class TestProofOnlyWhenASlotIsFree:
+    """A node whose bucket is full is not asked for an id proof (a ping, a signature
+    and a check per unknown node was most of a 2,000-node network's traffic); it waits
+    as a replacement and proves its id when a slot frees."""
+
+    @staticmethod
+    async def _full_far_bucket() -> tuple[DhtNode, list[bytes]]:
+        """A node (id starting with bit 0) whose far bucket (ids starting with bit 1)
+        holds 20 contacts sharing a 5-bit prefix, so it is full and does not split."""
+        me = _identity_where(lambda i: i[0] < 0x80)
+        node = DhtNode(identity=me, config=DhtConfig.for_tests())
+        await node.listen(port=0, interface="127.0.0.1")
+        far = [bytes([0x80 | (j & 1) << 2]) + os.urandom(19) for j in range(20)]
+        near = [bytes([os.urandom(1)[0] & 0x7F]) + os.urandom(19) for _ in range(20)]
+        assert node.prefill([(i, ("127.0.0.1", 9)) for i in far + near]) == 40
+        return node, far
+
+    async def test_an_unknown_sender_for_a_full_bucket_is_not_probed_until_a_slot_frees(
+        self,
+    ) -> None:
+        node, far = await self._full_far_bucket()
+        raw, me = RawPeer(), bytes.fromhex(node.node_id)
+        key = _identity_where(lambda i: i[0] >= 0x80 and i[0] & 0xF8 != 0x80)
+        raw.node_id = key.node_id
+        try:
+            msg_id = raw.request("ping", [raw.node_id], ("127.0.0.1", node.port))
+            assert await raw.receive_reply(msg_id) is not None
+            assert await raw.receive(timeout=0.5) is None  # no probe: the bucket is full
+            assert raw.node_id.hex() not in {c.node_id for c in node.contacts()}
+            # a contact of that bucket leaves: the waiting sender is asked for its proof
+            node.protocol.router.remove_contact(KadNode(far[0], "127.0.0.1", 9))
+            got = await raw.receive()
+            assert got is not None and got[0].kind == REQUEST and got[0].method == "ping"
+            nonce = got[0].body[1]
+            raw.respond(got[0].msg_id, {"id": raw.node_id, **make_proof(key, nonce, me)},
+                        ("127.0.0.1", node.port))
+            ok = await eventually(lambda: _true(
+                raw.node_id.hex() in {c.node_id for c in node.contacts()}), 40, 0.05)
+            assert ok and node.stats["id_proofs_ok"] == 1
+        finally:
+            raw.close()
+            node.stop()
+
+    async def test_a_sender_proven_before_is_welcomed_without_a_ping(self) -> None:
+        node, far = await self._full_far_bucket()
+        raw = RawPeer()
+        raw.node_id = _identity_where(lambda i: i[0] >= 0x80).node_id
+        try:
+            node.protocol.router.remove_contact(KadNode(far[0], "127.0.0.1", 9))
+            node.protocol.admit_proven(KadNode(raw.node_id, *raw.addr))  # proved before
+            node.protocol.router.remove_contact(KadNode(raw.node_id, *raw.addr))
+            msg_id = raw.request("ping", [raw.node_id], ("127.0.0.1", node.port))
+            assert await raw.receive_reply(msg_id) is not None
+            assert await raw.receive(timeout=0.5) is None
+            assert raw.node_id.hex() in {c.node_id for c in node.contacts()}
+        finally:
+            raw.close()
+            node.stop()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dht import DhtConfig, DhtNode
+from dht.identity import Identity
 from simulations.churn import SpecError
 from simulations.config import SimConfig
 from simulations.engine import run_trace
@@ -19,40 +20,72 @@ from simulations.vloop import run_virtual
 from simulations.warmup import ID_BITS, converged_contacts
 
 
-def _bucket(a: int, b: int) -> int:
-    """The bit position at which ids a and b first differ (0 = most significant)."""
-    return ID_BITS - (a ^ b).bit_length()
+def _bucket(a: int, b: int, digit_bits: int) -> tuple[int, int]:
+    """Which converged bucket of node a holds id b: the bit at which they first differ
+    (0 = most significant) and the sub-range below it (see converged_contacts)."""
+    bit = ID_BITS - (a ^ b).bit_length()
+    shift = ID_BITS - 1 - bit
+    extra = min(shift, digit_bits - 1 - bit % digit_bits)
+    return bit, (b >> (shift - extra)) & ((1 << extra) - 1)
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.sets(st.integers(min_value=0, max_value=2**ID_BITS - 1), min_size=1, max_size=120),
-       st.integers(min_value=1, max_value=8))
-def test_every_bucket_range_gets_k_contacts_or_all_of_them(values: set[int], k: int) -> None:
+       st.integers(min_value=1, max_value=8), st.sampled_from([1, 5]),
+       st.integers(min_value=0, max_value=150))
+def test_every_bucket_range_gets_k_contacts_or_all_of_them(
+        values: set[int], k: int, digit_bits: int, shift: int) -> None:
+    # Ids squeezed into a small range too, so deep buckets and sub-ranges get exercised.
+    values = {v >> shift for v in values}
     ids = {i: v.to_bytes(20, "big") for i, v in enumerate(sorted(values))}
-    tables = converged_contacts(ids, k, random.Random(1))
+    tables = converged_contacts(ids, k, random.Random(1), digit_bits)
     assert set(tables) == set(ids)
     for me, picks in tables.items():
         mine = int.from_bytes(ids[me], "big")
         assert me not in picks and len(set(picks)) == len(picks)
-        got: dict[int, int] = {}
+        got: dict[tuple[int, int], int] = {}
         for j in picks:
-            b = _bucket(mine, int.from_bytes(ids[j], "big"))
+            b = _bucket(mine, int.from_bytes(ids[j], "big"), digit_bits)
             got[b] = got.get(b, 0) + 1
-        want: dict[int, int] = {}
+        want: dict[tuple[int, int], int] = {}
         for j in ids:
             if j != me:
-                b = _bucket(mine, int.from_bytes(ids[j], "big"))
+                b = _bucket(mine, int.from_bytes(ids[j], "big"), digit_bits)
                 want[b] = want.get(b, 0) + 1
         assert got == {b: min(k, n) for b, n in want.items()}
         # Farthest bucket first: the order a splitting routing table can take them in.
-        buckets = [_bucket(mine, int.from_bytes(ids[j], "big")) for j in picks]
-        assert buckets == sorted(buckets)
+        bits = [_bucket(mine, int.from_bytes(ids[j], "big"), digit_bits)[0] for j in picks]
+        assert bits == sorted(bits)
+
+
+def test_a_prefilled_table_takes_every_contact_it_is_given() -> None:
+    """The ranges match how the routing table splits, so (almost) nothing is left over
+    as a replacement: the table really starts converged."""
+    keys = {i: Identity.generate() for i in range(3000)}
+    ids = {i: key.node_id for i, key in keys.items()}
+    tables = converged_contacts(ids, 20, random.Random(4))
+
+    async def fill() -> list[tuple[int, int]]:
+        counts = []
+        for i in range(0, 3000, 500):
+            node = DhtNode(identity=keys[i], config=DhtConfig.for_tests())
+            await node.listen(port=0, interface="127.0.0.1")
+            try:
+                picks = tables[i]
+                taken = node.prefill([(ids[j], ("127.0.0.1", 9)) for j in picks])
+                counts.append((taken, len(picks)))
+            finally:
+                node.stop()
+        return counts
+
+    for taken, given_ in asyncio.run(fill()):
+        assert given_ > 200 and taken >= 0.97 * given_, (taken, given_)
 
 
 def test_duplicate_ids_and_a_zero_k_are_refused() -> None:
     with pytest.raises(ValueError, match="distinct"):
         converged_contacts({1: b"\0" * 20, 2: b"\0" * 20}, 3, random.Random(1))
-    with pytest.raises(ValueError, match="k must"):
+    with pytest.raises(ValueError, match="k and digit_bits"):
         converged_contacts({1: b"\0" * 20}, 0, random.Random(1))
 
 
