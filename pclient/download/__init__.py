@@ -71,6 +71,10 @@ DEFAULT_STALL_TIMEOUT = 15.0
 DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
 DEFAULT_ADAPTIVE_BYTES = 64 * 1024 * 1024
+#: Two streams per source keep a source's server busy while the client handles the
+#: other's chunk (transfer figures in README, issue 12).
+DEFAULT_STREAMS_PER_SOURCE = 2
+MAX_STREAMS_PER_SOURCE = 8
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 MAX_NAME_BYTES = 255  # a file name's limit on common file systems (ext4, xfs, btrfs, apfs)
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9]{1,10}){1,2}$")  # ".jpg", ".tar.gz": kept whole
@@ -91,6 +95,9 @@ class DownloadConfig:
     probe_seconds: length of each ramp-up measurement window.
     max_rate: bytes per second taken from all sources together (0 = no cap); the
         receiver paces itself and gRPC flow control slows the senders.
+    streams_per_source: concurrent ``Download`` streams (each its own run of chunks) on
+        one source's channel; a source that refuses an extra one for want of a slot
+        (RESOURCE_EXHAUSTED) keeps the others.
     """
 
     sources: int = DEFAULT_SOURCES
@@ -103,6 +110,7 @@ class DownloadConfig:
     adaptive_gain: float = 1.1
     probe_seconds: float = 0.5
     max_rate: int = 0
+    streams_per_source: int = DEFAULT_STREAMS_PER_SOURCE
 
     def __post_init__(self) -> None:
         self.validate()  # a client builds these from flags: refuse a bad one at once
@@ -111,6 +119,8 @@ class DownloadConfig:
         """Raise ``ValueError`` naming the first bad field; return self."""
         if self.sources < 1:
             raise ValueError("sources must be at least 1")
+        if not 1 <= self.streams_per_source <= MAX_STREAMS_PER_SOURCE:
+            raise ValueError(f"streams_per_source must be 1..{MAX_STREAMS_PER_SOURCE}")
         if self.run_bytes < 1 or self.stall_timeout <= 0 or self.info_timeout <= 0:
             raise ValueError("run_bytes, stall_timeout and info_timeout must be positive")
         if self.state_interval <= 0 or self.probe_seconds <= 0 or self.adaptive_gain < 1:
@@ -207,7 +217,8 @@ class _Download(SourceWorkers):
         if self.swarm is not None:
             run_chunks = min(run_chunks, RUN_CHUNKS)
         missing = self.total_chunks - sum(self.done)
-        per_source = -(-missing // max(1, min(self.config.sources, len(self.providers))))
+        streams = max(1, min(self.config.sources, len(self.providers)))
+        per_source = -(-missing // (streams * self.config.streams_per_source))
         # In a swarm, downloaders choose among equally rare chunks at random (scheduler.py)
         self.sched = _Scheduler(self.total_chunks, self.done, min(run_chunks, max(1, per_source)),
                                 spread=self.swarm is not None,

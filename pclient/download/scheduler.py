@@ -90,10 +90,16 @@ class _Scheduler:
         return not (self.avail.seeding_rules(source) and run.source in self.avail.have)
 
     def _steal(self, source: str) -> _Run | None:
-        """The back half of the largest run in flight that ``source`` can serve."""
+        """The back half of the largest run in flight that ``source`` can serve.
+
+        Not from a run of the same source (another of its streams): the same peer would
+        send those chunks anyway, and the victim's stream, already asked for them, would
+        send some twice before it stops."""
         for victim in sorted(self.inflight, key=lambda r: r.next - r.end):
             if victim.end - victim.next < 2:
                 break
+            if victim.source == source:
+                continue
             mid = victim.next + (victim.end - victim.next) // 2
             if self._may_help(source, victim) and all(
                     self.avail.holds(source, i) for i in range(mid, victim.end)):

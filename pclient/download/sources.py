@@ -65,6 +65,11 @@ class _SourceFailed(Exception):
     """A source is unusable for this download; the message is the reason shown."""
 
 
+class _Busy(Exception):
+    """A source refused a stream for want of a slot (RESOURCE_EXHAUSTED) before sending
+    anything: fatal for its first stream, not for an extra one."""
+
+
 class _NotHeld(Exception):
     """A partial source refused a run it no longer (or not yet) holds: ask Have again."""
 
@@ -94,7 +99,8 @@ class SourceWorkers(PartFile):
         self.fetch_seconds: dict[str, float] = {}
         self.live: dict[str, None] = {}  # workers alive, in provider order
         self.slots = config.sources  # workers allowed to fetch at once (ramp-up lowers it)
-        self.active = 0
+        self.active = 0  # sources with a stream fetching now
+        self._streams: dict[str, int] = {}  # source -> its streams fetching now
         self.sched: _Scheduler | None = None
         self.pacer = Pacer(config.max_rate)
         self.io_pool = ThreadPoolExecutor(max_workers=IO_THREADS,
@@ -196,6 +202,9 @@ class SourceWorkers(PartFile):
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 raise _NotHeld(exc.details() or "") from exc
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not checks and (
+                    index == offset // self.chunk_size):
+                raise _Busy(describe_rpc_error(exc)) from exc  # refused before any byte
             raise _SourceFailed(describe_rpc_error(exc)) from exc
         finally:
             call.cancel()
@@ -236,7 +245,8 @@ class SourceWorkers(PartFile):
         return address in ranked[: self.slots]
 
     async def _worker(self, address: str) -> None:
-        """Fetch runs from one source until the file is complete or the source fails."""
+        """Fetch runs from one source, on ``streams_per_source`` concurrent ``Download``
+        streams over one channel, until the file is complete or the source fails."""
         assert self.sched is not None
         sched = self.sched
         channel, why = await self.dialer.try_open(address)
@@ -247,52 +257,80 @@ class SourceWorkers(PartFile):
             return
         stub = kadshare_pb2_grpc.TransferServiceStub(channel)
         self.live[address] = None
-        fetched_before = False
+        self._streams[address] = 0
+        loops: list[asyncio.Task[None]] = []
         try:
             await self._ask_have(stub, address)
-            asked = time.monotonic()
-            while not sched.complete:
-                if not self._may_fetch(address):
-                    if fetched_before:  # hand the slot over: wake whoever may use it
-                        fetched_before = False
-                        sched.notify()
-                    await sched.wait_change()
-                    continue
-                partial = address in sched.have
-                if partial and time.monotonic() - asked >= HAVE_INTERVAL:
-                    await self._ask_have(stub, address)  # it gets more as it downloads
-                    asked = time.monotonic()
-                run = sched.take(address)
-                if run is None and partial:
-                    await sched.wait_change(HAVE_INTERVAL)
-                    continue
-                if run is None:  # (in a swarm: look again, see availability.py's grace)
-                    await sched.wait_change(HAVE_INTERVAL if sched.avail.spread else None)
-                    continue
-                fetched_before = True
-                self.active += 1
-                started = time.monotonic()
-                try:
-                    await self._fetch_run(channel, run)
-                except _NotHeld as exc:
-                    log.debug("source %s: %s", address, exc)
-                    await self._ask_have(stub, address)
-                    asked = time.monotonic()
-                finally:
-                    self.active -= 1
-                    self.fetch_seconds[address] = (
-                        self.fetch_seconds.get(address, 0.0) + time.monotonic() - started
-                    )
-                    sched.finish(run)
+            loops = [asyncio.create_task(self._stream_loop(address, channel, stub, extra=k > 0))
+                     for k in range(self.config.streams_per_source)]
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # _SourceFailed of any stream drops the source
+            await asyncio.gather(*loops)
         except _SourceFailed as exc:
             self.dropped[address] = str(exc)
             log.info("dropped source %s: %s", address, exc)
             self._report()
         finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
             self.live.pop(address, None)
+            self._streams.pop(address, None)
             sched.forget(address)
             sched.notify()
             await channel.close(grace=None)
+
+    async def _stream_loop(self, address: str, channel: grpc.aio.Channel,
+                           stub: kadshare_pb2_grpc.TransferServiceStub, extra: bool) -> None:
+        """One stream's loop: take a run, fetch it, repeat. An ``extra`` stream that the
+        source refuses for want of a slot (RESOURCE_EXHAUSTED) ends quietly; the source
+        keeps its other streams."""
+        assert self.sched is not None
+        sched = self.sched
+        fetched_before = False
+        asked = time.monotonic()
+        while not sched.complete:
+            if not self._may_fetch(address):
+                if fetched_before:  # hand the slot over: wake whoever may use it
+                    fetched_before = False
+                    sched.notify()
+                await sched.wait_change()
+                continue
+            partial = address in sched.have
+            if partial and time.monotonic() - asked >= HAVE_INTERVAL:
+                await self._ask_have(stub, address)  # it gets more as it downloads
+                asked = time.monotonic()
+            run = sched.take(address)
+            if run is None and partial:
+                await sched.wait_change(HAVE_INTERVAL)
+                continue
+            if run is None:  # (in a swarm: look again, see availability.py's grace)
+                await sched.wait_change(HAVE_INTERVAL if sched.avail.spread else None)
+                continue
+            fetched_before = True
+            self._streams[address] = self._streams.get(address, 0) + 1
+            self.active = sum(1 for n in self._streams.values() if n)
+            started = time.monotonic()
+            try:
+                await self._fetch_run(channel, run)
+            except _NotHeld as exc:
+                log.debug("source %s: %s", address, exc)
+                await self._ask_have(stub, address)
+                asked = time.monotonic()
+            except _Busy as exc:
+                if not extra:
+                    raise _SourceFailed(str(exc)) from None
+                log.debug("source %s refused an extra stream: %s", address, exc)
+                return
+            finally:
+                if address in self._streams:
+                    self._streams[address] -= 1
+                self.active = sum(1 for n in self._streams.values() if n)
+                self.fetch_seconds[address] = (
+                    self.fetch_seconds.get(address, 0.0) + time.monotonic() - started
+                )
+                sched.finish(run)
 
     async def _ramp_up(self) -> None:
         """Add sources (doubling) while each step still raises the total rate.

@@ -8,6 +8,7 @@ a provider's behaviour, which the real peer would never do on purpose:
 - ``fail_after``: abort the stream with UNAVAILABLE after this many bytes,
 - ``delay``: sleep this long before each message (a slow source),
 - ``bad_info``: lie in GetInfo (wrong hash for chunk 0),
+- ``max_streams``: refuse a Download beyond this many at once (RESOURCE_EXHAUSTED),
 - ``lie_consistently``: serve other bytes (every byte flipped) under the asked id, with a
   chunk list that matches those bytes: only the Merkle check of the id can catch it.
 
@@ -45,6 +46,7 @@ class Behaviour:
     delay: float = 0.0
     bad_info: bool = False
     lie_consistently: bool = False
+    max_streams: int | None = None  # Download streams served at once; more: RESOURCE_EXHAUSTED
 
 
 class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
@@ -70,6 +72,9 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
             self.data = bytes(b ^ 0xFF for b in self.data)
         self.upload_dir = upload_dir
         self.bytes_sent = 0
+        self.streams_now = 0  # Download streams being served
+        self.most_streams = 0  # the most served at once
+        self.refused_streams = 0
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -94,6 +99,20 @@ class FaultyProvider(kadshare_pb2_grpc.TransferServiceServicer):
     async def Download(self, request, context) -> AsyncIterator[kadshare_pb2.Chunk]:  # noqa: N802
         if request.file_id != self.file_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, "not shared here")
+        b = self.behaviour
+        if b.max_streams is not None and self.streams_now >= b.max_streams:
+            self.refused_streams += 1
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"serving at most {b.max_streams} streams; retry in 1 s")
+        self.streams_now += 1
+        self.most_streams = max(self.most_streams, self.streams_now)
+        try:
+            async for chunk in self._send(request, context):
+                yield chunk
+        finally:
+            self.streams_now -= 1
+
+    async def _send(self, request, context) -> AsyncIterator[kadshare_pb2.Chunk]:
         b = self.behaviour
         end = len(self.data) if request.length == 0 else request.offset + request.length
         end = min(end, len(self.data))

@@ -57,7 +57,8 @@ class TestMultiSource:
         assert result.path.read_bytes() == shared_file.read_bytes()
         assert "corrupt" in result.dropped[bad.address]
         assert bad.address not in result.sources
-        assert bad.bytes_sent <= CHUNK_SIZE  # dropped after its first (bad) chunk
+        # dropped after its first (bad) chunk on each of its streams
+        assert bad.bytes_sent <= CHUNK_SIZE * DownloadConfig().streams_per_source
 
     async def test_bad_chunk_inside_the_pipeline_drops_the_source_after_it(
         self, make_provider, shared_file, file_id, tmp_path
@@ -67,7 +68,8 @@ class TestMultiSource:
         that source, and the rest comes from the spare."""
         bad = await make_provider(Behaviour(corrupt_chunks={3}))
         good = await make_provider()
-        config = fast(sources=1, run_bytes=len(shared_file.read_bytes()))  # one run
+        config = fast(sources=1, streams_per_source=1,
+                      run_bytes=len(shared_file.read_bytes()))  # one run, one stream
         result = await download_file(file_id, tmp_path, [bad.address, good.address],
                                      config=config)
         assert result.path.read_bytes() == shared_file.read_bytes()
@@ -115,8 +117,8 @@ class TestMultiSource:
     ):
         stalled = await make_provider(Behaviour(stall_after=CHUNK_SIZE + 64 * 1024))
         with pytest.raises(TransferFailed, match="stalled"):  # alone, it fails the download
-            await download_file(file_id, tmp_path, [stalled.address],
-                                config=fast(stall_timeout=0.5))
+            await download_file(file_id, tmp_path, [stalled.address],  # (one stream: its
+                                config=fast(stall_timeout=0.5, streams_per_source=1))  # 1st chunk)
         # with a second (paced, so the stall fires first) source the download completes
         paced = await make_provider(Behaviour(delay=0.05))
         result = await download_file(
@@ -190,6 +192,52 @@ class TestMultiSource:
         assert free.throttled_seconds == 0
 
 
+class TestStreamsPerSource:
+    async def test_one_source_serves_several_streams_and_every_chunk_verifies(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider(Behaviour(delay=0.002))
+        result = await download_file(file_id, tmp_path, [prov.address],
+                                     config=fast(streams_per_source=3))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert prov.most_streams >= 2
+        assert result.sources == {prov.address: result.size} == {prov.address: prov.bytes_sent}
+
+    async def test_a_bad_chunk_on_any_stream_drops_the_whole_source(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        bad = await make_provider(Behaviour(corrupt_chunks={5}, delay=0.002))
+        good = await make_provider()
+        result = await download_file(file_id, tmp_path, [bad.address, good.address],
+                                     config=fast(sources=1, streams_per_source=3))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "corrupt" in result.dropped[bad.address]
+
+    async def test_a_source_refusing_extra_streams_keeps_serving_on_one(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        prov = await make_provider(Behaviour(max_streams=1, delay=0.002))
+        result = await download_file(file_id, tmp_path, [prov.address],
+                                     config=fast(streams_per_source=4))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert prov.refused_streams >= 1 and not result.dropped
+        assert result.sources == {prov.address: result.size}
+
+    async def test_interrupted_multi_stream_download_resumes_from_its_state(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        flaky = await make_provider(Behaviour(fail_after=3 * CHUNK_SIZE, delay=0.002))
+        with pytest.raises(TransferFailed):
+            await download_file(file_id, tmp_path, [flaky.address],
+                                config=fast(streams_per_source=2))
+        good = await make_provider()
+        result = await download_file(file_id, tmp_path, [good.address],
+                                     config=fast(streams_per_source=2))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.resumed_bytes >= 2 * CHUNK_SIZE
+        assert result.fetched_bytes + result.resumed_bytes == result.size
+
+
 class TestResume:
     async def test_state_claims_are_rehashed_on_every_thread_and_bad_ones_refetched(
         self, make_provider, shared_file, file_id, tmp_path, monkeypatch
@@ -229,9 +277,9 @@ class TestFailures:
     ):
         a = await make_provider(Behaviour(fail_after=CHUNK_SIZE + 512 * 1024))
         b = await make_provider(Behaviour(corrupt_chunks={2, 3, 4, 5, 6}))
-        with pytest.raises(TransferFailed) as info:
-            await download_file(file_id, tmp_path, [a.address, b.address],
-                                config=fast(sources=2))
+        with pytest.raises(TransferFailed) as info:  # (one stream each: ``a`` completes
+            await download_file(file_id, tmp_path, [a.address, b.address],  # its 1st chunk)
+                                config=fast(sources=2, streams_per_source=1))
         assert set(info.value.reasons) == {a.address, b.address}
         assert a.address in str(info.value) and "corrupt" in str(info.value)
         assert not (tmp_path / shared_file.name).exists()

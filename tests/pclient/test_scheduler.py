@@ -65,6 +65,15 @@ def test_no_chunk_is_lost_and_a_good_source_always_finishes(total, run_chunks, r
     assert sched.complete and all(done)
 
 
+def test_a_stream_steals_from_another_source_never_from_its_own_sources_other_stream():
+    sched = _Scheduler(8, bytearray(8), 8)
+    first = sched.take("a")
+    assert (first.next, first.end) == (0, 8)
+    assert sched.take("a") is None  # a's second stream: the rest is a's already
+    stolen = sched.take("b")
+    assert stolen is not None and (stolen.next, stolen.end) == (4, 8) and first.end == 4
+
+
 # -- partial sources and swarms (issue 12 item 3) -------------------------------------------
 
 
