@@ -22,7 +22,10 @@ implementation after the other, with the same workload and seed:
 
 ``--hog`` runs every implementation a second time with a CPU-burning process (a busy loop
 in another interpreter, at the benchmark's own priority) beside it, so the churn rows show
-recovery on a loaded machine; the table then has four columns.
+recovery on a loaded machine; the table then has four columns.  The "CPU wait" rows give
+the share of each churn phase's wall time this process was runnable but waiting for a
+CPU (``/proc/thread-self/schedstat``): the part of a figure that is other processes'
+load, not the DHT (a ``nice -n 10`` run loses the cores to any un-niced work).
 
 kadshare's get is ``find_providers(file_id, wanted=1)`` (stop at the first provider,
 as plain kademlia's ``get`` stops at the first value); completeness uses full lookups.
@@ -174,6 +177,26 @@ async def lookups(impl: Any, nodes: list, keys: list[str], count: int, rng: rand
     }
 
 
+def cpu_wait_s() -> float | None:
+    """Seconds this thread has spent runnable but not on a CPU (Linux schedstat), or
+    None where that is not available."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def measured(coro: Any) -> tuple[dict, float | None]:
+    """Run a ``lookups`` phase; also return the share of its wall time this process
+    waited for a CPU (other processes had the cores), in %."""
+    wait0, start = cpu_wait_s(), time.perf_counter()
+    out = await coro
+    wait1, wall = cpu_wait_s(), time.perf_counter() - start
+    if wait0 is None or wait1 is None or wall <= 0:
+        return out, None
+    return out, (wait1 - wait0) / wall * 100
+
+
 class GcPauses:
     """The longest garbage-collection pause from now until ``stop()``, in ms."""
 
@@ -265,26 +288,26 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
         gc.collect()
         gc.freeze()
     pauses = GcPauses()
-    out["before_kill"] = await lookups(
+    out["before_kill"], out["before_kill_cpu_wait_pct"] = await measured(lookups(
         impl, nodes, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget,
-    )
+    ))
     phases["before_kill"] = time.perf_counter() - t0 - sum(phases.values())
 
     victims = set(rng.sample(range(len(nodes)), int(len(nodes) * args.kill)))
     for i in victims:
         impl.stop(nodes[i])
     alive = [n for i, n in enumerate(nodes) if i not in victims]
-    out["after_kill"] = await lookups(
+    out["after_kill"], out["after_kill_cpu_wait_pct"] = await measured(lookups(
         impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget,
-    )
+    ))
     phases["after_kill"] = time.perf_counter() - t0 - sum(phases.values())
     await asyncio.sleep(args.settle)
-    out["after_settle"] = await lookups(
+    out["after_settle"], out["after_settle_cpu_wait_pct"] = await measured(lookups(
         impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget,
-    )
+    ))
     phases["settle_and_after"] = time.perf_counter() - t0 - sum(phases.values())
     out["gc_pause_max_ms"] = pauses.stop()
     out["gc_frozen"] = not args.no_gc_freeze
@@ -318,6 +341,9 @@ ROWS = [
     ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
     ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
     ("longest GC pause, churn (ms)", ("gc_pause_max_ms",), "lower"),
+    ("before kill: CPU wait (% of wall)", ("before_kill_cpu_wait_pct",), "lower"),
+    ("after kill: CPU wait (% of wall)", ("after_kill_cpu_wait_pct",), "lower"),
+    ("after settle: CPU wait (% of wall)", ("after_settle_cpu_wait_pct",), "lower"),
 ]
 
 

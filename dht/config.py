@@ -62,6 +62,18 @@ class DhtConfig:
     meets it (issue 16, dht_bench after settle).  Not a suspicion: only this lookup."""
     lookup_hedge_min: float = 0.005
     """Floor of the hedge above, seconds."""
+    lookup_fresh_first: bool = True
+    """The first round of a lookup asks the alpha - 1 closest contacts and the one of the
+    k closest heard from most recently, when the alpha closest were all heard from less
+    recently: after a crash wave the alpha closest of a node that has not looked anything
+    up since can all be dead, and the first round then waited a full soft timeout (issue
+    16, dht_bench 10 s after the kill).  Nobody is given up on earlier."""
+    lookup_probe_first_round: bool = True
+    """Before a lookup's first answer, a call out longer than ``lookup_hedge_factor``
+    times the node's smoothed round trip (at least ``lookup_hedge_min``) frees its slot
+    for one more contact, up to 2 * alpha calls out; the call itself is still awaited
+    until its soft timeout (nobody is given up on earlier).  A first round whose contacts
+    all died waited a full soft timeout (>= 30 ms) before asking anyone else (issue 16)."""
     lookup_timeout: float = 10.0
     """Wall-clock cap on one iterative lookup, seconds."""
     record_ttl: int = 3600

@@ -45,7 +45,10 @@ class LookupResult:
     lacking: list[Node] = field(default_factory=list)
     queried: int = 0
     failed: int = 0
-    hedged: int = 0  # calls this lookup stopped waiting for before their soft timeout
+    hedged: int = 0  # calls whose slot went to the next contact before their soft timeout
+    probed: int = 0  # of those, hedged before this lookup's first answer
+    #: ids of the contacts asked, in the order of their first request
+    asked: list[bytes] = field(default_factory=list)
 
     def positive(self) -> list[Record]:
         """Merged records that are not withdrawals."""
@@ -86,7 +89,7 @@ class Lookup:
         self.records = records
         self.wanted = wanted
         self.result = LookupResult()
-        self._state: dict[bytes, str] = {}  # new | inflight | slow | done | failed
+        self._state: dict[bytes, str] = {}  # new | inflight | hedged | slow | done | failed
         self._nodes: dict[bytes, Node] = {}
         self._queries: dict[asyncio.Future, _Query] = {}
         self._positive = 0
@@ -130,6 +133,8 @@ class Lookup:
         query.soft_deadline = query.sent_at + soft
         query.pages += 1
         self._queries[future] = query
+        if query.pages == 1:
+            self.result.asked.append(node.id)
         self._state[node.id] = "inflight"
         self.result.queried += 1
 
@@ -139,6 +144,9 @@ class Lookup:
         deadline = loop.time() + self.config.lookup_timeout
         self._push(self.protocol.router.find_neighbors(self.target, self.config.k))
         max_queries = self.config.k * self.config.lookup_query_factor
+        fresh = self._freshest_outside_first_round()
+        if fresh is not None:
+            self._send(_Query(self._nodes[fresh]), loop)
         try:
             while True:
                 if self.wanted is not None and self._positive >= self.wanted:
@@ -149,23 +157,33 @@ class Lookup:
                         if not self._queries and self._revive_skipped():
                             continue
                         break
-                # only nodes with a query pending can be in flight
+                # only calls not yet hedged hold one of the alpha slots (see _hedge_at)
+                now = loop.time()
                 active = sum(1 for q in self._queries.values()
                              if self._state[q.node.id] == "inflight")
+                # before any answer the lookup fans out to at most 2 * alpha calls
+                room = 2 * self.config.alpha - len(self._queries) if not self._slowest \
+                    else max_queries
                 for node_id in closest:
-                    if active >= self.config.alpha or self.result.queried >= max_queries:
+                    if active >= self.config.alpha or room <= 0 \
+                            or self.result.queried >= max_queries:
                         break
                     if self._state[node_id] == "new":
                         self._send(_Query(self._nodes[node_id]), loop)
                         active += 1
+                        room -= 1
                 if not self._queries:
                     if self._revive_skipped():
                         continue
                     break
                 now = loop.time()
-                soft = [self._give_up_at(q) for q in self._queries.values()
-                        if self._state[q.node.id] == "inflight"]
-                wake = min(min(soft, default=deadline), deadline)
+                wake = deadline
+                for q in self._queries.values():
+                    st = self._state[q.node.id]
+                    if st == "inflight":
+                        wake = min(wake, self._hedge_at(q))
+                    elif st == "hedged":
+                        wake = min(wake, q.soft_deadline)
                 done, _ = await asyncio.wait(
                     list(self._queries), timeout=max(0.0, wake - now),
                     return_when=asyncio.FIRST_COMPLETED,
@@ -174,13 +192,17 @@ class Lookup:
                     self._finish(self._queries.pop(future), future, loop)
                 now = loop.time()
                 for query in self._queries.values():
-                    if self._state[query.node.id] == "inflight" \
-                            and now >= self._give_up_at(query):
+                    st = self._state[query.node.id]
+                    if st not in ("inflight", "hedged"):
+                        continue
+                    if now >= query.soft_deadline:
                         self._state[query.node.id] = "slow"
-                        if now >= query.soft_deadline:
-                            self.protocol.suspect(query.node.id)
-                        else:
-                            self.result.hedged += 1
+                        self.protocol.suspect(query.node.id)
+                    elif st == "inflight" and now >= self._hedge_at(query):
+                        self._state[query.node.id] = "hedged"
+                        self.result.hedged += 1
+                        if not self._slowest:
+                            self.result.probed += 1
                 if now >= deadline:
                     log.debug("lookup of %s hit lookup_timeout", self.target.id.hex()[:8])
                     break
@@ -199,14 +221,50 @@ class Lookup:
             ]
         return self.result
 
-    def _give_up_at(self, query: _Query) -> float:
-        """When this lookup stops waiting for ``query``: its soft timeout, or earlier once
-        the call has been out ``lookup_hedge_factor`` times the slowest answer seen here
-        (siblings answered long ago, so a timeout is likely rather than certain)."""
-        if not self._slowest:
+    def _freshest_outside_first_round(self) -> bytes | None:
+        """The contact of the k closest heard from most recently, if the alpha closest
+        were all heard from less recently (or never): it takes one of the first round's
+        alpha slots, the alpha - 1 closest the others.
+
+        After a crash wave a node that has not looked anything up since still holds its
+        dead contacts; when the alpha closest to a key are all dead the first round waits
+        a full soft timeout with nothing to go on.  A contact that answered us after them
+        is the best bet to be alive.  Nobody is given up on: the closest contacts are
+        asked as before, one of them a slot later.
+        """
+        if not self.config.lookup_fresh_first or self.config.alpha < 2:
+            return None
+        state = self._state
+        closest = self._order.first(self.config.k, lambda i: state[i] == "new")
+        if len(closest) <= self.config.alpha:
+            return None
+        heard = self.protocol.last_heard
+        first = max(heard(i) for i in closest[: self.config.alpha])
+        best, best_at = None, first
+        for node_id in closest[self.config.alpha:]:
+            at = heard(node_id)
+            if at > best_at:
+                best, best_at = node_id, at
+        return best
+
+    def _hedge_at(self, query: _Query) -> float:
+        """When ``query`` stops holding one of the lookup's alpha slots, so the next
+        contact is asked beside it: once it has been out ``lookup_hedge_factor`` times
+        the slowest answer this lookup has had (before any answer: the node's smoothed
+        round trip), at least ``lookup_hedge_min``; at the latest at its soft timeout.
+
+        A hedged call is not given up on: it still counts among the k closest for the
+        stop rule until its soft timeout, so a slow but live contact keeps its place in
+        an announce's replica set (a hedge that gave up on it made announces leave
+        replicas out on a loaded machine).  Only the soft timeout marks it slow.
+        """
+        base = self._slowest
+        if not base and self.config.lookup_probe_first_round:
+            base = self.protocol.rtt.typical()
+        if not base:
             return query.soft_deadline
         cfg = self.config
-        hedge = max(cfg.lookup_hedge_min, cfg.lookup_hedge_factor * self._slowest)
+        hedge = max(cfg.lookup_hedge_min, cfg.lookup_hedge_factor * base)
         return min(query.soft_deadline, query.sent_at + hedge)
 
     def _worth_waiting(self) -> bool:

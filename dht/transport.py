@@ -160,6 +160,10 @@ class RttEstimator:
     def forget(self, addr: Address) -> None:
         self._per_addr.pop(addr, None)
 
+    def typical(self) -> float:
+        """The smoothed round trip over all addresses, seconds (0.0 before any sample)."""
+        return self._global[0] if self._global is not None else 0.0
+
 
 class _Pending:
     __slots__ = ("future", "timer", "addr", "sent_at")
