@@ -92,14 +92,15 @@ class TestHedging:
             stop_all(nodes)
 
     async def test_a_slow_live_contact_keeps_its_replica(self) -> None:
-        """A live contact that answers late (its loop busy for 0.4 s, as on a loaded
+        """A live contact that answers late (its loop busy for 0.8 s, as on a loaded
         machine) is hedged by an announce's lookup, which asks on, but the lookup still
         waits for it up to its soft timeout: it stays among the closest and stores the
         record.  (A hedge that gave up on it left the replica out: TestSybil failures
         beside CPU hogs, issue 16.)"""
-        cfg = DhtConfig.for_tests(rpc_timeout_min=1.0, rpc_timeout_max=2.0)
+        cfg = DhtConfig.for_tests(rpc_timeout_min=2.0, rpc_timeout_max=3.0)
         nodes = await start_network(5, cfg)
         lt = LoopThread()
+        slow: DhtNode | None = None
         try:
             def there(coro: Any) -> Any:
                 return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, lt.loop))
@@ -115,22 +116,24 @@ class TestHedging:
             await asker.bootstrap([("127.0.0.1", slow.port)])
             slow_id = slow.protocol.source_node.id
             assert asker.protocol.router.contains(slow_id)
-            # a file id whose key is nearest the slow node (its id with the last bit flipped)
-            fid = file_id_of("slow replica")
+            # the lookup's target is nearest the slow node (its id, last bit flipped); the
+            # announce's key is any: 6 nodes < k, so every node is a replica
             key = slow_id[:-1] + bytes([slow_id[-1] ^ 1])
-            lt.loop.call_soon_threadsafe(time.sleep, 0.4)  # the slow node's loop is busy
+            fid = file_id_of("slow replica")
+            lt.loop.call_soon_threadsafe(time.sleep, 0.8)  # the slow node's loop is busy
             result = await Lookup(asker.protocol, key, cfg).run()
             assert result.hedged >= 1  # it was hedged ...
             assert slow_id in {n.id for n in result.closest}  # ... and kept
             assert not asker.protocol.is_suspect(slow_id)
-            lt.loop.call_soon_threadsafe(time.sleep, 0.4)
+            lt.loop.call_soon_threadsafe(time.sleep, 0.8)
             await asker.announce(fid, "slow.bin", 1, grpc="127.0.0.1:1")
 
-            async def held() -> int:
-                return len(slow.store.records(file_key(fid)))
-            assert await there(held()) == 1
+            async def held(node: DhtNode) -> int:
+                return len(node.store.records(file_key(fid)))
+            assert await there(held(slow)) == 1
         finally:
-            lt.run(_stop(slow)) if "slow" in locals() else None
+            if slow is not None:
+                lt.run(_stop(slow))
             lt.close()
             stop_all(nodes)
 
