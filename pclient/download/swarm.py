@@ -15,8 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
 from protos import kadshare_pb2
 
 log = logging.getLogger(__name__)
@@ -58,6 +56,8 @@ class NodeSwarm:
                  timeout: float = HTTP_TIMEOUT) -> None:
         self.file_id = file_id
         self.me = own_node_id
+        import httpx  # here, not at the top: `kadshare get --from` never swarms (~20 ms)
+
         self._http = httpx.AsyncClient(
             base_url=node_url.rstrip("/"), timeout=timeout, trust_env=False,
             headers={"Authorization": f"Bearer {token}"})
@@ -68,6 +68,8 @@ class NodeSwarm:
                     quiet: bool = False) -> dict[str, Any] | None:
         """One REST call; None (logged once unless ``quiet``) if the node refused or did
         not answer."""
+        import httpx  # (loaded by __init__ already)
+
         try:
             resp = await self._http.request(method, path, json=body)
             doc = resp.json()
