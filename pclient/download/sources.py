@@ -101,6 +101,7 @@ class SourceWorkers(PartFile):
         self.slots = config.sources  # workers allowed to fetch at once (ramp-up lowers it)
         self.active = 0  # sources with a stream fetching now
         self._streams: dict[str, int] = {}  # source -> its streams fetching now
+        self._loops: dict[str, int] = {}  # source -> its stream loops still running
         self.sched: _Scheduler | None = None
         self.pacer = Pacer(config.max_rate)
         self.io_pool = ThreadPoolExecutor(max_workers=IO_THREADS,
@@ -261,8 +262,9 @@ class SourceWorkers(PartFile):
         loops: list[asyncio.Task[None]] = []
         try:
             await self._ask_have(stub, address)
-            loops = [asyncio.create_task(self._stream_loop(address, channel, stub, extra=k > 0))
-                     for k in range(self.config.streams_per_source)]
+            self._loops[address] = self.config.streams_per_source
+            loops = [asyncio.create_task(self._stream_loop(address, channel, stub))
+                     for _ in range(self.config.streams_per_source)]
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()  # _SourceFailed of any stream drops the source
@@ -277,15 +279,17 @@ class SourceWorkers(PartFile):
             await asyncio.gather(*loops, return_exceptions=True)
             self.live.pop(address, None)
             self._streams.pop(address, None)
+            self._loops.pop(address, None)
             sched.forget(address)
             sched.notify()
             await channel.close(grace=None)
 
     async def _stream_loop(self, address: str, channel: grpc.aio.Channel,
-                           stub: kadshare_pb2_grpc.TransferServiceStub, extra: bool) -> None:
-        """One stream's loop: take a run, fetch it, repeat. An ``extra`` stream that the
-        source refuses for want of a slot (RESOURCE_EXHAUSTED) ends quietly; the source
-        keeps its other streams."""
+                           stub: kadshare_pb2_grpc.TransferServiceStub) -> None:
+        """One stream's loop: take a run, fetch it, repeat. A stream the source refuses
+        for want of a slot (RESOURCE_EXHAUSTED) ends quietly while another stream of
+        that source goes on; the last one refused drops the source, as a single stream
+        always did."""
         assert self.sched is not None
         sched = self.sched
         fetched_before = False
@@ -319,8 +323,9 @@ class SourceWorkers(PartFile):
                 await self._ask_have(stub, address)
                 asked = time.monotonic()
             except _Busy as exc:
-                if not extra:
+                if self._loops.get(address, 0) <= 1:
                     raise _SourceFailed(str(exc)) from None
+                self._loops[address] -= 1
                 log.debug("source %s refused an extra stream: %s", address, exc)
                 return
             finally:

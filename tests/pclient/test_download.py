@@ -223,6 +223,18 @@ class TestStreamsPerSource:
         assert prov.refused_streams >= 1 and not result.dropped
         assert result.sources == {prov.address: result.size}
 
+    async def test_a_source_refusing_every_stream_is_dropped_for_the_spare(
+        self, make_provider, shared_file, file_id, tmp_path
+    ):
+        full = await make_provider(Behaviour(max_streams=0))
+        spare = await make_provider()
+        result = await download_file(file_id, tmp_path, [full.address, spare.address],
+                                     config=fast(sources=1, streams_per_source=3))
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert "serving at most 0 streams" in result.dropped[full.address]
+        assert full.refused_streams >= 3 and full.bytes_sent == 0
+        assert result.sources == {spare.address: result.size}
+
     async def test_interrupted_multi_stream_download_resumes_from_its_state(
         self, make_provider, shared_file, file_id, tmp_path
     ):
