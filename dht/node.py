@@ -423,19 +423,29 @@ class DhtNode:
             await asyncio.gather(*(self._publish_announcement(f, a) for f, a in items))
 
     async def _refresh(self) -> None:
-        """Look up our own id, then random ids in stale buckets (paper §2.3).
+        """Look up random ids in stale buckets (paper §2.3), and our own id when the
+        bucket around it is stale too.
 
+        A bucket counts as fresh when any lookup touched it in ``refresh_interval``,
+        ours or one passing through us: neighbours' own refreshes keep ours fresh,
+        so a neighbourhood runs about one own-id lookup per interval, not one per node.
         At most ``refresh_lookups_per_wave`` lookups, one after the other, so one
         refresh adds about alpha requests in flight, not alpha per stale bucket.
         """
         protocol = self.protocol
         if protocol is None or len(protocol.router) == 0:
             return
-        stale = protocol.get_refresh_ids()
-        room = self.config.refresh_lookups_per_wave - 1
+        router = protocol.router
+        own = router.buckets[router.get_bucket_for(self._node)]
+        cutoff = clock.now() - self.config.refresh_interval
+        targets = [self._node.id] if own.last_updated < cutoff else []
+        stale = [b for b in router.lonely_buckets() if b is not own]
+        room = self.config.refresh_lookups_per_wave - len(targets)
         if len(stale) > room:
             stale = clock.rng().sample(stale, room)
-        for target in [self._node.id, *stale]:
+        rng = clock.rng()
+        targets += [rng.randint(*b.range).to_bytes(len(self._node.id), "big") for b in stale]
+        for target in targets:
             if self._stopped:
                 return
             await Lookup(protocol, target, self.config).run()

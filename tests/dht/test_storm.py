@@ -8,6 +8,7 @@ import random
 import socket
 
 from dht import DhtConfig, DhtNode, clock
+from dht.lookup import Lookup
 from dht.node import next_wait
 
 from .netutil import eventually
@@ -84,3 +85,26 @@ async def test_a_node_whose_calls_time_out_backs_off_and_recovers() -> None:
         a.stop()
         b.stop()
         silent.close()
+
+
+async def test_refresh_skips_the_own_id_lookup_while_neighbours_keep_that_bucket_fresh() -> None:
+    """A neighbour's lookup of an id near ours touches the bucket around our id, so our
+    refresh wave leaves it out; once that bucket goes stale, the wave looks it up."""
+    config = DhtConfig.for_tests()
+    a, b = DhtNode(config=config), DhtNode(config=config)
+    try:
+        for node in (a, b):
+            await node.listen(0, "127.0.0.1")
+        a.prefill([(b.identity.node_id, ("127.0.0.1", b.port))])
+        b.prefill([(a.identity.node_id, ("127.0.0.1", a.port))])
+        await asyncio.wait_for(Lookup(b.protocol, a.identity.node_id, config).run(), 10)
+        served = b.stats["requests_in"]
+        await asyncio.wait_for(a._refresh(), 10)
+        assert b.stats["requests_in"] == served  # bucket fresh: no lookup at all
+        for bucket in a.protocol.router.buckets:  # an interval without traffic
+            bucket.last_updated -= config.refresh_interval + 1
+        await asyncio.wait_for(a._refresh(), 10)
+        assert b.stats["requests_in"] > served
+    finally:
+        a.stop()
+        b.stop()
