@@ -71,9 +71,9 @@ DEFAULT_STALL_TIMEOUT = 15.0
 DEFAULT_INFO_TIMEOUT = 10.0
 DEFAULT_STATE_INTERVAL = 0.5
 DEFAULT_ADAPTIVE_BYTES = 64 * 1024 * 1024
-#: Two streams per source keep a source's server busy while the client handles the
-#: other's chunk (transfer figures in README, issue 12).
-DEFAULT_STREAMS_PER_SOURCE = 2
+#: One stream per source: on loopback (2 cores, CPU-bound) a second one showed no gain
+#: that held across runs (README, "Transfers"); more may pay on long fat links.
+DEFAULT_STREAMS_PER_SOURCE = 1
 MAX_STREAMS_PER_SOURCE = 8
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # a chunk is buffered whole before it can be verified
 MAX_NAME_BYTES = 255  # a file name's limit on common file systems (ext4, xfs, btrfs, apfs)
