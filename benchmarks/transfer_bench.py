@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kadcommon.merkle import ChunkHasher, leaf_hash  # noqa: E402
+from pclient.download.wire import DOWNLOAD_METHOD, decode_chunk  # noqa: E402
 from pclient.grpcutil import Dialer  # noqa: E402
 from protos import kadshare_pb2, kadshare_pb2_grpc  # noqa: E402
 from pserver.launch import LaunchError, NodeProcess, NodeSpec  # noqa: E402
@@ -97,38 +98,6 @@ async def raw_client(port: int, hash_it: bool) -> tuple[int, str]:
 
 
 # ---- gRPC client paths --------------------------------------------------------------------
-
-
-
-
-DOWNLOAD_METHOD = "/kadshare.v1.TransferService/Download"
-
-
-def decode_chunk(raw: bytes) -> tuple[int, memoryview]:
-    """(offset, data) of a serialized ``Chunk`` without copying the payload."""
-    view = memoryview(raw)
-    pos, offset, data = 0, 0, view[:0]
-    while pos < len(view):
-        key, pos = _read_varint(view, pos)
-        if key == 0x08:
-            offset, pos = _read_varint(view, pos)
-        elif key == 0x12:
-            length, pos = _read_varint(view, pos)
-            data, pos = view[pos : pos + length], pos + length
-        else:
-            raise SystemExit(f"unexpected field key {key} in Chunk")
-    return offset, data
-
-
-def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = view[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
 
 
 async def grpc_download(address: str, file_id: str, streams: int, zero_copy: bool = True,
