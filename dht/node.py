@@ -443,8 +443,7 @@ class DhtNode:
         room = self.config.refresh_lookups_per_wave - len(targets)
         if len(stale) > room:
             stale = clock.rng().sample(stale, room)
-        rng = clock.rng()
-        targets += [rng.randint(*b.range).to_bytes(len(self._node.id), "big") for b in stale]
+        targets += [protocol.refresh_id(b) for b in stale]
         for target in targets:
             if self._stopped:
                 return

@@ -136,11 +136,14 @@ class KadshareProtocol(RequestGate, Admission, Handoff, DatagramRpc, KademliaPro
             self._verified.move_to_end(node_id)
 
     def get_refresh_ids(self) -> list[bytes]:
-        """A random id in each bucket not touched for ``refresh_interval`` (paper §2.3),
-        drawn from ``clock.rng()`` (upstream used the global ``random``)."""
-        rng = clock.rng()
-        return [rng.randint(*bucket.range).to_bytes(ID_LEN, "big")
-                for bucket in self.router.lonely_buckets()]
+        """A random id in each bucket not touched for ``refresh_interval`` (paper §2.3)."""
+        return [self.refresh_id(bucket) for bucket in self.router.lonely_buckets()]
+
+    @staticmethod
+    def refresh_id(bucket: Any) -> bytes:
+        """A random id in ``bucket``'s range, drawn from ``clock.rng()`` (upstream used
+        the global ``random``)."""
+        return clock.rng().randint(*bucket.range).to_bytes(ID_LEN, "big")
 
     def ping_bucket_head(self, head: Node) -> None:
         """A newcomer found a full bucket: check its least-recently-seen contact, which
