@@ -17,8 +17,9 @@ How a download runs (``download_file``):
    JSON resume state ``.kadshare-dl-ID.part.state`` (which chunks are written and
    verified). Both are named by the file id, not by the saved name, so a rerun finds
    them whichever name or provider it uses; hidden, so a peer sharing that folder never
-   announces them. A rerun after Ctrl-C, kill -9 or the loss of every source
-   re-verifies the recorded chunks and fetches only the rest.
+   announces them. A rerun after Ctrl-C, kill -9 or the loss of every source takes
+   the recorded chunks (without re-hashing them if the state was saved after a sync of
+   an untouched part file, see partfile.py) and fetches only the rest.
 3. One worker per source (up to ``sources`` at once). Workers take *runs* of
    consecutive chunks (one ``Download`` RPC each) from a shared queue; a worker with
    nothing left to take steals the back half of the largest run still in flight, so
@@ -281,6 +282,10 @@ class _Download(SourceWorkers):
                 next_lookup = time.monotonic() + SOURCES_INTERVAL
             await asyncio.sleep(REPORT_INTERVAL)
 
+    def finish_part(self) -> None:
+        self.io_pool.shutdown(wait=True)  # no write in flight re-pins the mtime after this
+        super().finish_part()
+
     def close(self) -> None:
         self.io_pool.shutdown(wait=True, cancel_futures=True)
         self.close_part()
@@ -337,6 +342,7 @@ async def download_file(
         await job.open_part()
         if job.total_chunks:
             await job.run()
+        await asyncio.to_thread(job.finish_part)
         # No second pass: the leaves were checked against the id, each chunk against
         # its leaf, so a complete part file is the file.
         try:
@@ -348,7 +354,7 @@ async def download_file(
             job.state.unlink()
     finally:
         if not finished:
-            job.save_state()
+            job.save_state(final=True)
         if swarm is not None:
             await swarm.end()
             with contextlib.suppress(OSError):

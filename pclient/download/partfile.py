@@ -4,6 +4,13 @@ Bytes go to a hidden ``.kadshare-dl-ID.part`` in the destination folder beside a
 JSON resume state ``.kadshare-dl-ID.part.state`` (which chunks are written and verified).
 Both are named by the file id, not by the saved name, so a rerun finds them whichever
 name or provider it uses; hidden, so a peer sharing that folder never announces them.
+
+Trusting a state without re-hashing (docs/PROTOCOL.md, "Resume state"): while a download
+runs, the part file's mtime is pinned to a stamp (set again after every write), and a
+state is saved as data -> ``fdatasync`` of the part -> state to a temporary file ->
+rename, recording the part's size, inode, device and the stamp. A rerun trusts the
+chunks a state claims only if all four still match (nobody else wrote the file since:
+a write sets the mtime to now); anything else re-hashes every claimed chunk.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ import errno
 import json
 import logging
 import os
+import secrets
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -35,6 +45,14 @@ STATE_SUFFIX = ".part.state"
 #: Threads that re-hash the chunks a resume state claims (hashlib drops the GIL): a
 #: rerun re-verifies on every core instead of one.
 VERIFY_THREADS = max(1, min(8, os.cpu_count() or 1))
+#: The part file's mtime can be pinned through its descriptor (futimens) here.
+CAN_PIN = os.utime in os.supports_fd
+_datasync = getattr(os, "fdatasync", os.fsync)  # (no fdatasync on macOS)
+
+
+def _fingerprint(st: os.stat_result, mtime_ns: int) -> dict[str, int]:
+    """What a state records of its part file: a rerun trusts it only if all match."""
+    return {"size": st.st_size, "mtime_ns": mtime_ns, "ino": st.st_ino, "dev": st.st_dev}
 
 
 def part_paths(directory: Path, file_id: str) -> tuple[Path, Path]:
@@ -81,13 +99,20 @@ class PartFile:
         self.resumed = 0
         self.done_bytes = 0
         self._last_save = 0.0
+        #: The mtime this process pins on the part file (0: not pinned, states untrusted).
+        self.stamp_ns = 0
+        #: Chunks a rerun took over from a state without re-hashing them.
+        self.trusted = 0
+        self._saver: ThreadPoolExecutor | None = None  # syncs + saves off the event loop
+        self._saving: Future[None] | None = None
 
     def chunk_len(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
 
     # -- resume state ----------------------------------------------------------------
-    def _load_state(self) -> list[int]:
-        """Chunk indexes the saved state claims done, if it belongs to this file."""
+    def _load_state(self) -> tuple[list[int], Any]:
+        """Chunk indexes the saved state claims done, if it belongs to this file, and the
+        part-file fingerprint it recorded after syncing (None if it has none)."""
         try:
             raw = json.loads(self.state.read_text())
             if not (
@@ -96,11 +121,32 @@ class PartFile:
                 and raw.get("size") == self.size
                 and raw.get("chunk_size") == self.chunk_size
             ):
-                return []
+                return [], None
             bitmap = bytes.fromhex(raw.get("done", ""))
         except (OSError, ValueError, TypeError, AttributeError):
-            return []
-        return [i for i in range(self.total_chunks) if i < len(bitmap) and bitmap[i]]
+            return [], None
+        claimed = [i for i in range(self.total_chunks) if i < len(bitmap) and bitmap[i]]
+        return claimed, raw.get("part")
+
+    def _trusts(self, recorded: Any, st: os.stat_result, claimed: int) -> bool:
+        """Whether the claims of a state may be taken without re-hashing: the state was
+        saved after an fdatasync of the part file, and the part file is the one it
+        recorded (inode, device), unchanged since (size, pinned mtime). Logs why not."""
+        if not claimed:
+            return False
+        if not isinstance(recorded, dict):
+            log.info("resume state of %s has no synced part-file fingerprint: "
+                     "re-hashing the %d chunks it claims", self.final.name, claimed)
+            return False
+        found = _fingerprint(st, st.st_mtime_ns)
+        differ = [key for key in ("size", "mtime_ns", "ino", "dev")
+                  if recorded.get(key) != found[key] or type(recorded.get(key)) is not int]
+        if differ:
+            log.info("resume state of %s does not match its part file (%s changed since "
+                     "it was saved): not trusting it, re-hashing the %d chunks it claims",
+                     self.final.name, ", ".join(differ), claimed)
+            return False
+        return True
 
     async def verify_claimed(self, claimed: list[int]) -> list[int]:
         """The chunks a state file claims that still match their leaf (a stale or
@@ -124,10 +170,17 @@ class PartFile:
                     good.append(i)
         return good
 
-    def save_state(self) -> None:
+    def save_state(self, final: bool = False) -> None:
+        """Save which chunks are verified and written.
+
+        The claims are taken now (every chunk counted done has been written), then the
+        part file is fdatasync'ed and the state written to a temporary file and renamed
+        over the old one: a state on disk never claims bytes that are not on disk. Off
+        the event loop, one save at a time (one still running: this one is skipped);
+        ``final`` waits for it and saves inline (the exit path)."""
         if not self.opened:
             return
-        doc = {
+        doc: dict[str, Any] = {
             "version": STATE_VERSION,
             "file_id": self.file_id,
             "name": self.final.name,
@@ -135,13 +188,61 @@ class PartFile:
             "chunk_size": self.chunk_size,
             "done": bytes(self.done).hex(),
         }
+        if final:
+            self._wait_saved()
+            self._persist(doc)
+            return
+        if self._saving is not None and not self._saving.done():
+            return  # the next chunk tries again
+        if self._saver is None:
+            self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kadshare-sync")
+        self._saving = self._saver.submit(self._persist, doc)
+        self._last_save = time.monotonic()
+
+    def _persist(self, doc: dict[str, Any]) -> None:
+        """Sync the part file, then write ``doc`` (with the part's fingerprint if the
+        sync succeeded and the mtime is pinned) to a temporary file and rename it."""
+        try:
+            _datasync(self.fd)
+            if self.stamp_ns:
+                doc["part"] = _fingerprint(os.fstat(self.fd), self.stamp_ns)
+        except OSError as exc:  # the claims are still worth keeping, re-hashed
+            log.warning("could not sync %s: %s", self.part, exc)
         tmp = self.state.with_name(self.state.name + ".tmp")
         try:
             tmp.write_text(json.dumps(doc))
             os.replace(tmp, self.state)
         except OSError as exc:
             log.warning("could not save resume state %s: %s", self.state, exc)
-        self._last_save = time.monotonic()
+
+    def _wait_saved(self) -> None:
+        """Block until the save running in the background (if any) is on disk."""
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                self._saving.result()
+            self._saving = None
+
+    def _pin(self) -> None:
+        """Set the part file's mtime to this run's stamp (again after every write).
+
+        The stamp lies in the past, at a random nanosecond, so a write by anyone else
+        (mtime = now) cannot produce it; it is read back, as file systems round it."""
+        if not CAN_PIN or self.fd < 0:
+            return
+        if not self.stamp_ns:
+            stamp = (time.time_ns() // 10**9 - 2) * 10**9 + secrets.randbelow(10**9)
+            os.utime(self.fd, ns=(stamp, stamp))
+            self.stamp_ns = os.fstat(self.fd).st_mtime_ns
+        else:
+            os.utime(self.fd, ns=(self.stamp_ns, self.stamp_ns))
+
+    def finish_part(self) -> None:
+        """The part file is complete: wait for a save in flight, give it a real mtime."""
+        self._wait_saved()
+        if self.stamp_ns:
+            with contextlib.suppress(OSError):
+                os.utime(self.fd)
+            self.stamp_ns = 0
 
     # -- preparation -----------------------------------------------------------------
     async def open_part(self) -> None:
@@ -164,16 +265,21 @@ class PartFile:
                 f"another download is already writing {self.part}; wait for it to finish "
                 "or use another directory"
             ) from exc
-        claimed = self._load_state() if existed else []
+        claimed, recorded = self._load_state() if existed else ([], None)
         try:
             if claimed:
-                good = await self.verify_claimed(claimed)
+                if self._trusts(recorded, os.fstat(self.fd), len(claimed)):
+                    good = claimed  # synced, and nobody wrote the part file since
+                    self.trusted = len(good)
+                else:
+                    good = await self.verify_claimed(claimed)
                 for i in good:
                     self.done[i] = 1
                     self.resumed += self.chunk_len(i)
                 if good:
-                    log.info("resuming %s: %d of %d chunks already verified",
-                             self.final.name, len(good), self.total_chunks)
+                    log.info("resuming %s: %d of %d chunks already verified (%s)",
+                             self.final.name, len(good), self.total_chunks,
+                             "trusted from the synced state" if self.trusted else "re-hashed")
             else:
                 os.ftruncate(self.fd, 0)
             os.ftruncate(self.fd, self.size)
@@ -183,6 +289,7 @@ class PartFile:
                 except OSError as exc:
                     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise
+            self._pin()
         except OSError as exc:
             if not claimed:
                 with contextlib.suppress(OSError):
@@ -204,10 +311,16 @@ class PartFile:
             written = os.pwrite(self.fd, data, index * self.chunk_size)
             if written != len(data):
                 raise OSError(errno.ENOSPC, "short write")
+            if self.stamp_ns:  # (a kill before this: the rerun re-hashes, see _pin)
+                os.utime(self.fd, ns=(self.stamp_ns, self.stamp_ns))
         except OSError as exc:
             raise destination_error(exc, self.part) from exc
 
     def close_part(self) -> None:
+        self._wait_saved()
+        if self._saver is not None:
+            self._saver.shutdown(wait=True)
+            self._saver = None
         if self.fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.fd)

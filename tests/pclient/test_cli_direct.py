@@ -94,13 +94,17 @@ class TestGetDirect:
     async def test_kill_9_of_the_client_then_rerun_resumes(
         self, make_provider, shared_file, file_id, tmp_path
     ):
+        """The state a killed ``kadshare get`` saved (after syncing its part file) is
+        trusted by the rerun without re-hashing; the file still verifies."""
         prov, state, proc = await slow_get(make_provider, file_id, tmp_path, capture=False)
-        proc.kill()
+        proc.kill()  # (the next chunk is seconds away: no write is in flight)
         await proc.wait()
+        assert "part" in json.loads(state.read_text())
         prov.behaviour.delay = 0.0
         code, out, err = await run_cli("get", file_id, "--from", prov.address, "-o",
-                                       str(tmp_path), "--json")
+                                       str(tmp_path), "--json", "-v")
         assert code == 0, err
+        assert "trusted from the synced state" in err
         doc = json.loads(out)
         assert 0 < doc["resumed_bytes"] and doc["fetched_bytes"] < doc["size"]
         assert (tmp_path / shared_file.name).read_bytes() == shared_file.read_bytes()

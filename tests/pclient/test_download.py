@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -277,6 +278,75 @@ class TestResume:
         assert result.fetched_bytes == len(spoiled) * CHUNK_SIZE
         assert result.resumed_bytes == len(data) - len(spoiled) * CHUNK_SIZE
         assert not part.exists() and not state.exists()
+
+
+async def interrupted(make_provider, file_id: str, out: Path) -> dict:
+    """A download that loses its only source after 3 chunks; its resume state."""
+    flaky = await make_provider(Behaviour(fail_after=3 * CHUNK_SIZE))
+    with pytest.raises(TransferFailed):
+        await download_file(file_id, out, [flaky.address],
+                            config=fast(sources=1, streams_per_source=1))
+    doc = json.loads(part_paths(out, file_id)[1].read_text())
+    assert bytes.fromhex(doc["done"]).count(1) >= 3
+    return doc
+
+
+class TestTrustedResume:
+    """A state saved after an fdatasync of the part file, whose part file is unchanged
+    since (size, pinned mtime, inode, device), is taken without re-hashing; anything
+    else is re-hashed (partfile.py, docs/PROTOCOL.md "Resume state")."""
+
+    async def test_synced_unchanged_state_is_trusted_and_the_file_verifies(
+        self, make_provider, shared_file, file_id, tmp_path, caplog
+    ):
+        doc = await interrupted(make_provider, file_id, tmp_path)
+        part = part_paths(tmp_path, file_id)[0]
+        st = part.stat()
+        assert doc["part"] == {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                               "ino": st.st_ino, "dev": st.st_dev}
+        caplog.set_level("INFO", logger="pclient.download.partfile")
+        result = await download_file(file_id, tmp_path, [(await make_provider()).address])
+        assert "trusted from the synced state" in caplog.text
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.resumed_bytes == bytes.fromhex(doc["done"]).count(1) * CHUNK_SIZE
+        assert result.fetched_bytes + result.resumed_bytes == result.size
+        assert result.path.stat().st_mtime_ns != doc["part"]["mtime_ns"]  # unpinned
+
+    async def test_part_file_altered_after_the_state_is_rehashed_and_refetched(
+        self, make_provider, shared_file, file_id, tmp_path, caplog
+    ):
+        doc = await interrupted(make_provider, file_id, tmp_path)
+        part = part_paths(tmp_path, file_id)[0]
+        size = part.stat().st_size
+        with open(part, "r+b") as fh:  # noqa: ASYNC230 - same size, other bytes in chunk 1
+            fh.seek(CHUNK_SIZE + 100)
+            fh.write(b"\x00" * 64)
+        assert part.stat().st_size == size
+        assert part.stat().st_mtime_ns != doc["part"]["mtime_ns"]
+        caplog.set_level("INFO", logger="pclient.download.partfile")
+        result = await download_file(file_id, tmp_path, [(await make_provider()).address])
+        assert "mtime_ns changed" in caplog.text and "re-hashing" in caplog.text
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        claimed = bytes.fromhex(doc["done"]).count(1)
+        assert result.resumed_bytes == (claimed - 1) * CHUNK_SIZE  # chunk 1 refetched
+        assert result.fetched_bytes + result.resumed_bytes == result.size
+
+    async def test_state_of_another_part_file_is_not_trusted(
+        self, make_provider, shared_file, file_id, tmp_path, caplog
+    ):
+        """A copy of the part file (same bytes and mtime, another inode) is not the file
+        the state recorded: its claims are re-hashed, with a log line naming why."""
+        await interrupted(make_provider, file_id, tmp_path)
+        part = part_paths(tmp_path, file_id)[0]
+        copy = part.with_name("copy")
+        shutil.copy2(part, copy)
+        os.replace(copy, part)
+        caplog.set_level("INFO", logger="pclient.download.partfile")
+        result = await download_file(file_id, tmp_path, [(await make_provider()).address])
+        assert "does not match its part file (ino changed" in caplog.text
+        assert "re-hashed" in caplog.text and "trusted" not in caplog.text
+        assert result.path.read_bytes() == shared_file.read_bytes()
+        assert result.resumed_bytes > 0
 
 
 class TestFailures:
