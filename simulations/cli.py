@@ -39,7 +39,8 @@ Options:
   --intervals I        kadshare DHT intervals: tests | production [default: tests].
   --warmup W           join: the initial nodes join for real; direct: they start with
                        converged routing tables, ids taken as proven (virtual and
-                       inproc runners; docs/SIMULATIONS.md) [default: join].
+                       inproc runners, --sharded too; docs/SIMULATIONS.md)
+                       [default: join].
   --settle S           Quiet seconds after warm-up, before measuring [default: 0].
   --crowd-size SIZE    flash-crowd: size of the crowd's file, e.g. 8M (default: drawn
                        like the others, 1-16 KiB).

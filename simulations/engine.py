@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from simulations.metrics import LookupRecord, Recorder, Sample, percentile, prog
 from simulations.netmodel import NetModel, op_counter, traffic_tag
 from simulations.runners import make_runner
 from simulations.scenarios import FileSpec, Trace
-from simulations.warmup import converged_contacts
+from simulations.warmup import PREFILL_K, converged_contacts, warmup_rng
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ LEAVE_TIMEOUT = 20.0
 ANNOUNCE_TIMEOUT = 30.0
 WARMUP_ANNOUNCE_CONCURRENCY = 256
 RECORDS_EVERY_SEC_MAX_NODES = 200
-PREFILL_K = 20                    # contacts per bucket range (k of both DHTs)
 
 
 # ---- one node's operations, shared with the sharded engine (simulations/sharded.py) ----
@@ -188,7 +186,7 @@ class _Engine(NodeDepartures):
         self.netmodel = NetModel(seed=self.cfg.seed, latency=self.cfg.latency,
                                  loss=self.cfg.loss)
         self.runner = make_runner(self.cfg, self.impl, self.netmodel, workdir)
-        self.rng = random.Random(f"engine/{self.cfg.seed}")
+        self.rng = warmup_rng(self.cfg.seed)   # bootstrap picks too, after the warm-up
         self.nodes: dict[int, _NodeState] = {}
         self.key_owner: dict[str, int] = {}
         self.file_live: dict[int, set[int]] = {f.index: set() for f in trace.files}

@@ -5,9 +5,11 @@ bootstrap from, which files are live, a warm-up whose joins wait on a shared sem
 None of that exists across processes, so the sharded engine takes every such decision
 from the deterministic schedule instead, and measures from records gathered at the end:
 
-* warm-up: initial node ``k`` starts joining at ``k * JOIN_GAP`` virtual seconds, the
-  initial providers announce from a fixed time on (``ANNOUNCE_GAP`` apart), and the
-  measured run starts at a fixed ``t0``;
+* warm-up: initial node ``k`` starts joining at ``k * JOIN_GAP`` virtual seconds (with
+  ``--warmup direct``: every initial node starts alone at 0 with the converged routing
+  table one process would hand it, drawn identically on every rank from ids derived
+  from the seed, simulations/warmup.py), the initial providers announce from a fixed
+  time on (``ANNOUNCE_GAP`` apart), and the measured run starts at a fixed ``t0``;
 * bootstrap picks: up to three nodes the *schedule* says are up (joined at least
   ``BOOT_GRACE`` seconds ago and not yet gone), drawn from a per-join seeded RNG;
 * every node has its own ``contextvars`` context with its own seeded ``dht`` RNG (and,
@@ -29,6 +31,7 @@ digest of the plain one-process run, whose warm-up and bootstrap picks follow li
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import contextvars
 import heapq
@@ -63,6 +66,7 @@ from simulations.runners.virtual import VirtualRunner, _TimeShim, host_for
 from simulations.scenarios import FileSpec, Trace
 from simulations.vloop import VirtualTimeLoop
 from simulations.vnet import FIRST_PORT
+from simulations.warmup import PREFILL_K, converged_contacts, warmup_rng
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ __all__ = ["run_sharded", "ShardingUnsupported", "SHARDABLE"]
 JOIN_GAP = 0.05          # virtual seconds between initial joins
 ANNOUNCE_GAP = 0.005     # between initial providers' announces
 BOOT_GRACE = 2.0         # a node counts as up for bootstrap this long after it joined
+DIRECT_ANNOUNCE = 1.0    # --warmup direct: the initial announces start this much later
 SHARDABLE = ("kadshare", "kademlia")
 
 # The plain kademlia package draws from the global ``random`` module; under sharding
@@ -158,15 +163,19 @@ class _ShardedEngine(NodeDepartures):
         self.initial = initial
         n = len(initial)
         v0 = self.v0 = loop.time()   # every time below is on the loop's clock
-        self.ann_at = v0 + n * JOIN_GAP + JOIN_TIMEOUT
+        self.direct = self.cfg.warmup == "direct"
+        # Initial node k starts at join_at[k]: one after another, or all at once alone.
+        gap = 0.0 if self.direct else JOIN_GAP
+        self.join_at = [v0 + k * gap for k in range(n)]
+        self.ann_at = v0 + (DIRECT_ANNOUNCE if self.direct else n * JOIN_GAP + JOIN_TIMEOUT)
         n_ann = sum(len(x["files"]) for x in trace.initial)
         self.t0 = self.ann_at + n_ann * ANNOUNCE_GAP + ANNOUNCE_TIMEOUT + self.cfg.settle
         self.end = self.t0 + self.cfg.duration + self.cfg.lookup_timeout + 2
         # The schedule: when each node is presumed up (for bootstrap picks) and gone.
-        self.sched_up: dict[int, float] = {idx: v0 + k * JOIN_GAP + BOOT_GRACE
+        self.sched_up: dict[int, float] = {idx: self.join_at[k] + BOOT_GRACE
                                            for k, idx in enumerate(initial)}
         self.sched_gone: dict[int, float] = {}
-        self.spawns: list[float] = [v0 + k * JOIN_GAP for k in range(n)]
+        self.spawns: list[float] = list(self.join_at)
         for ev in trace.events:
             if ev["t"] > self.cfg.duration:
                 break
@@ -222,13 +231,19 @@ class _ShardedEngine(NodeDepartures):
         st.ready.set()
         return st
 
-    async def join(self, idx: int, files: list[int], at: float) -> None:
+    async def join(self, idx: int, files: list[int], at: float,
+                   table: list[tuple[bytes, tuple[str, int]]] | None = None) -> None:
+        """Start node ``idx`` at ``at``: through bootstrap nodes of the schedule, or,
+        given its converged ``table`` (direct warm-up), alone with that table."""
         await self._at(at)
         handle = await self.runner.spawn(idx)
         st = _Node(handle)
         self.nodes[idx] = st
         try:
-            await asyncio.wait_for(handle.start(self._bootstrap_for(idx, at)), JOIN_TIMEOUT)
+            boot = [] if table is not None else self._bootstrap_for(idx, at)
+            await asyncio.wait_for(handle.start(boot), JOIN_TIMEOUT)
+            if table is not None:
+                handle.prefill(table)
         except Exception as exc:
             if st.state == "gone":
                 return
@@ -273,12 +288,28 @@ class _ShardedEngine(NodeDepartures):
             "keys": sorted(set(keys)), "msgs": ctr[0], "nbytes": ctr[1], "error": err,
             "crowd": bool(ev.get("crowd"))})
 
+    def direct_tables(self) -> dict[int, list[tuple[bytes, tuple[str, int]]]]:
+        """This rank's initial nodes' converged tables, ``(id, address)`` pairs: the
+        tables of every initial node are drawn (in one process the same draws fill
+        them), this rank's are kept. Every node starts alone at once, so node ``j``
+        is bound at ``(host_for(j), FIRST_PORT)``."""
+        ids: dict[int, bytes] = {}
+        for idx in self.initial:
+            node_id = self.runner.node_id(idx)
+            if node_id is None:
+                raise ShardingUnsupported(
+                    f"--warmup direct: impl {self.impl.name} has no seeded node ids")
+            ids[idx] = node_id
+        tables = converged_contacts(ids, PREFILL_K, warmup_rng(self.cfg.seed))
+        return {i: [(ids[j], (host_for(j), FIRST_PORT)) for j in picks]
+                for i, picks in tables.items() if self.mine(i)}
+
     # ---- phases ------------------------------------------------------------------------
     async def ticker(self) -> None:
         for sec in range(int(self.cfg.duration) + 1):
             await self._at(self.t0 + sec)
             up = [s for s in self.nodes.values() if s.state == "up"]
-            spawned = sum(1 for t in self.spawns if t <= self.t0 + sec)
+            spawned = bisect.bisect_right(self.spawns, self.t0 + sec)
             recs = 0.0
             if spawned <= RECORDS_EVERY_SEC_MAX_NODES or sec % 10 == 0:
                 for s in up:
@@ -290,9 +321,11 @@ class _ShardedEngine(NodeDepartures):
         wall0 = time.perf_counter()
         await self.runner.start()
         try:
+            tables = self.direct_tables() if self.direct else {}
             for k, idx in enumerate(self.initial):
                 if self.mine(idx):
-                    self._spawn_task(idx, self.join(idx, [], self.v0 + k * JOIN_GAP))
+                    self._spawn_task(idx, self.join(idx, [], self.join_at[k],
+                                                    tables.get(idx)))
             k = 0
             for n in self.trace.initial:
                 for fi in n["files"]:
@@ -360,9 +393,16 @@ def _merge(engine: _ShardedEngine, parts: list[dict[str, Any]], warmup_s: float,
     nodes = {i: n for p in parts for i, n in p["nodes"].items()}
     key_owner = {n["key"]: i for i, n in sorted(nodes.items()) if n["key"] is not None}
 
+    # Per file, (announced, gone, node) of its providers: a lookup's live set looks at
+    # these only (scanning every node per lookup took minutes at 10,000 nodes).
+    providers: dict[int, list[tuple[float, float, int]]] = {}
+    for i, n in nodes.items():
+        gone = math.inf if n["gone_at"] is None else n["gone_at"]
+        for f, at in n["announced"].items():
+            providers.setdefault(int(f), []).append((at, gone, i))
+
     def live(f: int, t: float) -> set[int]:
-        return {i for i, n in nodes.items() if f in n["announced"]
-                and n["announced"][f] <= t and (n["gone_at"] is None or n["gone_at"] > t)}
+        return {i for at, gone, i in providers.get(f, ()) if at <= t < gone}
 
     rec = Recorder()
     rec.skipped = sum(p["skipped"] for p in parts)
@@ -389,7 +429,7 @@ def _merge(engine: _ShardedEngine, parts: list[dict[str, Any]], warmup_s: float,
     spawns = engine.spawns
     for sec in sorted(by_sec):
         up, recs = by_sec[sec]
-        spawned = sum(1 for t in spawns if t <= t0 + sec)
+        spawned = bisect.bisect_right(spawns, t0 + sec)
         if spawned > RECORDS_EVERY_SEC_MAX_NODES and sec % 10 and rec.samples:
             mean = rec.samples[-1].records_mean
         else:
@@ -455,8 +495,6 @@ def check_shardable(trace: Trace, impl: str) -> None:
                                   "(the window length), e.g. --latency 20-80ms")
     if cfg.fetch:
         raise ShardingUnsupported("--fetch is not simulated under sharding")
-    if cfg.warmup != "join":
-        raise ShardingUnsupported("--warmup direct is not simulated under sharding")
 
 
 def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = False,

@@ -9,6 +9,10 @@ churn wants to measure.  ``--warmup direct`` starts every initial node alone and
 it such a table (k random picks per bucket range, from the seeded engine RNG); the
 initial announces, every later join and everything during the measured run are real.
 
+Under sharding (simulations/sharded.py) every rank derives every initial node's id
+from the seed (``VirtualRunner.node_id``), draws the same tables and prefills its own
+nodes; contacts on other ranks are reached through the sharded network.
+
 Ids sorted as integers make each bucket range a contiguous slice, so building all
 tables costs O(N log N) comparisons plus k picks per non-empty bucket.
 """
@@ -19,9 +23,17 @@ import bisect
 import itertools
 import random
 
-__all__ = ["ID_BITS", "converged_contacts"]
+__all__ = ["ID_BITS", "PREFILL_K", "converged_contacts", "warmup_rng"]
 
 ID_BITS = 160
+PREFILL_K = 20                    # contacts per bucket range (k of both DHTs)
+
+
+def warmup_rng(seed: int) -> random.Random:
+    """The engine's RNG as the direct warm-up finds it: ``converged_contacts`` is its
+    first use in a one-process run, so the sharded engine, drawing the same tables on
+    every rank from a fresh one, hands every node the table one process would."""
+    return random.Random(f"engine/{seed}")
 
 
 def converged_contacts(ids: dict[int, bytes], k: int, rng: random.Random,

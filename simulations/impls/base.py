@@ -99,6 +99,12 @@ class Impl(abc.ABC):
     def new_node(self, idx: int, host: str, params: dict[str, Any]) -> ImplNode:
         """A fresh, not yet started node."""
 
+    def node_id_for(self, params: dict[str, Any]) -> bytes | None:
+        """The DHT id a node made with ``params`` will have, without making it (None
+        when the design has no ids or draws them itself): what the sharded direct
+        warm-up needs to know about the nodes of other ranks."""
+        return None
+
     async def kill_infra(self) -> bool:
         """Crash the shared infrastructure; False when the design has none."""
         return False

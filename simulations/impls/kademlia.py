@@ -57,14 +57,18 @@ async def _detached(coro: Coroutine[Any, Any, T]) -> T:
     return await asyncio.shield(task)
 
 
+def _node_id(params: dict[str, Any]) -> bytes | None:
+    node_id = params.get("node_id")
+    return bytes.fromhex(node_id) if node_id else None
+
+
 class KademliaSimNode(ImplNode):
     """A ``kademlia.network.Server`` with package defaults (k=20, alpha=3, 5 s RPC wait)."""
 
     def __init__(self, idx: int, host: str, params: dict[str, Any]) -> None:
         super().__init__(idx, host, params)
         # The virtual runner gives a seeded id; otherwise the package draws one.
-        node_id = params.get("node_id")
-        self.server = Server(node_id=bytes.fromhex(node_id) if node_id else None)
+        self.server = Server(node_id=_node_id(params))
         self.node_id = self.server.node.id
 
     async def start(self, bootstrap: list[tuple[str, int]]) -> None:
@@ -116,3 +120,6 @@ class KademliaImpl(Impl):
 
     def new_node(self, idx: int, host: str, params: dict[str, Any]) -> ImplNode:
         return KademliaSimNode(idx, host, params)
+
+    def node_id_for(self, params: dict[str, Any]) -> bytes | None:
+        return _node_id(params)

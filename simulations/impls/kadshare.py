@@ -10,6 +10,14 @@ from simulations.scenarios import FileSpec
 __all__ = ["KadshareImpl", "KadshareSimNode"]
 
 
+def _identity(params: dict[str, Any]) -> Any:
+    """The Ed25519 identity ``params["secret"]`` seeds (None: the node draws one)."""
+    from dht.identity import Identity
+
+    secret = params.get("secret")
+    return Identity.from_private_bytes(bytes.fromhex(secret)) if secret else None
+
+
 class KadshareSimNode(ImplNode):
     """One ``dht.DhtNode`` with ``DhtConfig.for_tests()`` (short TTL and republish), or
     the production intervals when ``params["intervals"] == "production"``.
@@ -21,10 +29,8 @@ class KadshareSimNode(ImplNode):
     def __init__(self, idx: int, host: str, params: dict[str, Any]) -> None:
         super().__init__(idx, host, params)
         from dht import DhtConfig, DhtNode
-        from dht.identity import Identity
 
-        secret = params.get("secret")
-        identity = Identity.from_private_bytes(bytes.fromhex(secret)) if secret else None
+        identity = _identity(params)
         config = (DhtConfig() if params.get("intervals") == "production"
                   else DhtConfig.for_tests())
         self.node = DhtNode(identity=identity, config=config)
@@ -62,3 +68,7 @@ class KadshareImpl(Impl):
 
     def new_node(self, idx: int, host: str, params: dict[str, Any]) -> ImplNode:
         return KadshareSimNode(idx, host, params)
+
+    def node_id_for(self, params: dict[str, Any]) -> bytes | None:
+        identity = _identity(params)
+        return None if identity is None else bytes(identity.node_id)

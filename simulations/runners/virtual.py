@@ -74,14 +74,23 @@ class VirtualRunner(Runner):
         loop.set_network(self.network)
         await super().start()
 
-    async def spawn(self, idx: int) -> ImplNode:
+    def params_for(self, idx: int) -> dict[str, Any]:
+        """Node ``idx``'s parameters: its seeded identity depends on the seed and ``idx``
+        only, so any process can tell any node's id (``node_id``)."""
         params = dict(self.impl.node_params())
         params["intervals"] = self.cfg.intervals
         if self.impl.name == "kadshare":
             params["secret"] = _secret(self.cfg.seed, idx, "ed25519").hex()
         elif self.impl.name == "kademlia":
             params["node_id"] = _secret(self.cfg.seed, idx, "kademlia")[:20].hex()
-        return self.impl.new_node(idx, host_for(idx), params)
+        return params
+
+    def node_id(self, idx: int) -> bytes | None:
+        """The DHT id node ``idx`` gets when spawned here, without spawning it."""
+        return self.impl.node_id_for(self.params_for(idx))
+
+    async def spawn(self, idx: int) -> ImplNode:
+        return self.impl.new_node(idx, host_for(idx), self.params_for(idx))
 
     async def close(self) -> None:
         try:

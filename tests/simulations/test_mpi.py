@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from simulations.churn import parse_session
 from simulations.cli import main as sim_main
+from simulations.config import SimConfig
 from simulations.mpi import Shard, main, run_workload
+from simulations.runners.virtual import host_for
+from simulations.scenarios import build_trace
+from simulations.sharded import run_sharded
 
 ARGS = ["-m", "simulations.mpi", "--nodes", "12", "--loss", "0.01", "--seed", "4"]
 # A small churn run of the whole engine (joins, leaves, crashes, lookups) with loss.
@@ -31,15 +38,22 @@ needs_mpi = [
 ]
 
 
+def _env() -> dict[str, str]:
+    # os.environ, not the process's C environment: once a test in this process has
+    # initialised MPI (a singleton), Open MPI's setenv()s (OMPI_*, PMIX_*) are there and
+    # a child mpirun inheriting them exits 1 without a word.
+    return dict(os.environ)
+
+
 def _sim(cmd: list[str], out: Path) -> dict:
     proc = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads((out / "results.json").read_text())
 
 
 def _digest(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -103,3 +117,57 @@ def test_sharded_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "minimum --latency" in capsys.readouterr().err
     assert sim_main([*base, "--runner", "inproc", "--sharded"]) == 2
     assert "needs --runner virtual" in capsys.readouterr().err
+
+
+def _direct_trace(impl: str) -> Any:
+    cfg = SimConfig(scenario="churn", nodes=30, duration=20.0, seed=6, runner="virtual",
+                    impl=impl, latency=(0.02, 0.08), session=parse_session("exp:40"),
+                    warmup="direct", intervals="production", progress=False)
+    return build_trace(cfg)
+
+
+def test_sharded_direct_warmup_tables_do_not_depend_on_the_ranks(tmp_path: Path) -> None:
+    # Each rank draws every initial node's table and keeps its own: the union over two
+    # ranks is the one-rank set, contacts on the other rank included.
+    from simulations.sharded import _ShardedEngine, _ShardLoop
+
+    trace = _direct_trace("kadshare")
+    tables = []
+    for rank, size in ((0, 1), (0, 2), (1, 2)):
+        loop = _ShardLoop()
+        try:
+            eng = _ShardedEngine(trace, "kadshare", tmp_path, Shard(rank, size), loop)
+            tables.append(eng.direct_tables())
+        finally:
+            loop.close()
+    one, r0, r1 = tables
+    assert set(one) == {int(n["node"]) for n in trace.initial}
+    assert set(r0) | set(r1) == set(one) and not set(r0) & set(r1)
+    assert {**r0, **r1} == one
+    assert all(len(t) >= 20 for t in one.values())
+    on_rank1 = {host_for(j) for j in r1}
+    assert all(any(addr[0] in on_rank1 for _, addr in t) for t in r0.values())
+
+
+def test_one_shard_runs_the_direct_warmup(tmp_path: Path) -> None:
+    out = run_sharded(_direct_trace("kadshare"), "kadshare", Shard(), workdir=tmp_path)
+    assert out is not None
+    m = out.summary
+    assert m["join_failures"] == 0 and m["lookups_eligible"] >= 15, m
+    assert m["success"] >= 0.9, m     # sessions of 40 s on average: heavy churn
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+@pytest.mark.parametrize("impl", ["kadshare", "kademlia"])
+def test_two_ranks_run_the_direct_warmup_with_the_digest_of_one_process(
+        impl: str, tmp_path: Path) -> None:
+    sim = [sys.executable, "-m", "simulations.cli", *SIM, "--impl", impl,
+           "--warmup", "direct", "--intervals", "production"]
+    one = _sim([*sim, "--sharded"], tmp_path / "one")
+    two = _sim([*MPIRUN, *sim], tmp_path / "two")
+    assert two["digest"] == one["digest"]
+    m = one["runs"][0]["metrics"]
+    assert m["join_failures"] == 0 and m["lookups"] > 0 and m["success"] > 0.5
+    assert m["warmup_sim_s"] < 40          # no real joins: announces at 1 s, then 30 s
+    assert one["config"]["warmup"] == "direct"

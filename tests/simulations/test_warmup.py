@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -135,3 +136,21 @@ def test_direct_warmup_needs_the_nodes_in_this_process() -> None:
         SimConfig(runner="process", warmup="direct").validate()
     with pytest.raises(SpecError, match="--warmup must be"):
         SimConfig(warmup="fast").validate()
+
+
+@pytest.mark.parametrize("impl", ["kadshare", "kademlia"])
+def test_the_virtual_runner_tells_a_node_id_without_spawning_the_node(
+        impl: str, tmp_path: Path) -> None:
+    # The sharded direct warm-up relies on it: every rank knows every initial node's id.
+    from simulations.impls import make_impl
+    from simulations.netmodel import NetModel
+    from simulations.runners.virtual import VirtualRunner
+
+    cfg = SimConfig(runner="virtual", seed=3, impl=impl)
+    runner = VirtualRunner(cfg, make_impl(impl), NetModel(seed=3), tmp_path)
+    for idx in (0, 1, 17):
+        node = asyncio.run(runner.spawn(idx))
+        assert node.node_id is not None and runner.node_id(idx) == node.node_id
+    assert runner.node_id(0) != runner.node_id(1)
+    other = VirtualRunner(cfg.with_changes(seed=4), make_impl(impl), NetModel(seed=4), tmp_path)
+    assert other.node_id(0) != runner.node_id(0)
