@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MPIRUN_FLAGS = ["--oversubscribe", "--allow-run-as-root", "--mca", "mpi_yield_when_idle", "1"]
+from simulations.mpi import mpirun_command
 
 
 def _run(cmd: list[str], timeout: float) -> tuple[dict, float]:
@@ -43,8 +43,7 @@ def _engine(args: argparse.Namespace) -> int:
     digests, walls = [], []
     with tempfile.TemporaryDirectory(prefix="sim-mpi-") as tmp:
         for name, cmd in (("1", [*sim, "--sharded"]),
-                          (str(args.ranks), ["mpirun", "-n", str(args.ranks), *MPIRUN_FLAGS,
-                                             *sim])):
+                          (str(args.ranks), [*mpirun_command(args.ranks), *sim])):
             out = Path(tmp) / f"r{name}"
             t0 = time.perf_counter()
             subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True,
@@ -82,7 +81,7 @@ def main() -> int:
         return _engine(args)
     base = [sys.executable, "-m", "simulations.mpi", "--nodes", str(args.nodes)]
     one, one_total = _run(base, args.timeout)
-    many, many_total = _run(["mpirun", "-n", str(args.ranks), *MPIRUN_FLAGS, *base],
+    many, many_total = _run([*mpirun_command(args.ranks), *base],
                             args.timeout)
     print(f"nodes={args.nodes} ranks=1 sim_wall_s={one['wall_s']} total_s={one_total:.1f} "
           f"digest={one['digest'][:16]}")

@@ -47,13 +47,23 @@ from simulations.scenarios import FileSpec
 from simulations.vloop import VirtualTimeLoop
 from simulations.vnet import VirtualDatagramTransport, VirtualNetwork
 
-__all__ = ["Shard", "ShardedNetwork", "run_workload", "main"]
+__all__ = ["Shard", "ShardedNetwork", "run_workload", "main", "mpirun_command", "MPIRUN_FLAGS"]
 
 # Set by mpirun (Open MPI), by MPICH/Hydra and by Slurm's srun: the world size.
 _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
 
 # One in-flight cross-rank datagram: (arrive, src addr, src seq, dst addr, payload).
 Parcel = tuple[float, tuple[str, int], int, tuple[str, int], bytes]
+
+
+# Flags for ``mpirun -n K`` on one machine (Open MPI): more ranks than cores allowed,
+# root allowed (containers), and idle ranks yield the CPU instead of spinning.
+MPIRUN_FLAGS = ("--oversubscribe", "--allow-run-as-root", "--mca", "mpi_yield_when_idle", "1")
+
+
+def mpirun_command(ranks: int) -> list[str]:
+    """The ``mpirun -n K ...`` prefix the benchmarks launch K ranks on this machine with."""
+    return ["mpirun", "-n", str(ranks), *MPIRUN_FLAGS]
 
 
 def launched_ranks() -> int:

@@ -388,7 +388,7 @@ class _ShardedEngine(NodeDepartures):
 
 
 def _merge(engine: _ShardedEngine, parts: list[dict[str, Any]], warmup_s: float,
-           cpu_s: float, progress: bool) -> RunOutcome:
+           progress: bool) -> RunOutcome:
     t0, dur = engine.t0, engine.cfg.duration
     nodes = {i: n for p in parts for i, n in p["nodes"].items()}
     key_owner = {n["key"]: i for i, n in sorted(nodes.items()) if n["key"] is not None}
@@ -467,6 +467,8 @@ def _merge(engine: _ShardedEngine, parts: list[dict[str, Any]], warmup_s: float,
     summary["warmup_sim_s"] = round(t0 - engine.v0, 3)
     summary["loop_lag_p50_ms"] = 0.0
     summary["loop_lag_max_ms"] = 0.0
+    # CPU of every rank over the measured phase, per simulated second.
+    cpu_s = sum(p["host"]["cpu_s"] for p in parts)
     summary["harness_cpu_fraction"] = round(cpu_s / dur, 3) if dur else 0.0
     if not all(n["counts"] for n in nodes.values()):
         for key in ("maintenance_bytes_per_node_s", "msgs_per_lookup", "bytes_per_lookup"):
@@ -479,7 +481,7 @@ def _merge(engine: _ShardedEngine, parts: list[dict[str, Any]], warmup_s: float,
         timeseries=rec.timeseries(dur, traffic.per_second), lookups=rec.lookup_rows(),
         marks=marks, traffic=traffic.snapshot(), warmup_s=warmup_s,
         infra=engine.impl.infra_stats(), join_failures=summary["join_failures"],
-        transfers="none")
+        transfers="none", shards=[p["host"] for p in parts])
 
 
 def check_shardable(trace: Trace, impl: str) -> None:
@@ -531,24 +533,33 @@ def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = 
     engine.runner.start = start  # type: ignore[method-assign]
     window = trace.config.latency[0]
     main = loop.create_task(engine.run())
+    windows, sync_s = 0, 0.0
     try:
         start_t = loop.time()
         while True:
+            windows += 1
             loop.advance_to(start_t)
             w_end = start_t + window
             loop.call_at(w_end, loop.stop)
             loop.run_forever()
             loop.advance_to(w_end)
             done = main.done()
+            s0 = time.perf_counter()
             earliest = net.boundary(math.inf if done else _next_timer(loop, math.inf))
-            if shard.all_done(done):
+            all_done = shard.all_done(done)
+            sync_s += time.perf_counter() - s0
+            if all_done:
                 break
             # Skip idle stretches: nothing happens on any rank before ``earliest``.
             start_t = max(w_end, earliest if earliest < math.inf else w_end)
         # Every rank takes part in the gather below, even one whose run failed, so that
         # no rank waits forever; the failure is raised after it.
         failed = main.exception() if not main.cancelled() else asyncio.CancelledError()
-        part = {"error": repr(failed)} if failed is not None else main.result()
+        part: dict[str, Any] = ({"error": repr(failed)} if failed is not None
+                                else main.result())
+        part["host"] = {"rank": shard.rank, "windows": windows, "sync_s": round(sync_s, 3),
+                        "cpu_s": round(time.process_time() - engine.cpu0, 3),
+                        "hwm_kib": _vm_kib("VmHWM")}
     finally:
         for t in asyncio.all_tasks(loop):
             t.cancel()
@@ -568,8 +579,19 @@ def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = 
     errors = [p["error"] for p in parts if "error" in p]
     if errors:
         raise RuntimeError(f"a shard failed: {errors[0]}")
-    return _merge(engine, parts, engine.warmup_wall, time.process_time() - engine.cpu0,
-                  progress)
+    return _merge(engine, parts, engine.warmup_wall, progress)
+
+
+def _vm_kib(field: str) -> int:
+    """A ``/proc/self/status`` reading in KiB (0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _max_node(trace: Trace) -> int:
