@@ -347,8 +347,25 @@ def _fail(message: str, as_json: bool, code: int, extra: dict[str, Any] | None =
     return code
 
 
+def run() -> None:
+    """Entry point of the ``kadshare`` console script and ``python -m pclient.cli``:
+    ``main()``, then exit without the interpreter's teardown.
+
+    Every file a command writes is closed (and its threads joined) before ``main``
+    returns, so the teardown only frees memory and stops grpc's threads: 0.03-0.1 s of
+    a command's wall time on a loaded 2-core machine, skipped by ``os._exit`` once the
+    output is flushed."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone away (closed pipe): nothing to tell
+            code = code or EXIT_FAILED
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``kadshare`` console script; returns the exit code."""
+    """The ``kadshare`` command (console script: ``run``); returns the exit code."""
     try:
         return _main(argv)
     except BrokenPipeError:
@@ -424,4 +441,4 @@ def _ambiguous_head(exc: AmbiguousId) -> str:
 
 
 if __name__ == "__main__":  # python -m pclient.cli
-    sys.exit(main())
+    run()

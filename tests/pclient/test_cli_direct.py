@@ -136,7 +136,7 @@ class TestGetDirect:
 
 
 class TestExitCodes:
-    """Most cases call ``pclient.cli.main`` (the console-script entry) in-process to save
+    """Most cases call ``pclient.cli.main`` (what the console script runs) in-process to save
     process start-ups; one of each kind also runs as a real process."""
 
     @pytest.mark.parametrize(
