@@ -74,6 +74,12 @@ class DhtConfig:
     for one more contact, up to 2 * alpha calls out; the call itself is still awaited
     until its soft timeout (nobody is given up on earlier).  A first round whose contacts
     all died waited a full soft timeout (>= 30 ms) before asking anyone else (issue 16)."""
+    lookup_probe_min_rtt: bool = True
+    """The first-round hedge above counts from the node's smallest recent round trip
+    (``rtt_min_window``) instead of its smoothed one.  With 20 lookups in flight on a
+    busy loop the smoothed round trip grows to ~10 ms, 3x it reached the 30 ms soft-timeout
+    floor and the hedge never fired before it (issue 16, dht_bench --hog, 10 s after the
+    kill); queueing inflates the average, not the minimum."""
     lookup_timeout: float = 10.0
     """Wall-clock cap on one iterative lookup, seconds."""
     record_ttl: int = 3600
@@ -193,6 +199,9 @@ class DhtConfig:
     """Contacts remembered as suspect (missed a hard timeout: lookups skip them)."""
     rtt_addresses: int = 16
     """Addresses with their own round-trip estimate; others use the overall one."""
+    rtt_min_window: float = 10.0
+    """Window of the smallest recent round trip (``lookup_probe_min_rtt``), seconds: the
+    minimum is taken over the last one to two windows."""
     max_query_words: int = 8
     """Words of a search query that are looked up; the rest are ignored."""
     publish_concurrency: int = 8
@@ -225,7 +234,7 @@ class DhtConfig:
             "republish_interval", "refresh_interval", "expire_interval",
             "welcome_pings_per_second", "store_rate", "lookup_rate", "prefix_rate_factor",
             "rate_burst_seconds", "full_bucket_ping_interval", "backoff_window",
-            "handoff_delay", "proven_rate_factor", "kernel_mute_seconds",
+            "handoff_delay", "proven_rate_factor", "kernel_mute_seconds", "rtt_min_window",
         )
         for name in positive_floats:
             value = getattr(self, name)

@@ -95,6 +95,7 @@ class Lookup:
         self._positive = 0
         self._seen: dict[bytes, dict[Slot, float]] = {}
         self._skipped: set[bytes] = set()
+        self._revived: set[bytes] = set()  # skipped suspects asked after all
         self._order = DistanceOrder(self.target.long_id)  # every known node, nearest first
         self._slowest = 0.0  # longest round trip answered in this lookup (0: none yet)
 
@@ -164,14 +165,25 @@ class Lookup:
                 # before any answer the lookup fans out to at most 2 * alpha calls
                 room = 2 * self.config.alpha - len(self._queries) if not self._slowest \
                     else max_queries
+                skipped_now = False
                 for node_id in closest:
                     if active >= self.config.alpha or room <= 0 \
                             or self.result.queried >= max_queries:
                         break
                     if self._state[node_id] == "new":
+                        if node_id not in self._revived \
+                                and self.protocol.is_suspect(node_id):
+                            # suspected since this lookup learnt of it (another lookup
+                            # of this node saw it miss a timeout): skip it, as _push does
+                            self._state[node_id] = "slow"
+                            self._skipped.add(node_id)
+                            skipped_now = True
+                            continue
                         self._send(_Query(self._nodes[node_id]), loop)
                         active += 1
                         room -= 1
+                if skipped_now:
+                    continue  # the k closest live contacts changed
                 if not self._queries:
                     if self._revive_skipped():
                         continue
@@ -250,8 +262,9 @@ class Lookup:
     def _hedge_at(self, query: _Query) -> float:
         """When ``query`` stops holding one of the lookup's alpha slots, so the next
         contact is asked beside it: once it has been out ``lookup_hedge_factor`` times
-        the slowest answer this lookup has had (before any answer: the node's smoothed
-        round trip), at least ``lookup_hedge_min``; at the latest at its soft timeout.
+        the slowest answer this lookup has had (before any answer: the node's smallest
+        recent round trip, ``lookup_probe_min_rtt``, or its smoothed one), at least
+        ``lookup_hedge_min``; at the latest at its soft timeout.
 
         A hedged call is not given up on: it still counts among the k closest for the
         stop rule until its soft timeout, so a slow but live contact keeps its place in
@@ -260,7 +273,8 @@ class Lookup:
         """
         base = self._slowest
         if not base and self.config.lookup_probe_first_round:
-            base = self.protocol.rtt.typical()
+            rtt = self.protocol.rtt
+            base = (self.config.lookup_probe_min_rtt and rtt.recent_min()) or rtt.typical()
         if not base:
             return query.soft_deadline
         cfg = self.config
@@ -287,6 +301,7 @@ class Lookup:
         revived = False
         for node_id in sorted(self._skipped, key=self._dist)[: self.config.alpha]:
             self._skipped.discard(node_id)
+            self._revived.add(node_id)
             self._state[node_id] = "new"
             revived = True
         return revived

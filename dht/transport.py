@@ -118,15 +118,22 @@ def encode_datagram(kind: int, msg_id: bytes, body: Any,
 
 
 class RttEstimator:
-    """Smoothed RTT and variance (RFC 6298), per address and overall."""
+    """Smoothed RTT and variance (RFC 6298), per address and overall, and the overall
+    minimum over the last ``rtt_min_window`` to 2 x ``rtt_min_window`` seconds (two
+    windows, as BBR's min_rtt filter and QUIC's min_rtt: queueing on a busy loop or
+    link inflates the smoothed RTT but rarely every sample)."""
 
-    __slots__ = ("_per_addr", "_global", "_max_addrs", "_cfg")
+    __slots__ = ("_per_addr", "_global", "_max_addrs", "_cfg", "_min_now", "_min_before",
+                 "_min_since")
 
     def __init__(self, config: DhtConfig, max_addrs: int = 16) -> None:
         self._per_addr: OrderedDict[Address, tuple[float, float]] = OrderedDict()
         self._global: tuple[float, float] | None = None
         self._max_addrs = max_addrs
         self._cfg = config
+        self._min_now = float("inf")  # minimum of the current window
+        self._min_before = float("inf")  # minimum of the window before it
+        self._min_since = float("-inf")  # clock.now() the current window began
 
     @staticmethod
     def _update(old: tuple[float, float] | None, sample: float) -> tuple[float, float]:
@@ -142,6 +149,14 @@ class RttEstimator:
         if len(self._per_addr) > self._max_addrs:
             self._per_addr.popitem(last=False)
         self._global = self._update(self._global, sample)
+        now = clock.now()
+        if now - self._min_since >= self._cfg.rtt_min_window:
+            elapsed = now - self._min_since
+            self._min_before = self._min_now if elapsed < 2 * self._cfg.rtt_min_window \
+                else float("inf")
+            self._min_now, self._min_since = sample, now
+        elif sample < self._min_now:
+            self._min_now = sample
 
     def timeout_for(self, addr: Address) -> float:
         """The soft (adaptive) timeout of the next call to ``addr``."""
@@ -163,6 +178,14 @@ class RttEstimator:
     def typical(self) -> float:
         """The smoothed round trip over all addresses, seconds (0.0 before any sample)."""
         return self._global[0] if self._global is not None else 0.0
+
+    def recent_min(self) -> float:
+        """The smallest round trip of the last ``rtt_min_window`` to 2 x
+        ``rtt_min_window`` seconds, seconds (0.0 if none was observed in that time)."""
+        if clock.now() - self._min_since >= 2 * self._cfg.rtt_min_window:
+            return 0.0
+        low = min(self._min_now, self._min_before)
+        return low if low != float("inf") else 0.0
 
 
 class _Pending:

@@ -69,6 +69,29 @@ class TestSharedSuspicion:
         finally:
             stop_all(nodes)
 
+    async def test_a_contact_suspected_by_a_concurrent_lookup_is_not_asked(self) -> None:
+        """A lookup learnt of a contact (here: its first candidates, pushed before the
+        run) that another lookup of the same node then saw miss a timeout: it skips the
+        contact instead of paying its own timeout for it.  (Before: suspicion was checked
+        only when a contact first entered a lookup.)"""
+        cfg = DhtConfig.for_tests(rpc_timeout_min=1.0, rpc_timeout_max=2.0)
+        nodes = await start_network(6, cfg)
+        try:
+            dead, asker = nodes[2], nodes[4]
+            dead_id = dead.protocol.source_node.id
+            assert asker.protocol.router.contains(dead_id)
+            dead.stop()
+            near_dead = dead_id[:-1] + bytes([dead_id[-1] ^ 1])  # the dead one is closest
+            lookup = Lookup(asker.protocol, near_dead, cfg)
+            lookup._push(closest_to(asker, near_dead, cfg.k))  # learnt of it: not suspect
+            asker.protocol.suspect(dead_id)  # ... then a concurrent lookup suspects it
+            result = await lookup.run()
+            assert dead_id not in result.asked
+            assert result.hedged == 0 and result.failed == 0
+            assert len(result.closest) == 4  # every live node but the asker
+        finally:
+            stop_all(nodes)
+
 
 class TestHedging:
     async def test_a_dead_contact_does_not_hold_up_the_contacts_after_it(self) -> None:
@@ -201,6 +224,49 @@ class TestFirstRound:
             assert result.probed >= 1
             assert set(result.asked[: cfg.alpha]) == {p.id for p in dead}
             assert not any(asker.protocol.is_suspect(p.id) for p in dead)
+        finally:
+            stop_all(nodes)
+
+
+    async def test_a_busy_loop_does_not_push_the_first_round_hedge_past_the_timeout(
+            self) -> None:
+        """As above, but the asker's loop was busy while its last replies came in (it
+        blocked 0.3 s twice with 6 pings out, as 20 lookups in flight do on a loaded
+        machine): its smoothed round trip grew to ~0.25 s, 3x which is past the dead
+        contacts' 0.6 s soft timeout.  The hedge counts from the smallest recent round
+        trip instead, so further contacts are still asked long before that timeout.
+        (With the smoothed round trip, lookup_probe_min_rtt=False, the first round waits
+        for the soft timeout, probes nobody and suspects the dead contacts.)"""
+        cfg = DhtConfig.for_tests(rpc_timeout_min=0.6, rpc_timeout_max=2.0,
+                                  lookup_fresh_first=False)
+        nodes = await start_network(8, cfg)
+        try:
+            asker = nodes[-1]
+            fid = file_id_of("probe past dead contacts on a busy loop")
+            await nodes[1].announce(fid, "busy.bin", 1, grpc="127.0.0.1:1")
+            key = file_key(fid)
+            dead = closest_to(asker, key, cfg.alpha)
+            by_id = {n.protocol.source_node.id: n for n in nodes}
+            for peer in dead:
+                by_id[peer.id].stop()
+            dead_ids = {p.id for p in dead}
+            live = [p for p in asker.protocol.router.all_contacts() if p.id not in dead_ids]
+            assert live
+            for _ in range(2):
+                pings = [asyncio.ensure_future(asker.protocol.call_ping(p))
+                         for p in (live * 6)[:6]]
+                await asyncio.sleep(0)  # the pings are sent ...
+                time.sleep(0.3)  # noqa: ASYNC251 (the loop is busy while they are answered)
+                assert all(await asyncio.gather(*pings))
+            rtt = asker.protocol.rtt
+            assert cfg.lookup_hedge_factor * rtt.typical() > cfg.rpc_timeout_min
+            assert 0 < rtt.recent_min() < 0.1
+            asker.store.clear()
+            result = await Lookup(asker.protocol, key, cfg, records=True, wanted=1).run()
+            assert len(result.positive()) == 1
+            assert result.probed >= 1
+            assert set(result.asked[: cfg.alpha]) == dead_ids
+            assert not any(asker.protocol.is_suspect(i) for i in dead_ids)
         finally:
             stop_all(nodes)
 
