@@ -326,6 +326,11 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
         args.phase_budget, args.rate,
     ))
     phases["settle_and_after"] = time.perf_counter() - t0 - sum(phases.values())
+    base = out["before_kill"]["p99_ms"]
+    for phase in ("after_kill", "after_settle"):
+        # recovery against the same run's no-failure baseline: the ratio survives the
+        # machine's load, which scales both phases
+        out[f"{phase}_p99_vs_before"] = out[phase]["p99_ms"] / base if base > 0 else None
     out["gc_pause_max_ms"] = pauses.stop()
     out["gc_frozen"] = not args.no_gc_freeze
     gc.unfreeze()
@@ -357,6 +362,8 @@ ROWS = [
     ("after settle: skipped", ("after_settle", "skipped"), "lower"),
     ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
     ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
+    ("after kill: p99 / before-kill p99", ("after_kill_p99_vs_before",), "lower"),
+    ("after settle: p99 / before-kill p99", ("after_settle_p99_vs_before",), "lower"),
     ("longest GC pause, churn (ms)", ("gc_pause_max_ms",), "lower"),
     ("before kill: CPU wait (% of wall)", ("before_kill_cpu_wait_pct",), "lower"),
     ("after kill: CPU wait (% of wall)", ("after_kill_cpu_wait_pct",), "lower"),
