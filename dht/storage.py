@@ -37,6 +37,8 @@ Rules, in the order ``put`` applies them (documented in docs/PROTOCOL.md):
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -79,8 +81,14 @@ def claimed_host(record: Record) -> str | None:
     return host[1:-1] if host.startswith("[") else host
 
 
+# An entry's life in the live count (RecordStore._live): counted while held and not
+# yet expired; then expired but still held (until the expiry job drops it); then gone.
+_LIVE, _EXPIRED, _GONE = 0, 1, 2
+
+
 class _Entry:
-    __slots__ = ("record", "encoded", "stored_at", "first_seen", "sender_group")
+    __slots__ = ("record", "encoded", "stored_at", "first_seen", "sender_group",
+                 "expires", "state")
 
     def __init__(self, record: Record, encoded: bytes, stored_at: float,
                  sender_group: str, first_seen: float | None = None) -> None:
@@ -89,6 +97,8 @@ class _Entry:
         self.stored_at = stored_at
         self.first_seen = stored_at if first_seen is None else first_seen
         self.sender_group = sender_group
+        self.expires = record.expires
+        self.state = _LIVE
 
 
 class RecordStore:
@@ -111,6 +121,15 @@ class RecordStore:
         self._owner_count: Counter[str] = Counter()
         self._bytes = 0
         self.stats: Counter[str] = Counter()
+        # Live records counted as they come and go, so ``record_count`` (status pages,
+        # the simulator's per-second samples) costs O(records expired since) instead of
+        # a scan of the store: [provider/keyword, withdrawal].  Every entry is in
+        # ``_expiry`` until its expiry passes; ``_expired`` holds the ones that expired
+        # while still held, for the expiry job.
+        self._live = [0, 0]
+        self._expiry: list[tuple[float, int, bytes, Slot, _Entry]] = []
+        self._expired: list[tuple[bytes, Slot, _Entry]] = []
+        self._seq = itertools.count()
 
     # -- writes --------------------------------------------------------------------------
     def put(self, key: bytes, record: Record, encoded: bytes | None = None,
@@ -129,7 +148,7 @@ class RecordStore:
         slot = (record.node_id, record.file_id)
         old = slots.get(slot) if slots else None
         if old is not None:
-            if old.record.expires <= now:
+            if old.expires <= now:
                 self._remove(key, slot)
                 old = None
             elif record.issued_at < old.record.issued_at:
@@ -160,6 +179,8 @@ class RecordStore:
 
     def _insert(self, key: bytes, slot: Slot, entry: _Entry) -> None:
         self._data.setdefault(key, {})[slot] = entry
+        self._live[entry.record.kind == "w"] += 1
+        heapq.heappush(self._expiry, (entry.expires, next(self._seq), key, slot, entry))
         cached = self._standings.get(key)
         if cached is not None:
             standing = cached[1][slot] = self._standing(entry)
@@ -172,6 +193,9 @@ class RecordStore:
         entry = slots.pop(slot)
         if not slots:
             del self._data[key]
+        if entry.state == _LIVE:
+            self._live[entry.record.kind == "w"] -= 1
+        entry.state = _GONE
         cached = self._standings.get(key)
         if cached is not None:
             group = cached[1].pop(slot)[1]
@@ -247,7 +271,7 @@ class RecordStore:
             top, top_count = per_owner.most_common(1)[0]
             if top == owner or top_count <= per_owner[owner] + 1:
                 return False
-            victim = min((s for s in slots if s[0] == top), key=lambda s: slots[s].record.expires)
+            victim = min((s for s in slots if s[0] == top), key=lambda s: slots[s].expires)
             self._remove(key, victim)
             self.stats["evicted"] += 1
         guard = 0
@@ -258,7 +282,7 @@ class RecordStore:
                 return False
             victim_key, victim_slot = min(
                 ((k, s) for k, ss in self._data.items() for s in ss if s[0] == top),
-                key=lambda ks: self._data[ks[0]][ks[1]].record.expires,
+                key=lambda ks: self._data[ks[0]][ks[1]].expires,
             )
             self._remove(victim_key, victim_slot)
             self.stats["evicted"] += 1
@@ -270,19 +294,30 @@ class RecordStore:
         self._standings.clear()
         self._owner_count.clear()
         self._bytes = 0
+        self._live = [0, 0]
+        self._expiry.clear()
+        self._expired.clear()
+
+    def _settle(self, now: float) -> None:
+        """Take the entries whose expiry has passed out of the live count."""
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, _, key, slot, entry = heapq.heappop(heap)
+            if entry.state == _LIVE:
+                entry.state = _EXPIRED
+                self._live[entry.record.kind == "w"] -= 1
+                self._expired.append((key, slot, entry))
 
     def expire(self) -> int:
         """Drop every record whose TTL has run out; return how many."""
-        now = self.clock()
-        dead = [
-            (key, slot)
-            for key, slots in self._data.items()
-            for slot, entry in slots.items()
-            if entry.record.expires <= now
-        ]
-        for key, slot in dead:
-            self._remove(key, slot)
-        return len(dead)
+        self._settle(self.clock())
+        dead, self._expired = self._expired, []
+        dropped = 0
+        for key, slot, entry in dead:
+            if entry.state == _EXPIRED:
+                self._remove(key, slot)
+                dropped += 1
+        return dropped
 
     # -- reads ---------------------------------------------------------------------------
     def records(self, key: bytes) -> list[tuple[Record, bytes]]:
@@ -291,7 +326,7 @@ class RecordStore:
         slots = self._data.get(key)
         if not slots:
             return []
-        live = [(e.record, e.encoded) for e in slots.values() if e.record.expires > now]
+        live = [(e.record, e.encoded) for e in slots.values() if e.expires > now]
         live.sort(key=lambda re: re[0].issued_at, reverse=True)
         return live
 
@@ -300,13 +335,8 @@ class RecordStore:
 
     def record_count(self, include_withdrawals: bool = False) -> int:
         """Records held; by default only live provider/keyword records."""
-        now = self.clock()
-        return sum(
-            1
-            for slots in self._data.values()
-            for e in slots.values()
-            if e.record.expires > now and (include_withdrawals or e.record.kind != "w")
-        )
+        self._settle(self.clock())
+        return self._live[0] + (self._live[1] if include_withdrawals else 0)
 
     def owner_count(self, node_id: str) -> int:
         return self._owner_count.get(node_id, 0)

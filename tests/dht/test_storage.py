@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dht import DhtConfig, Identity, InvalidRecord
 from dht.keys import file_key, keyword_key
@@ -187,3 +189,45 @@ class TestSybilSlots:
         reach[liar.node_id_hex] = "10.0.3.9"  # answered us from here, claims elsewhere
         rec = make_provider(liar, FID, "f", 1, "203.0.113.5:1", 30)
         assert store.put(file_key(FID), rec, sender=("10.0.3.9", 4000)) == "capped"
+
+
+class TestLiveCount:
+    """``record_count`` is kept as records come and go (no scan): it must always equal
+    what a scan of the store would count, and ``expire`` must drop exactly the expired."""
+
+    OWNERS = [Identity.generate() for _ in range(3)]
+
+    @staticmethod
+    def _scan(store: RecordStore, now: float, withdrawals: bool) -> int:
+        return sum(1 for key in store.keys() for r, _ in store.records(key)
+                   if r.expires > now and (withdrawals or r.kind != "w"))
+
+    @given(st.lists(st.tuples(st.sampled_from(["put", "withdraw", "tick", "expire", "clear"]),
+                              st.integers(0, 2), st.integers(0, 3), st.integers(1, 40)),
+                    max_size=40))
+    @settings(max_examples=60, deadline=None)
+    def test_count_matches_a_scan_through_puts_replacements_expiry_and_clear(
+            self, ops: list[tuple[str, int, int, int]]) -> None:
+        clock = Clock()
+        store = RecordStore(DhtConfig.for_tests(), clock=clock)
+        for op, owner, file_no, n in ops:
+            ident, f = self.OWNERS[owner], fid(file_no)
+            if op == "put":
+                rec = make_provider(ident, f, "f", 1, "h:1", n, issued_at=clock.now)
+                store.put(file_key(f), rec, verified=True)
+            elif op == "withdraw":
+                gone = make_withdrawal(ident, "file:" + f, f, n, issued_at=clock.now)
+                store.put(file_key(f), gone, verified=True)
+            elif op == "tick":
+                clock.now += n / 4
+            elif op == "expire":
+                held = sum(len(store.records(k)) for k in store.keys())
+                expired = sum(1 for k in store.keys() for slots in [store._data[k]]
+                              for e in slots.values() if e.record.expires <= clock.now)
+                assert store.expire() == expired
+                assert sum(len(store.records(k)) for k in store.keys()) == held
+            else:
+                store.clear()
+            for withdrawals in (False, True):
+                assert store.record_count(withdrawals) == self._scan(store, clock.now,
+                                                                      withdrawals)
