@@ -89,17 +89,16 @@ class Handoff:
             return
         new_ids = {n.id for n in newcomers}
         k = self.config.k
+        router, my_long_id = self.router, self.source_node.long_id
         plans: dict[bytes, list[tuple[bytes, list[bytes]]]] = {}
         for key in self.storage.keys():
             keynode = KadNode(key)  # already a digest: no second hash (upstream hashed again)
-            ranked = self.router.find_neighbors(keynode, k + len(new_ids))
-            neighbors = [n for n in ranked if n.id not in new_ids][:k]
-            me = self.source_node.long_id ^ keynode.long_id
-            if neighbors and me >= neighbors[0].long_id ^ keynode.long_id:
+            target = keynode.long_id
+            limit = router.handoff_limit(keynode, my_long_id ^ target, k, new_ids)
+            if limit == 0:
                 continue  # someone we know is closer: leave the handoff to them
-            limit = neighbors[-1].long_id ^ keynode.long_id if len(neighbors) >= k else None
             for newcomer in newcomers:
-                if limit is None or newcomer.long_id ^ keynode.long_id < limit:
+                if limit is None or newcomer.long_id ^ target < limit:
                     encoded = [enc for _, enc in self.storage.records(key)]
                     if encoded:
                         plans.setdefault(newcomer.id, []).append((key, encoded))

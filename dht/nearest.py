@@ -6,7 +6,8 @@ id index after every membership change.  Both are avoidable:
 
 * ``XorIndex`` keeps contact ids in a sorted list.  The ids sharing a prefix with a
   target form one contiguous run of that list, so the closest ids are found by walking
-  the binary trie the sorted list implies (one ``bisect`` per level, nearer half first)
+  the binary trie the sorted list implies (one ``bisect`` per branching, nearer half
+  first; levels where every id of a run agrees are skipped)
   and only runs smaller than ``_LEAF`` ids are ever sorted.  XOR distances to one target
   are all different, so the order is exactly the order a full sort gives.
 * ``DistanceOrder`` keeps the nodes one lookup has heard of sorted by distance to its
@@ -68,23 +69,23 @@ class XorIndex(Generic[T]):
         """Items in increasing XOR distance from ``target`` (lazily: stop when you have enough)."""
         ids, items = self._ids, self._items
         key = target.__xor__
-        stack = [(0, len(ids), ID_BITS - 1)]
+        stack = [(0, len(ids))]
         while stack:
-            lo, hi, bit = stack.pop()
-            if hi - lo <= _LEAF or bit < 0:
+            lo, hi = stack.pop()
+            if hi - lo <= _LEAF:
                 for long_id in sorted(ids[lo:hi], key=key):
                     yield items[long_id]
                 continue
-            # all ids in [lo, hi) share the bits above ``bit``; split on ``bit``
-            base = (ids[lo] >> (bit + 1)) << (bit + 1)
-            mid = bisect.bisect_left(ids, base | (1 << bit), lo, hi)
-            zeros, ones = (lo, mid, bit - 1), (mid, hi, bit - 1)
+            # All ids in [lo, hi) share the bits above the highest bit where the first
+            # and the last differ (the list is sorted); split the run on that bit.
+            bit = (ids[lo] ^ ids[hi - 1]).bit_length() - 1
+            mid = bisect.bisect_left(ids, (ids[hi - 1] >> bit) << bit, lo, hi)
             if (target >> bit) & 1:
-                stack.append(zeros)  # farther half: popped after the nearer one
-                stack.append(ones)
+                stack.append((lo, mid))  # farther half: popped after the nearer one
+                stack.append((mid, hi))
             else:
-                stack.append(ones)
-                stack.append(zeros)
+                stack.append((mid, hi))
+                stack.append((lo, mid))
 
 
 class DistanceOrder:

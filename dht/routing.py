@@ -313,6 +313,31 @@ class RoutingTable(_UpstreamRoutingTable):
                 break
         return out
 
+    def handoff_limit(self, key: Node, my_distance: int, k: int,
+                      newcomers: set[bytes]) -> int | None:
+        """For the handoff of ``key``'s records (paper §2.5): 0 when a known contact
+        other than ``newcomers`` is closer to the key than we are (the handoff is theirs);
+        else the distance of the k-th closest such contact, within which a newcomer is
+        one of the key's k closest (None: fewer than k known, every newcomer is).
+
+        Walks the XOR order lazily, so the common case (someone is closer) stops at the
+        first contact instead of ranking k of them.  Touches the key's bucket as
+        ``find_neighbors`` does.
+        """
+        self.buckets[self.get_bucket_for(key)].touch_last_updated()
+        target = key.long_id
+        seen = 0
+        for n in self._contacts().closest(target):
+            if n.long_id == target or n.id in newcomers:
+                continue
+            distance = n.long_id ^ target
+            if seen == 0 and my_distance >= distance:
+                return 0
+            seen += 1
+            if seen >= k:
+                return distance
+        return None
+
     def all_contacts(self) -> list[Node]:
         return self._contacts().items()
 
