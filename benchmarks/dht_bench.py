@@ -114,6 +114,11 @@ class KadshareImpl:
     def stop(self, node: DhtNode) -> None:
         node.stop()
 
+    @staticmethod
+    def requests(nodes: list[DhtNode]) -> int | None:
+        """Requests the nodes have sent so far (hedges and dead contacts cost some)."""
+        return sum(n.protocol.stats["requests_out"] for n in nodes if n.protocol is not None)
+
 
 class PlainImpl:
     name = "kademlia"
@@ -139,6 +144,10 @@ class PlainImpl:
 
     def stop(self, node: Server) -> None:
         node.stop()
+
+    @staticmethod
+    def requests(nodes: list[Server]) -> int | None:
+        return None
 
 
 async def timed(coro: Any, budget: float) -> tuple[bool, float]:
@@ -203,12 +212,17 @@ def cpu_wait_s() -> float | None:
         return None
 
 
-async def measured(coro: Any) -> tuple[dict, float | None]:
+async def measured(coro: Any, impl: Any = None, nodes: list | None = None
+                   ) -> tuple[dict, float | None]:
     """Run a ``lookups`` phase; also return the share of its wall time this process
-    waited for a CPU (other processes had the cores), in %."""
+    waited for a CPU (other processes had the cores), in %; with ``impl`` and ``nodes``
+    the phase's result gains ``requests_per_lookup`` (requests all nodes sent / gets)."""
+    req0 = impl.requests(nodes) if impl is not None and nodes is not None else None
     wait0, start = cpu_wait_s(), time.perf_counter()
     out = await coro
     wait1, wall = cpu_wait_s(), time.perf_counter() - start
+    if req0 is not None:
+        out["requests_per_lookup"] = (impl.requests(nodes) - req0) / max(1, out["count"])
     if wait0 is None or wait1 is None or wall <= 0:
         return out, None
     return out, (wait1 - wait0) / wall * 100
@@ -308,7 +322,7 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     out["before_kill"], out["before_kill_cpu_wait_pct"] = await measured(lookups(
         impl, nodes, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget, args.rate,
-    ))
+    ), impl, nodes)
     phases["before_kill"] = time.perf_counter() - t0 - sum(phases.values())
 
     victims = set(rng.sample(range(len(nodes)), int(len(nodes) * args.kill)))
@@ -318,13 +332,13 @@ async def run_impl(impl: Any, args: argparse.Namespace) -> dict:
     out["after_kill"], out["after_kill_cpu_wait_pct"] = await measured(lookups(
         impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget, args.rate,
-    ))
+    ), impl, alive)
     phases["after_kill"] = time.perf_counter() - t0 - sum(phases.values())
     await asyncio.sleep(args.settle)
     out["after_settle"], out["after_settle_cpu_wait_pct"] = await measured(lookups(
         impl, alive, keys, args.churn_lookups, rng, args.concurrency, args.budget,
         args.phase_budget, args.rate,
-    ))
+    ), impl, alive)
     phases["settle_and_after"] = time.perf_counter() - t0 - sum(phases.values())
     base = out["before_kill"]["p99_ms"]
     for phase in ("after_kill", "after_settle"):
@@ -362,6 +376,9 @@ ROWS = [
     ("after settle: skipped", ("after_settle", "skipped"), "lower"),
     ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
     ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
+    ("before kill: requests per lookup", ("before_kill", "requests_per_lookup"), "lower"),
+    ("after kill: requests per lookup", ("after_kill", "requests_per_lookup"), "lower"),
+    ("after settle: requests per lookup", ("after_settle", "requests_per_lookup"), "lower"),
     ("after kill: p99 / before-kill p99", ("after_kill_p99_vs_before",), "lower"),
     ("after settle: p99 / before-kill p99", ("after_settle_p99_vs_before",), "lower"),
     ("longest GC pause, churn (ms)", ("gc_pause_max_ms",), "lower"),
