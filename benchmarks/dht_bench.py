@@ -114,10 +114,20 @@ class KadshareImpl:
     def stop(self, node: DhtNode) -> None:
         node.stop()
 
-    @staticmethod
-    def requests(nodes: list[DhtNode]) -> int | None:
-        """Requests the nodes have sent so far (hedges and dead contacts cost some)."""
-        return sum(n.protocol.stats["requests_out"] for n in nodes if n.protocol is not None)
+    COUNTERS = ("requests_out", "lookup_soft_timeouts", "lookup_hedges",
+                "lookup_first_round_hedges")
+
+    @classmethod
+    def counters(cls, nodes: list[DhtNode]) -> dict[str, int]:
+        """Requests the nodes have sent so far, and the calls their lookups stopped
+        waiting for: at the soft timeout (a wait of >= 30 ms, usually a dead contact),
+        hedged (slot freed earlier), hedged before the lookup's first answer."""
+        out = dict.fromkeys(cls.COUNTERS, 0)
+        for node in nodes:
+            if node.protocol is not None:
+                for name in cls.COUNTERS:
+                    out[name] += node.protocol.stats[name]
+        return out
 
 
 class PlainImpl:
@@ -146,8 +156,8 @@ class PlainImpl:
         node.stop()
 
     @staticmethod
-    def requests(nodes: list[Server]) -> int | None:
-        return None
+    def counters(nodes: list[Server]) -> dict[str, int]:
+        return {}
 
 
 async def timed(coro: Any, budget: float) -> tuple[bool, float]:
@@ -216,13 +226,16 @@ async def measured(coro: Any, impl: Any = None, nodes: list | None = None
                    ) -> tuple[dict, float | None]:
     """Run a ``lookups`` phase; also return the share of its wall time this process
     waited for a CPU (other processes had the cores), in %; with ``impl`` and ``nodes``
-    the phase's result gains ``requests_per_lookup`` (requests all nodes sent / gets)."""
-    req0 = impl.requests(nodes) if impl is not None and nodes is not None else None
+    the phase's result gains, per get, the implementation's counters (kadshare:
+    ``requests_out_per_lookup``, ``lookup_soft_timeouts_per_lookup``, ...)."""
+    before = impl.counters(nodes) if impl is not None and nodes is not None else {}
     wait0, start = cpu_wait_s(), time.perf_counter()
     out = await coro
     wait1, wall = cpu_wait_s(), time.perf_counter() - start
-    if req0 is not None:
-        out["requests_per_lookup"] = (impl.requests(nodes) - req0) / max(1, out["count"])
+    if before:
+        after = impl.counters(nodes)
+        for name, value in before.items():
+            out[f"{name}_per_lookup"] = (after[name] - value) / max(1, out["count"])
     if wait0 is None or wait1 is None or wall <= 0:
         return out, None
     return out, (wait1 - wait0) / wall * 100
@@ -376,15 +389,24 @@ ROWS = [
     ("after settle: skipped", ("after_settle", "skipped"), "lower"),
     ("after settle: p50 (ms)", ("after_settle", "p50_ms"), "lower"),
     ("after settle: p99 (ms)", ("after_settle", "p99_ms"), "lower"),
-    ("before kill: requests per lookup", ("before_kill", "requests_per_lookup"), "lower"),
-    ("after kill: requests per lookup", ("after_kill", "requests_per_lookup"), "lower"),
-    ("after settle: requests per lookup", ("after_settle", "requests_per_lookup"), "lower"),
     ("after kill: p99 / before-kill p99", ("after_kill_p99_vs_before",), "lower"),
     ("after settle: p99 / before-kill p99", ("after_settle_p99_vs_before",), "lower"),
     ("longest GC pause, churn (ms)", ("gc_pause_max_ms",), "lower"),
     ("before kill: CPU wait (% of wall)", ("before_kill_cpu_wait_pct",), "lower"),
     ("after kill: CPU wait (% of wall)", ("after_kill_cpu_wait_pct",), "lower"),
     ("after settle: CPU wait (% of wall)", ("after_settle_cpu_wait_pct",), "lower"),
+]
+
+
+# kadshare's lookup counters per get, each churn phase (see KadshareImpl.counters)
+ROWS += [
+    (f"{label}: {what} per get", (phase, f"{counter}_per_lookup"), "lower")
+    for phase, label in (("before_kill", "before kill"), ("after_kill", "after kill"),
+                         ("after_settle", "after settle"))
+    for counter, what in (("requests_out", "requests"),
+                          ("lookup_soft_timeouts", "soft timeouts"),
+                          ("lookup_hedges", "hedges"),
+                          ("lookup_first_round_hedges", "1st-round hedges"))
 ]
 
 
@@ -406,12 +428,12 @@ def table(results: dict[str, dict]) -> str:
     pairs = [("", "kadshare", "kademlia")]
     if "kadshare+hog" in results or "kademlia+hog" in results:
         pairs.append(("+hog", "kadshare+hog", "kademlia+hog"))
-    head = f"{'metric':34}"
+    head = f"{'metric':40}"
     for tag, _, _ in pairs:
         head += f" {'kadshare' + tag:>13} {'kademlia' + tag:>13} {'ratio' + tag:>9}"
     lines = [head, "-" * len(head)]
     for label, path, _ in ROWS:
-        line = f"{label:34}"
+        line = f"{label:40}"
         for _, ka, pa in pairs:
             a, b = dig(results.get(ka, {}), path), dig(results.get(pa, {}), path)
             ratio = f"{a / b:.3f}" if isinstance(a, (int, float)) \

@@ -210,11 +210,14 @@ class Lookup:
                     if now >= query.soft_deadline:
                         self._state[query.node.id] = "slow"
                         self.protocol.suspect(query.node.id)
+                        self.protocol.stats["lookup_soft_timeouts"] += 1
                     elif st == "inflight" and now >= self._hedge_at(query):
                         self._state[query.node.id] = "hedged"
                         self.result.hedged += 1
+                        self.protocol.stats["lookup_hedges"] += 1
                         if not self._slowest:
                             self.result.probed += 1
+                            self.protocol.stats["lookup_first_round_hedges"] += 1
                 if now >= deadline:
                     log.debug("lookup of %s hit lookup_timeout", self.target.id.hex()[:8])
                     break

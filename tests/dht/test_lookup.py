@@ -265,6 +265,9 @@ class TestFirstRound:
             result = await Lookup(asker.protocol, key, cfg, records=True, wanted=1).run()
             assert len(result.positive()) == 1
             assert result.probed >= 1
+            stats = asker.protocol.stats  # the counters /metrics shows
+            assert stats["lookup_first_round_hedges"] >= 1 and stats["lookup_hedges"] >= 1
+            assert stats["lookup_soft_timeouts"] == 0
             assert set(result.asked[: cfg.alpha]) == dead_ids
             assert not any(asker.protocol.is_suspect(i) for i in dead_ids)
         finally:
