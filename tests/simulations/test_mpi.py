@@ -119,9 +119,11 @@ def test_sharded_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "needs --runner virtual" in capsys.readouterr().err
 
 
-def _direct_trace(impl: str) -> Any:
-    cfg = SimConfig(scenario="churn", nodes=30, duration=20.0, seed=6, runner="virtual",
-                    impl=impl, latency=(0.02, 0.08), session=parse_session("exp:40"),
+def _direct_trace(impl: str, nodes: int = 30, duration: float = 20.0,
+                  session: str = "exp:40") -> Any:
+    cfg = SimConfig(scenario="churn", nodes=nodes, duration=duration, seed=6,
+                    runner="virtual", impl=impl, latency=(0.02, 0.08),
+                    session=parse_session(session),
                     warmup="direct", intervals="production", progress=False)
     return build_trace(cfg)
 
@@ -171,3 +173,56 @@ def test_two_ranks_run_the_direct_warmup_with_the_digest_of_one_process(
     assert m["join_failures"] == 0 and m["lookups"] > 0 and m["success"] > 0.5
     assert m["warmup_sim_s"] < 40          # no real joins: announces at 1 s, then 30 s
     assert one["config"]["warmup"] == "direct"
+
+
+class _SplitShard(Shard):
+    """One process whose gather hands the merge this rank's results split in two by
+    node parity, odd nodes first, as two ranks would hand them (in the other order)."""
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        def half(odd: int) -> dict[str, Any]:
+            return {
+                "nodes": {i: n for i, n in obj["nodes"].items() if i % 2 == odd},
+                "lookups": [r for r in obj["lookups"] if r["node"] % 2 == odd],
+                "skipped": obj["skipped"] if odd else 0,
+                "samples": obj["samples"] if odd else [(s, 0, 0.0) for s, _, _ in
+                                                       obj["samples"]],
+                "traffic": obj["traffic"] if odd else {
+                    "msgs": {}, "bytes": {}, "dropped": 0, "per_second": {}},
+                "host": obj["host"]}
+        return [half(1), half(0)]
+
+
+def test_the_merge_does_not_depend_on_how_nodes_are_split(tmp_path: Path) -> None:
+    from simulations.digest import HOST_FIELDS
+
+    trace = _direct_trace("kadshare")
+    whole = run_sharded(trace, "kadshare", Shard(), workdir=tmp_path / "a")
+    split = run_sharded(trace, "kadshare", _SplitShard(), workdir=tmp_path / "b")
+    assert whole is not None and split is not None
+    strip = HOST_FIELDS
+
+    def canon(o: Any) -> dict:
+        return {"m": {k: v for k, v in o.summary.items() if k not in strip},
+                "ts": o.timeseries, "lookups": o.lookups, "traffic": o.traffic}
+
+    assert canon(split) == canon(whole)
+    assert whole.summary["node_seconds"] > 0
+
+
+def test_a_shard_timer_sees_its_own_time_even_a_fraction_of_a_ns_after_another() -> None:
+    # asyncio batches timers due within 1 ns and shows them all the earliest one's
+    # clock, so a node's reading would depend on which other nodes share its process.
+    from simulations.sharded import _ShardLoop
+
+    loop = _ShardLoop()
+    seen: list[tuple[float, float]] = []
+    try:
+        t = loop.time() + 1.0
+        for when in (t, t + 5e-10, t + 2.5e-9):
+            loop.call_at(when, lambda w=when: seen.append((w, loop.time())))
+        loop.call_at(t + 1.0, loop.stop)
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert len(seen) == 3 and all(w == now for w, now in seen)
