@@ -31,7 +31,7 @@ default 0ms as in the earlier rows; every row says the latency it used),
 simulations/sharded.py, in one process for K = 1 and under ``mpirun -n K`` for K > 1;
 needs a positive minimum --latency, the window length). Sharded rows also give
 ``windows`` (how many the run took) and ``sync_s`` (rank 0's wall seconds handing
-datagrams over and voting at window ends, waiting for the other ranks included);
+datagrams over at window ends, waiting for the other ranks included);
 cpu_s_per_sim_h is then the sum over ranks and kib_per_node the ranks' peak growth
 summed. ``cmd_wall_s`` is the child command's wall time seen from outside (interpreter
 and MPI start-up included).

@@ -138,7 +138,7 @@ class RunOutcome:
     #: "tls", "plaintext" or "none": how fetches travelled (the runner's ``transfers``)
     transfers: str = "none"
     #: Sharded runs: per rank, host readings of the run (``cpu_s`` of the measured
-    #: phase, ``windows``, ``sync_s`` wall seconds in window handover and done-votes,
+    #: phase, ``windows``, ``sync_s`` wall seconds in the window-end handover,
     #: ``hwm_kib`` peak RSS). Not written to results.json; benchmarks read it.
     shards: list[dict[str, Any]] | None = None
 

@@ -97,19 +97,17 @@ class Shard:
     def owner(self, idx: int) -> int:
         return idx % self.size
 
-    def exchange(self, outboxes: list[list[Parcel]], next_t: float) -> tuple[list[Parcel], float]:
-        """Send each rank its parcels and this rank's ``next_t``; return everything sent
-        to this one and the minimum ``next_t`` of all ranks (one collective a window)."""
+    def exchange(self, outboxes: list[list[Parcel]], next_t: float,
+                 done: bool = False) -> tuple[list[Parcel], float, bool]:
+        """Send each rank its parcels, this rank's ``next_t`` and whether it is ``done``;
+        return everything sent to this one, the minimum ``next_t`` of all ranks and
+        whether all are done (one collective a window: each one is a point where a
+        rank the OS has descheduled holds up the others)."""
         if self.comm is None:
-            return outboxes[0], next_t
-        inboxes = self.comm.alltoall([(box, next_t) for box in outboxes])
-        return [p for box, _ in inboxes for p in box], min(t for _, t in inboxes)
-
-    def all_done(self, done: bool) -> bool:
-        """True when every rank says ``done`` (one small collective)."""
-        if self.comm is None:
-            return done
-        return all(self.comm.allgather(done))
+            return outboxes[0], next_t, done
+        inboxes = self.comm.alltoall([(box, next_t, done) for box in outboxes])
+        return ([p for box, _, _ in inboxes for p in box], min(t for _, t, _ in inboxes),
+                all(d for _, _, d in inboxes))
 
     def gather(self, obj: Any) -> list[Any] | None:
         if self.comm is None:
@@ -156,20 +154,22 @@ class ShardedNetwork(VirtualNetwork):
               data: bytes) -> None:
         self.loop.call_at(arrive, self._arrive, data, src, dst, context=self.context_for(dst))
 
-    def boundary(self, next_local: float) -> float:
+    def boundary(self, next_local: float, done: bool = False) -> tuple[float, bool]:
         """Window end: hand parcels over, schedule the ones that came in in a canonical
         order (time, sender, sender's sequence), and return the earliest time anything
-        happens on any rank (``next_local``: this rank's next timer)."""
+        happens on any rank (``next_local``: this rank's next timer) and whether every
+        rank said ``done``."""
         out, self.outboxes = self.outboxes, [[] for _ in range(self.shard.size)]
         in_flight = min((p[0] for box in out for p in box), default=next_local)
-        incoming, earliest = self.shard.exchange(out, min(next_local, in_flight))
+        incoming, earliest, all_done = self.shard.exchange(out, min(next_local, in_flight),
+                                                           done)
         now = self.loop.time()
         for arrive, src, _seq, dst, data in sorted(incoming, key=lambda p: p[:3]):
             if arrive < now:
                 raise RuntimeError(f"causality: datagram for t={arrive} reached a shard "
                                    f"at t={now}; the window exceeds the minimum latency")
             self._post(arrive, src, dst, data)
-        return earliest
+        return earliest, all_done
 
 
 async def _node_life(idx: int, nodes: int, seed: int, files: list[FileSpec],
@@ -262,7 +262,7 @@ def run_workload(shard: Shard, *, nodes: int, seed: int,
             loop.advance_to(w_end)
             # Skip idle stretches: nothing happens on any rank before the earliest
             # pending event of all, so the next window starts there.
-            start = max(w_end, min(end, net.boundary(_next_timer(loop, end))))
+            start = max(w_end, min(end, net.boundary(_next_timer(loop, end))[0]))
         for t in tasks:
             t.cancel()
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -561,8 +561,8 @@ def run_sharded(trace: Trace, impl_name: str, shard: Shard, *, progress: bool = 
             loop.advance_to(w_end)
             done = main.done()
             s0 = time.perf_counter()
-            earliest = net.boundary(math.inf if done else _next_timer(loop, math.inf))
-            all_done = shard.all_done(done)
+            earliest, all_done = net.boundary(
+                math.inf if done else _next_timer(loop, math.inf), done)
             sync_s += time.perf_counter() - s0
             if all_done:
                 break
