@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -105,6 +106,8 @@ class PartFile:
         self.trusted = 0
         self._saver: ThreadPoolExecutor | None = None  # syncs + saves off the event loop
         self._saving: Future[None] | None = None
+        self._state_lock = threading.Lock()  # a state write vs the end of the download
+        self._finished = False  # complete: no state is written any more
 
     def chunk_len(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
@@ -196,24 +199,37 @@ class PartFile:
             return  # the next chunk tries again
         if self._saver is None:
             self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kadshare-sync")
-        self._saving = self._saver.submit(self._persist, doc)
-        self._last_save = time.monotonic()
-
-    def _persist(self, doc: dict[str, Any]) -> None:
-        """Sync the part file, then write ``doc`` (with the part's fingerprint if the
-        sync succeeded and the mtime is pinned) to a temporary file and rename it."""
         try:
-            _datasync(self.fd)
-            if self.stamp_ns:
-                doc["part"] = _fingerprint(os.fstat(self.fd), self.stamp_ns)
-        except OSError as exc:  # the claims are still worth keeping, re-hashed
-            log.warning("could not sync %s: %s", self.part, exc)
-        tmp = self.state.with_name(self.state.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(doc))
-            os.replace(tmp, self.state)
+            fd = os.dup(self.fd)  # its own descriptor: the part may close before it is done
         except OSError as exc:
             log.warning("could not save resume state %s: %s", self.state, exc)
+            return
+        self._saving = self._saver.submit(self._persist, doc, fd)
+        self._last_save = time.monotonic()
+
+    def _persist(self, doc: dict[str, Any], fd: int = -1) -> None:
+        """Sync the part file, then write ``doc`` (with the part's fingerprint if the
+        sync succeeded and the mtime is pinned) to a temporary file and rename it; not
+        once the download is complete. ``fd``: a descriptor of the part to sync and
+        close (default: the part's own)."""
+        try:
+            _datasync(self.fd if fd < 0 else fd)
+            if self.stamp_ns:
+                doc["part"] = _fingerprint(os.fstat(self.fd if fd < 0 else fd), self.stamp_ns)
+        except OSError as exc:  # the claims are still worth keeping, re-hashed
+            log.warning("could not sync %s: %s", self.part, exc)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        tmp = self.state.with_name(self.state.name + ".tmp")
+        with self._state_lock:
+            if self._finished:
+                return
+            try:
+                tmp.write_text(json.dumps(doc))
+                os.replace(tmp, self.state)
+            except OSError as exc:
+                log.warning("could not save resume state %s: %s", self.state, exc)
 
     def _wait_saved(self) -> None:
         """Block until the save running in the background (if any) is on disk."""
@@ -237,8 +253,10 @@ class PartFile:
             os.utime(self.fd, ns=(self.stamp_ns, self.stamp_ns))
 
     def finish_part(self) -> None:
-        """The part file is complete: wait for a save in flight, give it a real mtime."""
-        self._wait_saved()
+        """The part file is complete: no state is saved any more (a sync still running
+        finishes on its own descriptor), and the file gets a real mtime."""
+        with self._state_lock:
+            self._finished = True
         if self.stamp_ns:
             with contextlib.suppress(OSError):
                 os.utime(self.fd)
@@ -317,9 +335,10 @@ class PartFile:
             raise destination_error(exc, self.part) from exc
 
     def close_part(self) -> None:
-        self._wait_saved()
+        if not self._finished:
+            self._wait_saved()
         if self._saver is not None:
-            self._saver.shutdown(wait=True)
+            self._saver.shutdown(wait=not self._finished)
             self._saver = None
         if self.fd >= 0:
             with contextlib.suppress(OSError):
