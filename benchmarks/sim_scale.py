@@ -34,9 +34,12 @@ needs a positive minimum --latency, the window length). Sharded rows also give
 datagrams over at window ends, waiting for the other ranks included);
 cpu_s_per_sim_h is then the sum over ranks and kib_per_node the ranks' peak growth
 summed. ``cmd_wall_s`` is the child command's wall time seen from outside (interpreter
-and MPI start-up included).
+and MPI start-up included). --slices SECONDS (one process only) adds a table per N:
+for every SECONDS of simulated time, the nodes up, CPU and wall seconds, requests sent,
+timeouts and their share, and lookups by cause (find, publish, refresh, bootstrap), to
+see where an hour's work goes and how it changes as routing tables age.
 
-    flock /work/coord/bench.lock nice -n 10 .venv/bin/python benchmarks/sim_scale.py \
+    nice -n 10 .venv/bin/python benchmarks/sim_scale.py \
         --runner virtual 1000 --hours 0.25 --warmup direct --latency 20-80ms --ranks 2
 """
 
@@ -135,8 +138,47 @@ def _vm_kib(field: str) -> int:
     return 0
 
 
+SLICE_KEYS = ("requests_out", "timeouts", "lookups_find", "lookups_publish",
+              "lookups_refresh", "lookups_bootstrap")
+
+
+def _slicer(every: int) -> tuple[Any, list[dict]]:
+    """An engine observer that sums the nodes' counters every ``every`` simulated seconds.
+
+    Counted over the nodes up at a slice's end (a node that left during the slice takes
+    its last counts with it); CPU and wall seconds are this process's, for the slice."""
+    rows: list[dict] = []
+    last: dict[Any, dict[str, int]] = {}
+    clock = [time.process_time(), time.monotonic()]
+
+    def observe(sec: int, up: list[Any]) -> None:
+        if sec % every:
+            return
+        seen = {}
+        total = dict.fromkeys(SLICE_KEYS, 0)
+        for handle in up:
+            counts = handle.counters()
+            now = {k: int(counts.get(k, 0)) for k in SLICE_KEYS}
+            before = last.get(handle, {})
+            for k in SLICE_KEYS:
+                total[k] += now[k] - before.get(k, 0)
+            seen[handle] = now
+        last.clear()
+        last.update(seen)
+        cpu, wall = time.process_time(), time.monotonic()
+        if sec:
+            rows.append({"t_s": sec, "up": len(up), "cpu_s": round(cpu - clock[0], 1),
+                         "wall_s": round(wall - clock[1], 1), **total,
+                         "timeout_share": round(total["timeouts"]
+                                                / max(1, total["requests_out"]), 3)})
+        clock[:] = [cpu, wall]
+
+    return observe, rows
+
+
 def _one_virtual(n: int, hours: float, seed: int, profile: str | None,
-                 warmup: str = "join", latency: str = "0ms", ranks: int = 0) -> dict | None:
+                 warmup: str = "join", latency: str = "0ms", ranks: int = 0,
+                 slices: int = 0) -> dict | None:
     """One N in this process (or, sharded, this rank's share); None on ranks > 0."""
     from simulations.churn import parse_session
     from simulations.config import SimConfig, parse_latency
@@ -154,6 +196,7 @@ def _one_virtual(n: int, hours: float, seed: int, profile: str | None,
     rss0 = _vm_kib("VmRSS")
     w0, c0 = time.monotonic(), time.process_time()
     shard = None
+    slice_rows: list[dict] = []
     if ranks >= 1:
         from simulations.mpi import Shard
         from simulations.sharded import run_sharded
@@ -165,8 +208,12 @@ def _one_virtual(n: int, hours: float, seed: int, profile: str | None,
         def call() -> Any:
             return run_sharded(trace, "kadshare", shard)
     else:
+        observe = None
+        if slices:
+            observe, slice_rows = _slicer(slices)
+
         def call() -> Any:
-            return run_virtual(run_trace(trace, "kadshare"))
+            return run_virtual(run_trace(trace, "kadshare", observe=observe))
     if profile:
         import cProfile
 
@@ -205,11 +252,12 @@ def _one_virtual(n: int, hours: float, seed: int, profile: str | None,
                                             "metrics": m, "infra": out.infra,
                                             "marks": out.marks,
                                             "traffic": out.traffic}]})[:16],
+        "slices": slice_rows,
     }
 
 
 def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
-                  warmup: str, latency: str = "0ms", ranks: int = 0) -> int:
+                  warmup: str, latency: str = "0ms", ranks: int = 0, slices: int = 0) -> int:
     sizes = sizes or [1000, 3000, 10000]
     cols = ["n", "ranks", "latency", "join_sim_s", "join_wall_s", "sim_per_wall",
             "cpu_s_per_sim_h", "kib_per_node", "alive_end", "join_failures", "lookups",
@@ -226,7 +274,7 @@ def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
     for n in sizes:
         argv = [*prefix, sys.executable, __file__, "--runner", "virtual", "--one", str(n),
                 "--hours", str(hours), "--seed", str(seed), "--warmup", warmup,
-                "--latency", latency, "--ranks", str(ranks)]
+                "--latency", latency, "--ranks", str(ranks), "--slices", str(slices)]
         if profile:
             argv += ["--profile", f"{profile}.{n}"]
         t0 = time.monotonic()
@@ -241,7 +289,20 @@ def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
         if r.get("rank_cpu_s") != "-":
             print(f"<!-- N={n}: measured-phase CPU s per rank {r['rank_cpu_s']} -->",
                   flush=True)
+        if r.get("slices"):
+            _print_slices(n, r["slices"])
     return 0
+
+
+def _print_slices(n: int, rows: list[dict]) -> None:
+    cols = list(rows[0])
+    print(f"\nN={n}, per slice of the measured run (counts summed over the nodes up at "
+          "the slice's end):")
+    print("| " + " | ".join(cols) + " |")
+    print("|---" * len(cols) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(row[c]) for c in cols) + " |")
+    print(flush=True)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -263,6 +324,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--ranks", type=int, default=0,
                         help="virtual: 0 = one-process engine; K >= 1 = sharded engine "
                              "on K MPI ranks (mpirun -n K when K > 1)")
+    parser.add_argument("--slices", type=int, default=0, metavar="SECONDS",
+                        help="virtual, one process: print requests, timeouts, lookups by "
+                             "cause and CPU per SECONDS of simulated time")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: one N
     args = parser.parse_args(argv)
     if any(n < 2 for n in args.sizes) or (args.one is not None and args.one < 2):
@@ -277,6 +341,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         parser.error(str(exc))
     if args.ranks < 0 or (args.ranks and args.runner != "virtual"):
         parser.error("--ranks needs --runner virtual and K >= 0")
+    if args.slices < 0 or (args.slices and (args.runner != "virtual" or args.ranks)):
+        parser.error("--slices needs --runner virtual without --ranks, and SECONDS >= 1")
     if args.ranks and low <= 0:
         parser.error("--ranks needs a positive minimum --latency (the window), e.g. 20-80ms")
     return args
@@ -287,12 +353,12 @@ def main() -> int:
     if args.runner == "virtual":
         if args.one is not None:
             row = _one_virtual(args.one, args.hours, args.seed, args.profile or None,
-                               args.warmup, args.latency, args.ranks)
+                               args.warmup, args.latency, args.ranks, args.slices)
             if row is not None:
                 print(json.dumps(row))
             return 0
         return _main_virtual(args.sizes, args.hours, args.seed, args.profile, args.warmup,
-                             args.latency, args.ranks)
+                             args.latency, args.ranks, args.slices)
     idle = args.idle
     if args.one is not None:
         print(json.dumps(asyncio.run(_one(args.one, idle))))

@@ -202,6 +202,7 @@ class DhtNode:
             reached = sum(1 for a in answers if a is not None)
             if reached == 0:
                 log.warning("no bootstrap node answered (%d tried)", len(targets))
+            protocol.stats["lookups_bootstrap"] += 1
             await Lookup(protocol, self._node.id, self.config).run()
         n = len(protocol.router)
         log.info("dht node %s bootstrapped: %d contacts", self.node_id[:8], n)
@@ -291,6 +292,7 @@ class DhtNode:
             return 0
         assert self._publish_gate is not None
         async with self._publish_gate:
+            protocol.stats["lookups_publish"] += 1
             result = await Lookup(protocol, key, self.config).run()
             stores = [protocol.call_store_records(n, key, [encoded]) for n in result.closest]
             done = await asyncio.gather(*stores)
@@ -327,6 +329,7 @@ class DhtNode:
         local_positive = sum(1 for r, _ in merged.records.values() if r.kind != "w")
         if len(protocol.router) == 0 or (wanted is not None and local_positive >= wanted):
             return merged
+        protocol.stats["lookups_find"] += 1
         result = await Lookup(protocol, key, self.config, records=True, wanted=wanted).run()
         for rec, raw in result.records.values():
             merge_record(merged.records, rec, raw)
@@ -447,6 +450,7 @@ class DhtNode:
         for target in targets:
             if self._stopped:
                 return
+            protocol.stats["lookups_refresh"] += 1
             await Lookup(protocol, target, self.config).run()
 
     async def _expire(self) -> None:

@@ -16,6 +16,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ LEAVE_TIMEOUT = 20.0
 ANNOUNCE_TIMEOUT = 30.0
 WARMUP_ANNOUNCE_CONCURRENCY = 256
 RECORDS_EVERY_SEC_MAX_NODES = 200
+
+#: ``run_trace(observe=...)``: (second of the measured run, nodes up) -> None
+Observer = Callable[[int, list[ImplNode]], None]
 
 
 # ---- one node's operations, shared with the sharded engine (simulations/sharded.py) ----
@@ -183,8 +187,10 @@ class NodeDepartures:
 
 
 class _Engine(NodeDepartures):
-    def __init__(self, trace: Trace, impl_name: str, workdir: Path) -> None:
+    def __init__(self, trace: Trace, impl_name: str, workdir: Path,
+                 observe: Observer | None = None) -> None:
         self.trace = trace
+        self.observe = observe
         self.cfg = trace.config.with_changes(impl=impl_name)
         self.impl = make_impl(impl_name)
         self.netmodel = NetModel(seed=self.cfg.seed, latency=self.cfg.latency,
@@ -381,6 +387,8 @@ class _Engine(NodeDepartures):
             await asyncio.sleep(max(0.0, self.t0 + sec - self.loop.time()))
             self.lags.append(max(0.0, self.loop.time() - (self.t0 + sec)))
             self.sample()
+            if self.observe is not None:
+                self.observe(sec, [s.handle for s in self.nodes.values() if s.state == "up"])
             if progress and (tty or sec - last_print >= 10):
                 last_print = sec
                 # Wall-clock ETA from the pace so far (a virtual run goes faster than 1 s/s).
@@ -499,9 +507,13 @@ class _Engine(NodeDepartures):
 
 
 async def run_trace(trace: Trace, impl_name: str, *, progress: bool = False,
-                    workdir: Path | None = None) -> RunOutcome:
-    """Play ``trace`` against ``impl_name`` with the runner named in its config."""
+                    workdir: Path | None = None, observe: Observer | None = None
+                    ) -> RunOutcome:
+    """Play ``trace`` against ``impl_name`` with the runner named in its config.
+
+    ``observe(second, up_nodes)`` is called once per simulated second of the measured
+    run (after that second's sample) and must not change anything."""
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="kadshare-sim-") as tmp:
-            return await _Engine(trace, impl_name, Path(tmp)).run(progress)
-    return await _Engine(trace, impl_name, workdir).run(progress)
+            return await _Engine(trace, impl_name, Path(tmp), observe).run(progress)
+    return await _Engine(trace, impl_name, workdir, observe).run(progress)

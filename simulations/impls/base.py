@@ -82,6 +82,11 @@ class ImplNode(abc.ABC):
         """Maintenance bytes a remote node reported (inproc nodes: counted centrally)."""
         return 0
 
+    def counters(self) -> dict[str, int]:
+        """The node's own event counters (requests, timeouts, lookups by cause), for
+        ``benchmarks/sim_scale.py --slices``; empty when the design keeps none."""
+        return {}
+
 
 class Impl(abc.ABC):
     """A design under test: shared infrastructure plus a node factory."""

@@ -60,6 +60,9 @@ class KadshareSimNode(ImplNode):
     def records(self) -> int:
         return int(self.node.stored_record_count())
 
+    def counters(self) -> dict[str, int]:
+        return dict(self.node.stats)
+
 
 class KadshareImpl(Impl):
     """kadshare: no shared infrastructure."""

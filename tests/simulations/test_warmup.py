@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -113,12 +114,34 @@ async def test_prefilled_real_nodes_find_each_other_without_a_join() -> None:
             n.stop()
 
 
-def _run(impl: str, warmup: str) -> dict:
+def _run(impl: str, warmup: str, observe: Any = None) -> dict:
     cfg = SimConfig(scenario="churn", nodes=60, duration=60, files=6, providers=2,
                     lookup_rate=2, seed=5, runner="virtual", latency=(0.01, 0.03),
                     intervals="production", warmup=warmup, progress=False)
-    out = run_virtual(run_trace(build_trace(cfg), impl))
+    out = run_virtual(run_trace(build_trace(cfg), impl, observe=observe))
     return out.summary
+
+
+def test_an_observer_sees_every_second_and_the_nodes_counters_without_changing_the_run(
+        ) -> None:
+    # benchmarks/sim_scale.py --slices reads the nodes' counters this way.
+    seconds: list[int] = []
+    latest: dict[int, dict[str, int]] = {}
+
+    def observe(sec: int, up: list[Any]) -> None:
+        seconds.append(sec)
+        for handle in up:
+            latest[id(handle)] = handle.counters()
+
+    watched, plain = _run("kadshare", "direct", observe), _run("kadshare", "direct")
+    assert seconds == list(range(61))
+    found = sum(c.get("lookups_find", 0) for c in latest.values())
+    published = sum(c.get("lookups_publish", 0) for c in latest.values())
+    assert found >= watched["lookups_eligible"] // 2 and published > 0
+    assert sum(c.get("requests_out", 0) for c in latest.values()) > found
+    strip = ("warmup_s", "harness_cpu_fraction", "loop_lag_p99_ms", "loop_lag_max_ms")
+    assert {k: v for k, v in watched.items() if k not in strip} == \
+        {k: v for k, v in plain.items() if k not in strip}
 
 
 @pytest.mark.parametrize("impl", ["kadshare", "kademlia"])
