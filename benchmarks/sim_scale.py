@@ -271,6 +271,7 @@ def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
         prefix = mpirun_command(ranks)
     else:
         prefix = []
+    status = 0
     for n in sizes:
         argv = [*prefix, sys.executable, __file__, "--runner", "virtual", "--one", str(n),
                 "--hours", str(hours), "--seed", str(seed), "--warmup", warmup,
@@ -281,8 +282,24 @@ def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=4 * 3600)
         cmd_wall = time.monotonic() - t0
         if proc.returncode != 0:
-            print(f"N={n} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-            return 1
+            # Keep everything: thousands of nodes' warnings can bury the cause (a 10,000
+            # node sharded run once failed with only warnings in the last 2,000 chars).
+            import tempfile
+
+            with tempfile.NamedTemporaryFile("w", prefix=f"sim_scale-{n}-", suffix=".log",
+                                             delete=False) as fh:
+                fh.write(f"argv: {argv}\nexit: {proc.returncode}\n--- stdout\n"
+                         f"{proc.stdout}\n--- stderr\n{proc.stderr}")
+            lines = (proc.stdout + proc.stderr).splitlines()
+            keep = [ln for ln in lines if any(w in ln for w in (
+                "Error", "Traceback", "error", "exit", "signal", "Killed", "abort"))]
+            print(f"N={n} failed (exit {proc.returncode}; full output in {fh.name}):\n"
+                  + "\n".join(keep[-40:]) + "\n" + proc.stderr[-1000:], file=sys.stderr)
+            rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if not rows:
+                return 1
+            print(f"<!-- N={n}: exit {proc.returncode} after the row below was printed -->")
+            status = 1
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         r["cmd_wall_s"] = round(cmd_wall, 1)
         print("| " + " | ".join(str(r[c]) for c in cols) + " |", flush=True)
@@ -291,7 +308,7 @@ def _main_virtual(sizes: list[int], hours: float, seed: int, profile: str,
                   flush=True)
         if r.get("slices"):
             _print_slices(n, r["slices"])
-    return 0
+    return status
 
 
 def _print_slices(n: int, rows: list[dict]) -> None:
