@@ -39,7 +39,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from simulations.netmodel import NetModel, traffic_tag
@@ -67,6 +67,11 @@ def mpirun_command(ranks: int) -> list[str]:
     return ["mpirun", "-n", str(ranks), *MPIRUN_FLAGS]
 
 
+WAIT_ENV = "KADSHARE_SIM_MPI_WAIT"
+_WINDOW_TAG = 7
+_POLL_SLEEP = 0.0001
+
+
 def launched_ranks() -> int:
     """How many ranks mpirun/srun started (1 when not started by one)."""
     return max(int(os.environ.get(v) or 1) for v in _SIZE_VARS)
@@ -79,6 +84,11 @@ class Shard:
     rank: int = 0
     size: int = 1
     comm: Any = None
+    #: How a rank waits for the others at a window end: "spin" (one ``alltoall``; MPI
+    #: polls, the core stays busy) or "poll" (point-to-point sends, probed with short
+    #: sleeps in between, so a waiting rank gives its core to whatever else runs).
+    #: ``KADSHARE_SIM_MPI_WAIT`` sets it; both give the same results.
+    wait: str = field(default_factory=lambda: os.environ.get(WAIT_ENV, "spin"))
 
     @classmethod
     def from_mpi(cls) -> Shard:
@@ -105,9 +115,30 @@ class Shard:
         rank the OS has descheduled holds up the others)."""
         if self.comm is None:
             return outboxes[0], next_t, done
-        inboxes = self.comm.alltoall([(box, next_t, done) for box in outboxes])
+        msgs = [(box, next_t, done) for box in outboxes]
+        inboxes = self._polled_alltoall(msgs) if self.wait == "poll" else \
+            self.comm.alltoall(msgs)
         return ([p for box, _, _ in inboxes for p in box], min(t for _, t, _ in inboxes),
                 all(d for _, _, d in inboxes))
+
+    def _polled_alltoall(self, msgs: list[Any]) -> list[Any]:
+        """``alltoall`` from isend and probe-then-recv, sleeping between probes."""
+        comm, me = self.comm, self.rank
+        sends = [comm.isend(msgs[r], dest=r, tag=_WINDOW_TAG)
+                 for r in range(self.size) if r != me]
+        got: list[Any] = [None] * self.size
+        got[me] = msgs[me]
+        pending = [r for r in range(self.size) if r != me]
+        while pending:
+            for r in list(pending):
+                if comm.iprobe(source=r, tag=_WINDOW_TAG):
+                    got[r] = comm.recv(source=r, tag=_WINDOW_TAG)
+                    pending.remove(r)
+            if pending:
+                time.sleep(_POLL_SLEEP)
+        while not all(req.Test() for req in sends):
+            time.sleep(_POLL_SLEEP)
+        return got
 
     def gather(self, obj: Any) -> list[Any] | None:
         if self.comm is None:

@@ -19,7 +19,7 @@ import pytest
 from simulations.churn import parse_session
 from simulations.cli import main as sim_main
 from simulations.config import SimConfig
-from simulations.mpi import Shard, main, run_workload
+from simulations.mpi import WAIT_ENV, Shard, main, run_workload
 from simulations.runners.virtual import host_for
 from simulations.scenarios import build_trace
 from simulations.sharded import run_sharded
@@ -226,3 +226,16 @@ def test_a_shard_timer_sees_its_own_time_even_a_fraction_of_a_ns_after_another()
     finally:
         loop.close()
     assert len(seen) == 3 and all(w == now for w, now in seen)
+
+
+@needs_mpi[0]
+@needs_mpi[1]
+def test_the_polled_wait_gives_the_digest_of_one_process(tmp_path: Path) -> None:
+    sim = [sys.executable, "-m", "simulations.cli", *SIM, "--warmup", "direct"]
+    one = _sim([*sim, "--sharded"], tmp_path / "one")
+    env = {**_env(), WAIT_ENV: "poll"}
+    proc = subprocess.run([*MPIRUN, *sim, "--out", str(tmp_path / "two")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["digest"] == one["digest"]
