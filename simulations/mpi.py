@@ -4,9 +4,9 @@ Conservative parallel discrete-event simulation: node ``i`` lives on rank
 ``i % size``; every rank runs its own ``VirtualTimeLoop`` and ``VirtualNetwork`` for
 its nodes, in windows of ``W`` virtual seconds with ``W`` no longer than the minimum
 link latency. A datagram sent to another rank's node during a window cannot arrive
-before the window ends, so it is buffered and handed over at the boundary
-(``alltoall``); the receiving rank schedules its arrival at the exact virtual time it
-would have had in one process.
+before the window ends, so it is buffered and handed over at the boundary (an
+all-to-all exchange, ``Shard.exchange``); the receiving rank schedules its arrival at
+the exact virtual time it would have had in one process.
 
 The result must not depend on the number of ranks, so nothing may depend on which
 other nodes share a process:
