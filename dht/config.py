@@ -74,12 +74,15 @@ class DhtConfig:
     for one more contact, up to 2 * alpha calls out; the call itself is still awaited
     until its soft timeout (nobody is given up on earlier).  A first round whose contacts
     all died waited a full soft timeout (>= 30 ms) before asking anyone else (issue 16)."""
-    lookup_probe_min_rtt: bool = True
+    lookup_probe_min_rtt: bool = False
     """The first-round hedge above counts from the node's smallest recent round trip
     (``rtt_min_window``) instead of its smoothed one.  With 20 lookups in flight on a
     busy loop the smoothed round trip grows to ~10 ms, 3x it reached the 30 ms soft-timeout
     floor and the hedge never fired before it (issue 16, dht_bench --hog, 10 s after the
-    kill); queueing inflates the average, not the minimum."""
+    kill); queueing inflates the average, not the minimum.  Off by default: in the
+    open-loop benchmark it removed the dead-contact waits at no extra traffic, but on a
+    saturated loop (closed loop, 20 in flight) its 5 ms floor also hedged live calls:
+    requests per lookup +35 %, p99 worse in one run (docs/PROTOCOL.md, session 7)."""
     lookup_timeout: float = 10.0
     """Wall-clock cap on one iterative lookup, seconds."""
     record_ttl: int = 3600

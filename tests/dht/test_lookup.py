@@ -238,7 +238,7 @@ class TestFirstRound:
         (With the smoothed round trip, lookup_probe_min_rtt=False, the first round waits
         for the soft timeout, probes nobody and suspects the dead contacts.)"""
         cfg = DhtConfig.for_tests(rpc_timeout_min=0.6, rpc_timeout_max=2.0,
-                                  lookup_fresh_first=False)
+                                  lookup_fresh_first=False, lookup_probe_min_rtt=True)
         nodes = await start_network(8, cfg)
         try:
             asker = nodes[-1]
