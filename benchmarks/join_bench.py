@@ -9,7 +9,7 @@ returns.  Written against the public DhtNode API and the datagram layer's ``_sen
 ``datagram_received``, so the same script measures any revision:
 
     nice -n 10 .venv/bin/python benchmarks/join_bench.py                      # this tree
-    PYTHONPATH=/work/main nice -n 10 .venv/bin/python benchmarks/join_bench.py  # main
+    PYTHONPATH=OTHER_CHECKOUT nice -n 10 .venv/bin/python benchmarks/join_bench.py  # its code
 
 With ``--proofs`` it also times one id proof alone (sign by the prover, check by the
 asker) and prints the size of a ping and its reply with and without the proof.
