@@ -70,6 +70,9 @@ def mpirun_command(ranks: int) -> list[str]:
 WAIT_ENV = "KADSHARE_SIM_MPI_WAIT"
 _WINDOW_TAG = 7
 _POLL_SLEEP = 0.0001
+#: Longest a rank waits at one window end for the others before it gives up: far above
+#: any window's work (seconds at 10,000 nodes), so only a rank that died or hangs hits it.
+WINDOW_WAIT_MAX = 900.0
 
 
 def launched_ranks() -> int:
@@ -123,21 +126,28 @@ class Shard:
                 all(d for _, _, d in inboxes))
 
     def _polled_alltoall(self, msgs: list[Any]) -> list[Any]:
-        """``alltoall`` from isend and probe-then-recv, sleeping between probes."""
+        """``alltoall`` from isend and probe-then-recv, sleeping between probes; raises
+        RuntimeError if another rank stays silent for ``WINDOW_WAIT_MAX`` seconds."""
         comm, me = self.comm, self.rank
         sends = [comm.isend(msgs[r], dest=r, tag=_WINDOW_TAG)
                  for r in range(self.size) if r != me]
         got: list[Any] = [None] * self.size
         got[me] = msgs[me]
         pending = [r for r in range(self.size) if r != me]
+        deadline = time.monotonic() + WINDOW_WAIT_MAX
         while pending:
             for r in list(pending):
                 if comm.iprobe(source=r, tag=_WINDOW_TAG):
                     got[r] = comm.recv(source=r, tag=_WINDOW_TAG)
                     pending.remove(r)
             if pending:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ranks {pending} sent nothing for {WINDOW_WAIT_MAX:g} s "
+                                       "at a window end (died or hung?)")
                 time.sleep(_POLL_SLEEP)
         while not all(req.Test() for req in sends):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"window sends not taken for {WINDOW_WAIT_MAX:g} s")
             time.sleep(_POLL_SLEEP)
         return got
 
