@@ -77,11 +77,7 @@ class TestSharedSuspicion:
         cfg = DhtConfig.for_tests(rpc_timeout_min=1.0, rpc_timeout_max=2.0)
         nodes = await start_network(6, cfg)
         try:
-            dead, asker = nodes[2], nodes[4]
-            dead_id = dead.protocol.source_node.id
-            assert asker.protocol.router.contains(dead_id)
-            dead.stop()
-            near_dead = dead_id[:-1] + bytes([dead_id[-1] ^ 1])  # the dead one is closest
+            dead_id, asker, near_dead = stop_a_contact(nodes)
             lookup = Lookup(asker.protocol, near_dead, cfg)
             lookup._push(closest_to(asker, near_dead, cfg.k))  # learnt of it: not suspect
             asker.protocol.suspect(dead_id)  # ... then a concurrent lookup suspects it
@@ -101,11 +97,7 @@ class TestHedging:
         cfg = DhtConfig.for_tests(rpc_timeout_min=1.0, rpc_timeout_max=1.0)
         nodes = await start_network(6, cfg)
         try:
-            dead, asker = nodes[2], nodes[4]
-            dead_id = dead.protocol.source_node.id
-            assert asker.protocol.router.contains(dead_id)
-            dead.stop()
-            near_dead = dead_id[:-1] + bytes([dead_id[-1] ^ 1])  # the dead one is closest
+            dead_id, asker, near_dead = stop_a_contact(nodes)
             result = await Lookup(asker.protocol, near_dead, cfg).run()
             assert result.hedged >= 1
             got = {n.id for n in result.closest}
@@ -163,6 +155,16 @@ class TestHedging:
 
 async def _stop(node: DhtNode) -> None:
     node.stop()
+
+
+def stop_a_contact(nodes: list[DhtNode]) -> tuple[bytes, DhtNode, bytes]:
+    """Stop nodes[2] silently (a contact of nodes[4]); return its id, the asker nodes[4]
+    and a target the dead node is the closest node to."""
+    dead, asker = nodes[2], nodes[4]
+    dead_id = dead.protocol.source_node.id
+    assert asker.protocol.router.contains(dead_id)
+    dead.stop()
+    return dead_id, asker, dead_id[:-1] + bytes([dead_id[-1] ^ 1])
 
 
 def closest_to(asker: Any, target: bytes, count: int) -> list[Any]:
