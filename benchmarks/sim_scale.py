@@ -139,7 +139,7 @@ def _vm_kib(field: str) -> int:
 
 
 SLICE_KEYS = ("requests_out", "timeouts", "lookups_find", "lookups_publish",
-              "lookups_refresh", "lookups_bootstrap")
+              "lookups_refresh", "refresh_probes", "lookups_bootstrap")
 
 
 def _slicer(every: int) -> tuple[Any, list[dict]]:

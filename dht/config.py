@@ -161,7 +161,8 @@ class DhtConfig:
     timeout (issue 11, benchmarks/dht_storm.py).  0 <= j < 1; default 0.5."""
     refresh_lookups_per_wave: int = 3
     """Lookups one refresh runs, one after the other: the own id, then random stale
-    buckets (upstream: every stale bucket at once, here once up to 9 in parallel)."""
+    buckets that have no contacts (upstream: every stale bucket at once).  A stale bucket
+    with contacts gets one ``find_node`` to its oldest contact instead (``probe_bucket``)."""
     full_bucket_ping_interval: float = 5.0
     """Least time between two pings of a full bucket's least-recently-seen contact,
     seconds.  Upstream pinged it for every newcomer that found the bucket full."""

@@ -401,6 +401,41 @@ class KadshareProtocol(RequestGate, Admission, Handoff, DatagramRpc, KademliaPro
                 stored += got
         return stored
 
+    async def probe_bucket(self, bucket: Any, tries: int = 2) -> bool:
+        """Refresh ``bucket`` with one ``find_node`` instead of a lookup: ask its
+        least-recently-seen contact for a random id in the bucket's range.
+
+        A lookup to refresh a bucket asks ~20-40 nodes; what the bucket needs is to learn
+        whether its contacts still answer (a miss counts towards eviction, as in any
+        call) and a few fresh replacements near the range (the answer's contacts, proven
+        only when they could take a slot).  libtorrent's DHT refreshes this way
+        (``node::tick`` -> ``send_single_refresh``, src/kademlia/node.cpp).  Tries the
+        next contact when one does not answer; True if one did (the bucket is then
+        marked fresh)."""
+        asked = 0
+        for node in list(bucket.nodes.values()):
+            if asked >= tries:
+                break
+            if self._suspects and self.is_suspect(node.id):
+                continue
+            asked += 1
+            self.stats["refresh_probes"] += 1
+            target = self.refresh_id(bucket)
+            try:
+                body = await self._call(node, "find_node",
+                                        self.cookie_args((node.ip, node.port), [target]))
+            except RpcError:
+                continue
+            low, high = bucket.range
+            me = self._me()
+            for peer in parse_nodes(body.get("nodes"), self.config.k):
+                if low <= peer.long_id <= high and peer.id != me \
+                        and not self.router.contains(peer.id):
+                    self._admit_if_proven(peer, (peer.ip, peer.port), {}, None)
+            bucket.touch_last_updated()
+            return True
+        return False
+
     def last_heard(self, node_id: bytes) -> float:
         """``clock.now()`` of the node's last reply; -inf if none is remembered."""
         return self._heard.get(node_id, float("-inf"))

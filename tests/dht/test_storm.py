@@ -10,6 +10,7 @@ import socket
 from dht import DhtConfig, DhtNode, clock
 from dht.lookup import Lookup
 from dht.node import next_wait
+from dht.routing import KadNode
 
 from .netutil import eventually
 
@@ -105,6 +106,78 @@ async def test_refresh_skips_the_own_id_lookup_while_neighbours_keep_that_bucket
             bucket.last_updated -= config.refresh_interval + 1
         await asyncio.wait_for(a._refresh(), 10)
         assert b.stats["requests_in"] > served
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _far_half_nodes(config: DhtConfig, me: DhtNode, count: int) -> list[DhtNode]:
+    """``count`` nodes whose ids lie in the half of the id space ``me`` does not."""
+    top = me.identity.node_id[0] >> 7
+    out: list[DhtNode] = []
+    for _ in range(64):
+        node = DhtNode(config=config)
+        if node.identity.node_id[0] >> 7 != top:
+            out.append(node)
+            if len(out) == count:
+                return out
+    raise AssertionError("no far ids in 64 draws")
+
+
+async def test_a_stale_bucket_is_refreshed_by_one_request_to_its_oldest_contact() -> None:
+    """A lookup into a stale bucket asked ~20-40 nodes; one find_node to the bucket's
+    least-recently-seen contact is enough to learn it still answers, and the contacts
+    its answer names may take the bucket's free slots once they prove their ids."""
+    config = DhtConfig.for_tests()
+    a = DhtNode(config=config)
+    b, c = _far_half_nodes(config, a, 2)
+    try:
+        for node in (a, b, c):
+            await node.listen(0, "127.0.0.1")
+        assert a.protocol is not None
+        a.prefill([(b.identity.node_id, ("127.0.0.1", b.port))])
+        b.prefill([(c.identity.node_id, ("127.0.0.1", c.port))])
+        router = a.protocol.router
+        router.split_bucket(0)  # one bucket around a's id, one holding b
+        far = router.buckets[router.get_bucket_for(KadNode(b.identity.node_id))]
+        own = router.buckets[router.get_bucket_for(KadNode(a.identity.node_id))]
+        assert far is not own and list(far.nodes) == [b.identity.node_id]
+        far.last_updated -= config.refresh_interval + 1
+        served_b, served_c = b.stats["requests_in"], c.stats["requests_in"]
+        await asyncio.wait_for(a._refresh(), 10)
+        assert b.stats["requests_in"] == served_b + 1  # one find_node, not a lookup
+        assert a.stats["refresh_probes"] == 1 and a.stats["lookups_refresh"] == 0
+        assert far.last_updated > clock.now() - 1  # fresh again
+        # c, named in b's answer, proves its id and takes a free slot of that bucket
+        assert await eventually(
+            _async(lambda: router.contains(c.identity.node_id)), 40, 0.05)
+        assert c.stats["requests_in"] > served_c
+    finally:
+        for node in (a, b, c):
+            node.stop()
+
+
+async def test_a_refresh_probe_that_gets_no_answer_counts_a_miss_and_keeps_the_bucket_stale(
+) -> None:
+    config = DhtConfig.for_tests(rpc_timeout_max=0.3, rpc_timeout_min=0.05,
+                                 rpc_timeout_initial=0.1)
+    a = DhtNode(config=config)
+    (b,) = _far_half_nodes(config, a, 1)
+    try:
+        for node in (a, b):
+            await node.listen(0, "127.0.0.1")
+        assert a.protocol is not None
+        a.prefill([(b.identity.node_id, ("127.0.0.1", b.port))])
+        b.stop()  # gone without a word
+        router = a.protocol.router
+        router.split_bucket(0)
+        far = router.buckets[router.get_bucket_for(KadNode(b.identity.node_id))]
+        far.last_updated -= config.refresh_interval + 1
+        stale_since = far.last_updated
+        await asyncio.wait_for(a._refresh(), 10)
+        assert a.stats["refresh_probes"] == 1 and a.stats["timeouts"] == 1
+        assert a.protocol.is_suspect(b.identity.node_id)  # other lookups skip it now
+        assert far.last_updated == stale_since  # still stale: the next wave tries again
     finally:
         a.stop()
         b.stop()
